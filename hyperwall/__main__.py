@@ -1,0 +1,3 @@
+from hyperwall.cli.app import main
+
+main()

@@ -1,0 +1,611 @@
+"""The policy compiler: policy config + inventory + host -> `HostProgram`, incrementally.
+
+`FleetCompiler` holds the derived state of a whole fleet (group memberships, address sets,
+compiled chains, which policies apply to which workload, endpoints) and keeps it current
+under workload changes (`set_workload`, `remove_workload`) and policy edits (`set_config`),
+recomputing only what a change touches. `host_program(host)` assembles one host's slice.
+`compile_host` is the plain pure function over the same code. No I/O anywhere here.
+
+Identity and naming (stable across compiles, so that deltas stay small):
+- address sets: `g:KEY` (group), `w:KEY` (workload), `c:CIDR`, `s:SCOPE:SELECTOR`, and
+  `u:HASH` for a union of several peers;
+- chains: `in:POLICYKEY` / `out:POLICYKEY`; folded blocks: `b:CHAIN:FIRSTRULE`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from hyperwall.compiler.intervals import FULL_V4, FULL_V6, Interval, split_families
+from hyperwall.compiler.program import (
+    TIERS,
+    AddressSet,
+    BlockElement,
+    BlockSet,
+    Chain,
+    ChainItem,
+    Endpoint,
+    HostProgram,
+    LookupRule,
+    MatchRule,
+)
+from hyperwall.policy.model import (
+    TIER_ORDER,
+    Group,
+    Peer,
+    PolicyConfig,
+    PolicyDef,
+    RuleDef,
+    Workload,
+)
+from hyperwall.policy.ports import PROTO_NUMBERS, PortMatch
+from hyperwall.policy.selector import Selector
+from hyperwall.policy.selector_index import SelectorIndex
+
+Dir = Literal["in", "out"]
+FOLD_LIMIT = 64  # a rule with more elements than this stays a MatchRule over named sets
+_ANY_SERVICE = ((0, 0, 65535),)
+
+
+def selector_id(selector: Selector) -> str:
+    return selector.canonical()
+
+
+def peer_set_name(peer: Peer) -> str:
+    if peer.kind == "group":
+        return f"g:{peer.value}"
+    if peer.kind == "workload":
+        return f"w:{peer.value}"
+    if peer.kind == "cidr":
+        return f"c:{peer.value}"
+    assert peer.selector is not None
+    return f"s:{peer.scope or '*'}:{selector_id(peer.selector)}"
+
+
+def peers_set_name(peers: tuple[Peer, ...]) -> str | None:
+    """Name of the address set matching any of `peers`; None for 'any' (no peers)."""
+    if not peers:
+        return None
+    names = sorted({peer_set_name(p) for p in peers})
+    if len(names) == 1:
+        return names[0]
+    return "u:" + hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
+
+
+def _service_keys(
+    services: tuple[PortMatch, ...] | None, family: int
+) -> list[tuple[int, int, int]]:
+    """(protocol number, low, high) triples of `services` that can occur in `family`."""
+    if services is None:
+        return list(_ANY_SERVICE)
+    out = []
+    for s in services:
+        if s.proto == "any":
+            out.append((0, 0, 65535))
+        elif (s.proto == "icmp" and family == 6) or (s.proto == "icmpv6" and family == 4):
+            continue
+        elif s.any_value:
+            top = 255 if s.proto in ("icmp", "icmpv6") else 65535
+            out.append((PROTO_NUMBERS[s.proto], 0, top))
+        else:
+            out.append((PROTO_NUMBERS[s.proto], s.low, s.high))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledChain:
+    chain: Chain
+    blocks: Mapping[str, BlockSet]
+    match_sets: frozenset[str]  # address sets the chain's MatchRules name
+    all_sets: frozenset[str]  # every set its rules depend on (folding reads them too)
+
+
+class FleetCompiler:
+    """Derived fleet state, kept current under changes; see the module docstring."""
+
+    def __init__(
+        self, config: PolicyConfig, workloads: Iterable[Workload] = (), fold_limit: int = FOLD_LIMIT
+    ) -> None:
+        self.fold_limit = fold_limit
+        self.workloads: dict[str, Workload] = {}
+        self.by_host: dict[str, set[str]] = defaultdict(set)
+        self.by_tenant: dict[str | None, set[str]] = defaultdict(set)
+        self.index = SelectorIndex()
+        for w in workloads:
+            self._place(w)
+            self.index.set_workload(w.key, w.selector_labels())
+        self._load_config(config)
+
+    # -- configuration ------------------------------------------------------------------
+
+    def _load_config(self, config: PolicyConfig) -> None:
+        self.config = config
+        self._sid_refs: dict[str, int] = defaultdict(int)
+        self._groups_by_sid: dict[str, set[str]] = defaultdict(set)
+        self._groups_by_member: dict[str, set[str]] = defaultdict(set)
+        self._parents: dict[str, set[str]] = defaultdict(set)
+        for g in config.groups.values():
+            if g.selector is not None:
+                self._ref_selector(g.selector)
+                self._groups_by_sid[selector_id(g.selector)].add(g.key)
+            for m in g.members:
+                self._groups_by_member[m].add(g.key)
+            for child in g.groups:
+                self._parents[child].add(g.key)
+        self._group_cidrs: dict[str, frozenset[str]] = {}
+        self._members: dict[str, frozenset[str]] = {}
+        for key in config.groups:
+            self._members_of(key)
+            self._cidrs_of(key)
+        # address sets (lazy), chains (lazy), applied-to and endpoints
+        self._sets: dict[str, AddressSet] = {}
+        self._set_peers: dict[str, tuple[Peer, ...]] = {}
+        self._set_workloads: dict[str, frozenset[str]] = {}
+        self._sets_by_group: dict[str, set[str]] = defaultdict(set)
+        self._sets_by_sid: dict[str, set[str]] = defaultdict(set)
+        self._sets_by_wpeer: dict[str, set[str]] = defaultdict(set)
+        self._sets_of_workload: dict[str, set[str]] = defaultdict(set)
+        self._chains: dict[str, _CompiledChain] = {}
+        self._chains_by_set: dict[str, set[str]] = defaultdict(set)
+        self._applies: dict[str, frozenset[str]] = {}
+        self._policies_of: dict[str, set[str]] = defaultdict(set)
+        self._policies_by_sid: dict[str, set[str]] = defaultdict(set)
+        self._policies_by_group: dict[str, set[str]] = defaultdict(set)
+        self._policies_by_wpeer: dict[str, set[str]] = defaultdict(set)
+        self._scope_policies: set[str] = set()
+        self._endpoints: dict[str, tuple[Endpoint, ...]] = {}
+        for policy in config.policies.values():
+            self._add_policy(policy)
+
+    def set_config(self, config: PolicyConfig) -> None:
+        """Replace the policy config; policy edits are incremental, others rebuild."""
+        old = self.config
+        if old.tenants != config.tenants or old.groups != config.groups:
+            for sid in list(self._sid_refs):
+                self.index.remove_selector(sid)
+            self._load_config(config)
+            return
+        self.config = config
+        keys = set(old.policies) | set(config.policies)
+        for key in sorted(keys):
+            before, after = old.policies.get(key), config.policies.get(key)
+            if before == after:
+                continue
+            touched: set[str] = set()
+            if before is not None:
+                touched |= self._remove_policy(before)
+            if after is not None:
+                touched |= self._add_policy(after)
+            for wk in touched:
+                self._endpoints.pop(wk, None)
+
+    def _ref_selector(self, selector: Selector) -> str:
+        sid = selector_id(selector)
+        if self._sid_refs[sid] == 0:
+            self.index.add_selector(sid, selector)
+        self._sid_refs[sid] += 1
+        return sid
+
+    def _unref_selector(self, selector: Selector) -> None:
+        sid = selector_id(selector)
+        self._sid_refs[sid] -= 1
+        if self._sid_refs[sid] == 0:
+            del self._sid_refs[sid]
+            self.index.remove_selector(sid)
+
+    def _peer_selectors(self, policy: PolicyDef) -> list[Selector]:
+        peers = [p for r in policy.rules for p in (*r.sources, *r.destinations)]
+        if policy.applied_to is not None:
+            peers.append(policy.applied_to)
+        return [p.selector for p in peers if p.selector is not None]
+
+    def _add_policy(self, policy: PolicyDef) -> set[str]:
+        for selector in self._peer_selectors(policy):
+            self._ref_selector(selector)
+        target = policy.applied_to
+        if target is None:
+            self._scope_policies.add(policy.key)
+        elif target.kind == "selector":
+            assert target.selector is not None
+            self._policies_by_sid[selector_id(target.selector)].add(policy.key)
+        elif target.kind == "group":
+            self._policies_by_group[target.value].add(policy.key)
+        else:
+            self._policies_by_wpeer[target.value].add(policy.key)
+        applies = self._compute_applies(policy)
+        self._applies[policy.key] = applies
+        for wk in applies:
+            self._policies_of[wk].add(policy.key)
+        return set(applies)
+
+    def _remove_policy(self, policy: PolicyDef) -> set[str]:
+        for direction in ("in", "out"):
+            self._drop_chain(f"{direction}:{policy.key}")
+        target = policy.applied_to
+        self._scope_policies.discard(policy.key)
+        if target is not None:
+            for table in (self._policies_by_sid, self._policies_by_group, self._policies_by_wpeer):
+                for keys in table.values():
+                    keys.discard(policy.key)
+        applies = self._applies.pop(policy.key, frozenset())
+        for wk in applies:
+            self._policies_of[wk].discard(policy.key)
+        for selector in self._peer_selectors(policy):
+            self._unref_selector(selector)
+        return set(applies)
+
+    # -- groups -------------------------------------------------------------------------
+
+    def _scoped(self, ids: Iterable[str], tenant: str | None) -> frozenset[str]:
+        if tenant is None:
+            return frozenset(ids)
+        return frozenset(self.by_tenant.get(tenant, set()).intersection(ids))
+
+    def _selected(self, selector: Selector, tenant: str | None) -> frozenset[str]:
+        return self._scoped(self.index.matches(selector_id(selector)), tenant)
+
+    def _direct_members(self, group: Group) -> set[str]:
+        found = {m for m in group.members if m in self.workloads}
+        if group.selector is not None:
+            found |= self._selected(group.selector, group.tenant)
+        return found
+
+    def _members_of(self, key: str) -> frozenset[str]:
+        if key not in self._members:
+            group = self.config.groups[key]
+            found = self._direct_members(group)
+            for child in group.groups:
+                found |= self._members_of(child)
+            self._members[key] = frozenset(found)
+        return self._members[key]
+
+    def _cidrs_of(self, key: str) -> frozenset[str]:
+        if key not in self._group_cidrs:
+            group = self.config.groups[key]
+            found = set(group.cidrs)
+            for child in group.groups:
+                found |= self._cidrs_of(child)
+            self._group_cidrs[key] = frozenset(found)
+        return self._group_cidrs[key]
+
+    def _refresh_groups(self, dirty: set[str]) -> set[str]:
+        """Recompute the memberships of `dirty` groups and their ancestors; return changed."""
+        pending = set(dirty)
+        frontier = list(dirty)
+        while frontier:
+            for parent in self._parents.get(frontier.pop(), ()):
+                if parent not in pending:
+                    pending.add(parent)
+                    frontier.append(parent)
+        old = {key: self._members.pop(key) for key in pending if key in self._members}
+        return {key for key in pending if self._members_of(key) != old.get(key)}
+
+    # -- address sets -------------------------------------------------------------------
+
+    def _register_set(self, name: str, peers: tuple[Peer, ...]) -> None:
+        if name in self._set_peers:
+            return
+        self._set_peers[name] = peers
+        for p in peers:
+            if p.kind == "group":
+                self._sets_by_group[p.value].add(name)
+            elif p.kind == "workload":
+                self._sets_by_wpeer[p.value].add(name)
+            elif p.kind == "selector":
+                assert p.selector is not None
+                self._sets_by_sid[selector_id(p.selector)].add(name)
+
+    def _compute_set(self, name: str) -> AddressSet:
+        members: set[str] = set()
+        cidrs: set[str] = set()
+        for p in self._set_peers[name]:
+            if p.kind == "group":
+                members |= self._members_of(p.value)
+                cidrs |= self._cidrs_of(p.value)
+            elif p.kind == "workload":
+                if p.value in self.workloads:
+                    members.add(p.value)
+            elif p.kind == "selector":
+                assert p.selector is not None
+                members |= self._selected(p.selector, p.scope)
+            else:
+                cidrs.add(p.value)
+        for wk in self._set_workloads.get(name, ()):
+            self._sets_of_workload[wk].discard(name)
+        self._set_workloads[name] = frozenset(members)
+        for wk in members:
+            self._sets_of_workload[wk].add(name)
+        addresses = [ip for wk in members for ip in self.workloads[wk].ips()]
+        v4, v6 = split_families([*addresses, *cidrs])
+        return AddressSet(name, v4, v6)
+
+    def address_set(self, name: str) -> AddressSet:
+        found = self._sets.get(name)
+        if found is None:
+            found = self._sets[name] = self._compute_set(name)
+        return found
+
+    def _refresh_sets(self, names: set[str]) -> None:
+        """Recompute cached sets; chains that read a changed set are dropped."""
+        for name in names:
+            old = self._sets.get(name)
+            if old is None:
+                continue
+            new = self._sets[name] = self._compute_set(name)
+            if new != old:
+                for chain in list(self._chains_by_set.get(name, ())):
+                    self._drop_chain(chain)
+
+    # -- chains -------------------------------------------------------------------------
+
+    def _drop_chain(self, name: str) -> None:
+        compiled = self._chains.pop(name, None)
+        if compiled is not None:
+            for s in compiled.all_sets:
+                self._chains_by_set[s].discard(name)
+
+    def _rule_sets(self, rule: RuleDef) -> tuple[str | None, str | None]:
+        src = peers_set_name(rule.sources)
+        dst = peers_set_name(rule.destinations)
+        if src is not None:
+            self._register_set(src, rule.sources)
+        if dst is not None:
+            self._register_set(dst, rule.destinations)
+        return src, dst
+
+    def _intervals(self, name: str | None) -> tuple[tuple[Interval, ...], tuple[Interval, ...]]:
+        if name is None:
+            return FULL_V4, FULL_V6
+        s = self.address_set(name)
+        return s.v4, s.v6
+
+    def _elements(
+        self, rule: RuleDef, src: str | None, dst: str | None
+    ) -> list[BlockElement] | None:
+        """The rule as block elements, or None if it should stay a MatchRule."""
+        if rule.log:
+            return None
+        (s4, s6), (d4, d6) = self._intervals(src), self._intervals(dst)
+        by_family = ((4, s4, d4), (6, s6, d6))
+        services = {family: _service_keys(rule.services, family) for family in (4, 6)}
+        count = sum(len(s) * len(d) * len(services[f]) for f, s, d in by_family)
+        if count > self.fold_limit:
+            return None
+        return [
+            (f, sl, sh, dl, dh, proto, low, high, rule.id)
+            for f, ss, ds in by_family
+            for sl, sh in ss
+            for dl, dh in ds
+            for proto, low, high in services[f]
+        ]
+
+    def chain(self, name: str) -> _CompiledChain:
+        found = self._chains.get(name)
+        if found is None:
+            found = self._chains[name] = self._compile_chain(name)
+            for s in found.all_sets:
+                self._chains_by_set[s].add(name)
+        return found
+
+    def _compile_chain(self, name: str) -> _CompiledChain:
+        direction, _, key = name.partition(":")
+        policy = self.config.policies[key]
+        items: list[ChainItem] = []
+        blocks: dict[str, BlockSet] = {}
+        match_sets: set[str] = set()
+        all_sets: set[str] = set()
+        run: list[tuple[RuleDef, str | None, str | None, list[BlockElement]]] = []
+
+        def flush() -> None:
+            if len(run) >= 2:
+                block = f"b:{name}:{run[0][0].name}"
+                elements = frozenset(e for *_, es in run for e in es)
+                blocks[block] = BlockSet(block, elements)
+                items.append(LookupRule(block, run[0][0].action, tuple(r.id for r, *_ in run)))
+            else:
+                for r, src, dst, _ in run:
+                    items.append(MatchRule(r.id, r.action, r.log, src, dst, r.services))
+                    match_sets.update(s for s in (src, dst) if s is not None)
+            run.clear()
+
+        for rule in policy.rules:
+            if rule.direction not in (direction, "both"):
+                continue
+            src, dst = self._rule_sets(rule)
+            all_sets.update(s for s in (src, dst) if s is not None)
+            elements = self._elements(rule, src, dst)
+            if run and (elements is None or run[0][0].action != rule.action):
+                flush()
+            if elements is None:
+                items.append(MatchRule(rule.id, rule.action, rule.log, src, dst, rule.services))
+                match_sets.update(s for s in (src, dst) if s is not None)
+            else:
+                run.append((rule, src, dst, elements))
+        flush()
+        return _CompiledChain(
+            Chain(name, tuple(items)), blocks, frozenset(match_sets), frozenset(all_sets)
+        )
+
+    # -- applied-to and endpoints -------------------------------------------------------
+
+    def _compute_applies(self, policy: PolicyDef) -> frozenset[str]:
+        scope = self.workloads.keys() if policy.tenant is None else self.by_tenant[policy.tenant]
+        target = policy.applied_to
+        if target is None:
+            return frozenset(scope)
+        if target.kind == "selector":
+            assert target.selector is not None
+            picked: Iterable[str] = self._selected(target.selector, target.scope)
+        elif target.kind == "group":
+            picked = self._members_of(target.value)
+        else:
+            picked = {target.value} if target.value in self.workloads else set()
+        return frozenset(scope & set(picked))
+
+    def _refresh_applies(self, policies: set[str]) -> set[str]:
+        """Recompute applied-to of `policies`; return the workloads whose policy list changed."""
+        touched: set[str] = set()
+        for key in policies:
+            policy = self.config.policies.get(key)
+            if policy is None:
+                continue
+            old = self._applies.get(key, frozenset())
+            new = self._compute_applies(policy)
+            if new == old:
+                continue
+            self._applies[key] = new
+            for wk in old - new:
+                self._policies_of[wk].discard(key)
+            for wk in new - old:
+                self._policies_of[wk].add(key)
+            touched |= old ^ new
+        return touched
+
+    def _has_rules(self, policy: PolicyDef, direction: Dir) -> bool:
+        return any(r.direction in (direction, "both") for r in policy.rules)
+
+    def endpoints(self, wk: str) -> tuple[Endpoint, ...]:
+        found = self._endpoints.get(wk)
+        if found is None:
+            found = self._endpoints[wk] = self._build_endpoints(self.workloads[wk])
+        return found
+
+    def _build_endpoints(self, w: Workload) -> tuple[Endpoint, ...]:
+        policies = sorted(
+            (self.config.policies[k] for k in self._policies_of.get(w.key, ())),
+            key=PolicyDef.order_key,
+        )
+        dispatch: dict[Dir, list[list[str]]] = {"in": [[] for _ in range(TIERS)], "out": []}
+        dispatch["out"] = [[] for _ in range(TIERS)]
+        for policy in policies:
+            for direction in ("in", "out"):
+                if self._has_rules(policy, direction):
+                    dispatch[direction][TIER_ORDER[policy.tier]].append(f"{direction}:{policy.key}")
+        tenant = self.config.tenants.get(w.tenant) if w.tenant else None
+        ingress = tuple(tuple(t) for t in dispatch["in"])
+        egress = tuple(tuple(t) for t in dispatch["out"])
+        return tuple(
+            Endpoint(
+                key=f"{w.key}/{iface.name}",
+                workload=w.key,
+                interface=iface.name,
+                tenant=w.tenant,
+                mac=iface.mac,
+                ips=iface.ips,
+                ingress=ingress,
+                egress=egress,
+                default=tenant.default_action if tenant else "drop",
+                log_default=tenant.log_default if tenant else False,
+            )
+            for iface in w.interfaces
+        )
+
+    # -- inventory changes --------------------------------------------------------------
+
+    def _place(self, w: Workload) -> None:
+        self.workloads[w.key] = w
+        self.by_host[w.host].add(w.key)
+        self.by_tenant[w.tenant].add(w.key)
+
+    def _unplace(self, w: Workload) -> None:
+        del self.workloads[w.key]
+        self.by_host[w.host].discard(w.key)
+        self.by_tenant[w.tenant].discard(w.key)
+
+    def set_workload(self, w: Workload) -> None:
+        """Add or update a workload (labels, addresses, host)."""
+        old = self.workloads.get(w.key)
+        if old == w:
+            return
+        if old is not None:
+            self._unplace(old)
+        self._place(w)
+        changed_sids = self.index.set_workload(w.key, w.selector_labels())
+        self._propagate(
+            w.key, changed_sids, membership=old is None, ips=old is None or old.ips() != w.ips()
+        )
+
+    def remove_workload(self, key: str) -> None:
+        old = self.workloads.get(key)
+        if old is None:
+            return
+        self._unplace(old)
+        changed_sids = self.index.remove_workload(key)
+        self._propagate(key, changed_sids, membership=True, ips=True)
+        self._endpoints.pop(key, None)
+        self._sets_of_workload.pop(key, None)
+        self._policies_of.pop(key, None)
+
+    def _propagate(self, wk: str, changed_sids: set[str], membership: bool, ips: bool) -> None:
+        dirty_groups = {g for sid in changed_sids for g in self._groups_by_sid.get(sid, ())}
+        if membership:
+            dirty_groups |= self._groups_by_member.get(wk, set())
+        changed_groups = self._refresh_groups(dirty_groups)
+        dirty_sets: set[str] = set()
+        for g in changed_groups:
+            dirty_sets |= self._sets_by_group.get(g, set())
+        for sid in changed_sids:
+            dirty_sets |= self._sets_by_sid.get(sid, set())
+        if membership:
+            dirty_sets |= self._sets_by_wpeer.get(wk, set())
+        if ips:
+            dirty_sets |= self._sets_of_workload.get(wk, set())
+        self._refresh_sets(dirty_sets)
+        dirty_policies = {p for sid in changed_sids for p in self._policies_by_sid.get(sid, ())}
+        for g in changed_groups:
+            dirty_policies |= self._policies_by_group.get(g, set())
+        if membership:
+            dirty_policies |= self._policies_by_wpeer.get(wk, set())
+            self._rescope(wk)
+        for touched in self._refresh_applies(dirty_policies) | {wk}:
+            self._endpoints.pop(touched, None)
+
+    def _rescope(self, wk: str) -> None:
+        """A workload came or went: adjust the policies without appliedTo in its scope."""
+        present = wk in self.workloads
+        tenant = wk.rpartition("/")[0] or None
+        for key in self._scope_policies:
+            if self.config.policies[key].tenant not in (None, tenant):
+                continue
+            applies = self._applies[key]
+            self._applies[key] = applies | {wk} if present else applies - {wk}
+            if present:
+                self._policies_of[wk].add(key)
+            else:
+                self._policies_of[wk].discard(key)
+
+    # -- assembly -----------------------------------------------------------------------
+
+    def host_program(self, host: str) -> HostProgram:
+        endpoints: dict[str, Endpoint] = {}
+        chain_names: set[str] = set()
+        for wk in sorted(self.by_host.get(host, ())):
+            for ep in self.endpoints(wk):
+                endpoints[ep.key] = ep
+                for tier in (*ep.ingress, *ep.egress):
+                    chain_names.update(tier)
+        chains: dict[str, Chain] = {}
+        blocks: dict[str, BlockSet] = {}
+        set_names: set[str] = set()
+        for name in sorted(chain_names):
+            compiled = self.chain(name)
+            chains[name] = compiled.chain
+            blocks.update(compiled.blocks)
+            set_names |= compiled.match_sets
+        sets = {name: self.address_set(name) for name in sorted(set_names)}
+        return HostProgram(host, sets, blocks, chains, endpoints)
+
+    def hosts(self) -> list[str]:
+        return sorted(h for h, ws in self.by_host.items() if ws)
+
+
+def compile_host(
+    config: PolicyConfig, workloads: Mapping[str, Workload] | Iterable[Workload], host: str
+) -> HostProgram:
+    """The pure function: documents' config + inventory + host name -> the host's program."""
+    items = workloads.values() if isinstance(workloads, Mapping) else workloads
+    return FleetCompiler(config, items).host_program(host)
