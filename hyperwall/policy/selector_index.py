@@ -99,7 +99,7 @@ class LabelIndex:
         plain = sorted((found for found, complement in operands if not complement), key=len)
         excluded = [found for found, complement in operands if complement]
         if not plain:
-            return set[str]().union(*excluded[:1]), True
+            return set[str]().union(*excluded), True
         result = plain[0]
         for other in plain[1:]:
             if not result:
