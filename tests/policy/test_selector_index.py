@@ -7,7 +7,6 @@ applied to every workload's labels.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Mapping
 
 import pytest
@@ -285,19 +284,14 @@ def test_scale_ten_thousand_workloads_thousand_selectors() -> None:
         index.set_workload(wid, wl)
     sels = fleet_selectors(rnd, apps, 1000)
 
-    start = time.perf_counter()
+    # Correctness at fleet scale only: speed is measured in benchmarks/, never asserted here.
     for n, selector in enumerate(sels):
         index.add_selector(f"s{n}", selector)
-    full = time.perf_counter() - start
-    assert full < 3.0, f"full evaluation took {full:.2f}s"  # ~0.3 s on a laptop
 
-    start = time.perf_counter()
     for _ in range(200):
         wid = f"w{rnd.randrange(10_000)}"
         fleet[wid] = {**fleet[wid], "env": rnd.choice(["prod", "stage", "dev"])}
         index.set_workload(wid, fleet[wid])
-    per_change = (time.perf_counter() - start) / 200
-    assert per_change < 0.005, f"a label change took {per_change * 1e3:.2f}ms"
 
     for n in rnd.sample(range(len(sels)), 20):
         assert index.matches(f"s{n}") == brute(sels[n], fleet, None)
