@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from hyperwall.compiler.intervals import FULL_V4, FULL_V6, Interval, split_families
+from hyperwall.compiler.boxes import BoxIndex
+from hyperwall.compiler.intervals import FULL_V4, FULL_V6, Interval, merge, split_families
 from hyperwall.compiler.program import (
     TIERS,
     AddressSet,
@@ -79,21 +80,21 @@ def peers_set_name(peers: tuple[Peer, ...]) -> str | None:
 def _service_keys(
     services: tuple[PortMatch, ...] | None, family: int
 ) -> list[tuple[int, int, int]]:
-    """(protocol number, low, high) triples of `services` that can occur in `family`."""
-    if services is None:
+    """Disjoint (protocol number, low, high) triples of `services` that occur in `family`.
+
+    Protocol 0 stands for any protocol and makes every other entry redundant; ranges of one
+    protocol are merged, so a rule's own block elements never overlap each other.
+    """
+    if services is None or any(s.proto == "any" for s in services):
         return list(_ANY_SERVICE)
-    out = []
+    ranges: dict[int, list[tuple[int, int]]] = {}
     for s in services:
-        if s.proto == "any":
-            out.append((0, 0, 65535))
-        elif (s.proto == "icmp" and family == 6) or (s.proto == "icmpv6" and family == 4):
+        if (s.proto == "icmp" and family == 6) or (s.proto == "icmpv6" and family == 4):
             continue
-        elif s.any_value:
-            top = 255 if s.proto in ("icmp", "icmpv6") else 65535
-            out.append((PROTO_NUMBERS[s.proto], 0, top))
-        else:
-            out.append((PROTO_NUMBERS[s.proto], s.low, s.high))
-    return out
+        top = 255 if s.proto in ("icmp", "icmpv6") else 65535
+        low, high = (0, top) if s.any_value else (s.low, s.high)
+        ranges.setdefault(PROTO_NUMBERS[s.proto], []).append((low, high))
+    return [(proto, lo, hi) for proto, rs in sorted(ranges.items()) for lo, hi in merge(rs)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,8 +400,11 @@ class FleetCompiler:
         match_sets: set[str] = set()
         all_sets: set[str] = set()
         run: list[tuple[RuleDef, str | None, str | None, list[BlockElement]]] = []
+        boxes = BoxIndex()  # the run's elements: a block's elements must not overlap
 
         def flush() -> None:
+            nonlocal boxes
+            boxes = BoxIndex()
             if len(run) >= 2:
                 block = f"b:{name}:{run[0][0].name}"
                 elements = frozenset(e for *_, es in run for e in es)
@@ -418,13 +422,19 @@ class FleetCompiler:
             src, dst = self._rule_sets(rule)
             all_sets.update(s for s in (src, dst) if s is not None)
             elements = self._elements(rule, src, dst)
-            if run and (elements is None or run[0][0].action != rule.action):
+            if run and (
+                elements is None
+                or run[0][0].action != rule.action
+                or any(boxes.overlaps(e) for e in elements)
+            ):
                 flush()
             if elements is None:
                 items.append(MatchRule(rule.id, rule.action, rule.log, src, dst, rule.services))
                 match_sets.update(s for s in (src, dst) if s is not None)
             else:
                 run.append((rule, src, dst, elements))
+                for e in elements:
+                    boxes.add(e)
         flush()
         return _CompiledChain(
             Chain(name, tuple(items)), blocks, frozenset(match_sets), frozenset(all_sets)
