@@ -1,0 +1,200 @@
+"""The nftables data plane: applies host programs to the kernel, incrementally and atomically.
+
+Counterpart of `compiler.delta` (what changed) and `nft.plan` (how to say it to the kernel).
+Steady path: the program delta is rendered object by object into the desired table state and
+only the touched names are planned, so a change costs what it touches. Startup and recovery:
+`sync` reads the table back, compares everything and converges; it never touches other
+tables. After a failed incremental apply it syncs; after a failed sync it rebuilds the whole
+table in one transaction (`add table; delete table; add everything`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from hyperwall.compiler.delta import ProgramDelta, diff
+from hyperwall.compiler.program import HostProgram
+from hyperwall.dataplane.nft import plan as planner
+from hyperwall.dataplane.nft.client import NftClient, NftError
+from hyperwall.dataplane.nft.readback import parse_table
+from hyperwall.dataplane.nft.render import (
+    Element,
+    Options,
+    TableState,
+    address_set_name,
+    block_set_name,
+    block_shape,
+    passing_chains,
+    policy_chain_name,
+    render_address_set,
+    render_block_set,
+    render_endpoint,
+    render_policy_chain,
+    render_program,
+    static_objects,
+)
+
+Mode = Literal["noop", "incremental", "sync", "rebuild"]
+ENDPOINT_SETS = ("spoof4", "spoof6", "egress_map", "ingress_map")
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    mode: Mode
+    commands: int
+    seconds: float
+
+
+class NftBackend:
+    def __init__(self, client: NftClient | None = None, options: Options | None = None) -> None:
+        self.client = client or NftClient()
+        self.options = options or Options()
+        self.program: HostProgram | None = None
+        self.state: TableState | None = None  # what the kernel holds after our last success
+
+    # -- full paths ---------------------------------------------------------------------
+
+    def read_actual(self) -> TableState | None:
+        listing = self.client.list_table()
+        return None if listing is None else parse_table(listing)
+
+    def sync(self, program: HostProgram) -> ApplyResult:
+        """Read the table back, compare all of it with `program`, converge (repairs drift)."""
+        start = time.perf_counter()
+        actual = self.read_actual()
+        desired = render_program(program, self.options)
+        commands = planner.plan(actual or TableState(), desired, table_exists=actual is not None)
+        self.client.run(commands)
+        self.state, self.program = desired, program
+        mode: Mode = "sync" if commands else "noop"
+        return ApplyResult(mode, len(commands), time.perf_counter() - start)
+
+    def rebuild(self, program: HostProgram) -> ApplyResult:
+        start = time.perf_counter()
+        desired = render_program(program, self.options)
+        commands = planner.rebuild(desired)
+        self.client.run(commands)
+        self.state, self.program = desired, program
+        return ApplyResult("rebuild", len(commands), time.perf_counter() - start)
+
+    # -- steady path --------------------------------------------------------------------
+
+    def apply(self, program: HostProgram) -> ApplyResult:
+        """Converge the kernel to `program`: incremental, else sync, else rebuild."""
+        if self.program is None or self.state is None:
+            try:
+                return self.sync(program)
+            except NftError:
+                return self.rebuild(program)
+        if self.program is program or self.program == program:
+            return ApplyResult("noop", 0, 0.0)
+        start = time.perf_counter()
+        try:
+            desired, touched = self._desired_after(diff(self.program, program), program)
+            commands = planner.plan(self.state, desired, only=touched)
+            self.client.run(commands)
+        except NftError:
+            try:
+                return self.sync(program)
+            except NftError:
+                return self.rebuild(program)
+        self.state, self.program = desired, program
+        return ApplyResult("incremental", len(commands), time.perf_counter() - start)
+
+    def _desired_after(
+        self, delta: ProgramDelta, program: HostProgram
+    ) -> tuple[TableState, set[str]]:
+        """The desired table after `delta`, re-rendering only what it touches."""
+        assert self.state is not None and self.program is not None
+        old = self.program
+        state = TableState(
+            dict(self.state.sets), dict(self.state.elements), dict(self.state.chains)
+        )
+        touched: set[str] = set()
+
+        def replace(name: str, removed: set[Element], added: set[Element]) -> None:
+            elements = set(state.elements[name])
+            elements -= removed
+            elements |= added
+            state.elements[name] = elements
+            touched.add(name)
+
+        for change in delta.address_elements:
+            for family in (4, 6):
+                replace(
+                    address_set_name(change.name, family),
+                    {i for f, i in change.removed if f == family},
+                    {i for f, i in change.added if f == family},
+                )
+        for name in delta.address_sets_delete:
+            for family in (4, 6):
+                n = address_set_name(name, family)
+                state.sets.pop(n, None)
+                state.elements.pop(n, None)
+                touched.add(n)
+        for s in delta.address_sets_put:
+            for spec, elements in render_address_set(s):
+                state.put_set(spec, elements)
+                touched.add(spec.name)
+        for change in delta.block_elements:
+            removed: dict[str, set[Element]] = {}
+            added: dict[str, set[Element]] = {}
+            for e in change.removed:
+                shape, value = block_shape(e)
+                removed.setdefault(shape, set()).add(value)
+            for e in change.added:
+                shape, value = block_shape(e)
+                added.setdefault(shape, set()).add(value)
+            for shape in set(removed) | set(added):
+                replace(
+                    block_set_name(change.name, shape),
+                    removed.get(shape, set()),
+                    added.get(shape, set()),
+                )
+        for b in delta.block_sets_put:
+            for spec, elements in render_block_set(b):
+                state.put_set(spec, elements)
+                touched.add(spec.name)
+        for name in delta.block_sets_delete:
+            for spec, _ in render_block_set(old.block_sets[name]):
+                state.sets.pop(spec.name, None)
+                state.elements.pop(spec.name, None)
+                touched.add(spec.name)
+        for name in (*delta.chains_delete, *(c.name for c in delta.chains_put)):
+            if name in old.chains:
+                for gone in render_policy_chain(old.chains[name]):
+                    state.chains.pop(gone.name, None)
+                    touched.add(gone.name)
+        for chain in delta.chains_put:
+            for made in render_policy_chain(chain):
+                state.chains[made.name] = made
+                touched.add(made.name)
+        passing = passing_chains(program)
+        if delta.endpoints_put or delta.endpoints_delete or passing != passing_chains(old):
+            touched |= self._render_endpoints(state, program, passing)
+        return state, touched
+
+    def _render_endpoints(
+        self, state: TableState, program: HostProgram, passing: frozenset[str]
+    ) -> set[str]:
+        """Re-render every endpoint's dispatch (a host has tens to hundreds)."""
+        touched = {n for n in state.chains if n[:2] in ("d_", "t_")} | set(ENDPOINT_SETS)
+        for n in list(state.chains):
+            if n[:2] in ("d_", "t_"):
+                del state.chains[n]
+        fresh: dict[str, set[Element]] = {n: set() for n in ENDPOINT_SETS}
+        for ep in program.endpoints.values():
+            chains, elements = render_endpoint(ep, self.options, passing)
+            for c in chains:
+                state.chains[c.name] = c
+                touched.add(c.name)
+            for table, values in elements.items():
+                fresh[table] |= values
+        for table, values in fresh.items():
+            state.elements[table] = values
+        return touched
+
+
+__all__ = ["ApplyResult", "NftBackend", "policy_chain_name", "static_objects"]

@@ -1,0 +1,53 @@
+"""The one place that talks to the kernel's nftables: libnftables' JSON API (python3-nftables).
+
+A context binds to the network namespace current when it is created: create the client
+inside the host's namespace (the agent runs there).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hyperwall.dataplane.nft.render import FAMILY, TABLE
+
+
+class NftError(RuntimeError):
+    """nftables refused a transaction; nothing of it was applied."""
+
+
+class NftClient:
+    def __init__(self) -> None:
+        try:
+            import nftables  # type: ignore[import-not-found]  # Debian's python3-nftables
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise NftError(
+                "python3-nftables is not importable: run scripts/bootstrap (apt python3-nftables)"
+            ) from exc
+        self._nft = nftables.Nftables()
+        self._nft.set_json_output(True)
+
+    def run(self, commands: list[dict[str, Any]]) -> None:
+        """Send `commands` as one transaction (all or nothing)."""
+        if not commands:
+            return
+        rc, _, err = self._nft.json_cmd({"nftables": commands})
+        if rc != 0:
+            raise NftError(err.strip() or f"nft returned {rc}")
+
+    def list_table(self) -> dict[str, Any] | None:
+        """Our table as JSON, or None if it does not exist."""
+        rc, out, err = self._nft.cmd(f"list table {FAMILY} {TABLE}")
+        if rc != 0:
+            if "No such file" in err:
+                return None
+            raise NftError(err.strip())
+        listing: dict[str, Any] = json.loads(out)
+        return listing
+
+    def command(self, text: str) -> str:
+        """A plain nft command (tests, diagnostics); JSON output."""
+        rc, out, err = self._nft.cmd(text)
+        if rc != 0:
+            raise NftError(err.strip())
+        return str(out)

@@ -1,0 +1,152 @@
+"""Turns (actual table, desired table) into one ordered nftables transaction. Pure.
+
+Order inside the transaction, so that every reference exists when it is made and nothing
+is deleted while referenced: add table; add new sets; add new chains (empty); delete
+elements; replace changed chains' rules and fill new chains; add elements (verdict maps now
+find their chains); flush and delete chains no longer wanted; delete sets no longer wanted.
+The kernel applies the batch atomically: all of it or none.
+
+Every rule carries its chain's digest as comment, so a chain read back from the kernel is
+known to be current without comparing expressions that nft normalises.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from hyperwall.dataplane.nft.render import (
+    FAMILY,
+    TABLE,
+    ChainSpec,
+    Element,
+    SetSpec,
+    TableState,
+    element_json,
+)
+
+Command = dict[str, Any]
+_T = {"family": FAMILY, "table": TABLE}
+_KIND_ORDER = {"l": 0, "p": 1, "t": 2, "d": 3}  # chains are created/filled callees first
+
+
+def _chain_order(name: str) -> tuple[int, str]:
+    return (_KIND_ORDER.get(name[0], 4) if name[1:2] == "_" else 4, name)
+
+
+def set_command(spec: SetSpec, elements: Iterable[Element] = ()) -> Command:
+    body: dict[str, Any] = {**_T, "name": spec.name}
+    body["type"] = spec.type[0] if len(spec.type) == 1 else list(spec.type)
+    if spec.interval:
+        body["flags"] = ["interval"]
+    elems = [element_json(spec, e) for e in elements]
+    if elems:
+        body["elem"] = elems
+    if spec.verdict_map:
+        body["map"] = "verdict"
+        return {"add": {"map": body}}
+    return {"add": {"set": body}}
+
+
+def element_command(verb: str, spec: SetSpec, elements: Iterable[Element]) -> Command | None:
+    elems = [element_json(spec, e) for e in elements]
+    if not elems:
+        return None
+    return {verb: {"element": {**_T, "name": spec.name, "elem": elems}}}
+
+
+def chain_command(spec: ChainSpec) -> Command:
+    body: dict[str, Any] = {**_T, "name": spec.name}
+    if spec.hook is not None:
+        body.update(type="filter", hook=spec.hook[0], prio=spec.hook[1], policy="accept")
+    return {"add": {"chain": body}}
+
+
+def rule_commands(spec: ChainSpec) -> list[Command]:
+    return [
+        {"add": {"rule": {**_T, "chain": spec.name, "expr": json.loads(r), "comment": spec.digest}}}
+        for r in spec.rules
+    ]
+
+
+def same_chain(actual: ChainSpec | None, desired: ChainSpec) -> bool:
+    return (
+        actual is not None
+        and actual.hook == desired.hook
+        and len(actual.rules) == len(desired.rules)
+        and actual.digest == desired.digest
+    )
+
+
+def plan(
+    actual: TableState,
+    desired: TableState,
+    table_exists: bool = True,
+    only: set[str] | None = None,
+) -> list[Command]:
+    """Commands that turn `actual` into `desired`, looking only at names in `only` if given."""
+
+    def wanted(names: Iterable[str]) -> list[str]:
+        return sorted(n for n in names if only is None or n in only)
+
+    cmds: list[Command] = []
+    if not table_exists:
+        cmds.append({"add": {"table": dict(family=FAMILY, name=TABLE)}})
+    set_names = wanted(set(desired.sets) | set(actual.sets))
+    chain_names = sorted(wanted(set(desired.chains) | set(actual.chains)), key=_chain_order)
+    new_sets = [n for n in set_names if n in desired.sets and n not in actual.sets]
+    retyped = [
+        n
+        for n in set_names
+        if n in desired.sets and n in actual.sets and desired.sets[n] != actual.sets[n]
+    ]
+    for name in new_sets:
+        spec = desired.sets[name]
+        cmds.append(set_command(spec, () if spec.verdict_map else desired.elements[name]))
+    new_chains = [n for n in chain_names if n in desired.chains and n not in actual.chains]
+    cmds.extend(chain_command(desired.chains[n]) for n in new_chains)
+    adds: list[Command] = []
+    for name in set_names:
+        if name not in desired.sets or name in retyped:
+            continue
+        spec = desired.sets[name]
+        want = desired.elements[name]
+        have = actual.elements.get(name, set()) if name in actual.sets else set()
+        if name in new_sets and not spec.verdict_map:
+            continue
+        removed = element_command("delete", spec, have - want)
+        if removed:
+            cmds.append(removed)
+        added = element_command("add", spec, want - have)
+        if added:
+            adds.append(added)
+    for name in chain_names:
+        if name not in desired.chains:
+            continue
+        chain = desired.chains[name]
+        if name in new_chains:
+            cmds.extend(rule_commands(chain))
+        elif not same_chain(actual.chains.get(name), chain):
+            cmds.append({"flush": {"chain": {**_T, "name": name}}})
+            cmds.extend(rule_commands(chain))
+    cmds.extend(adds)
+    doomed = [n for n in chain_names if n in actual.chains and n not in desired.chains]
+    cmds.extend({"flush": {"chain": {**_T, "name": n}}} for n in doomed)
+    cmds.extend({"delete": {"chain": {**_T, "name": n}}} for n in reversed(doomed))
+    for name in set_names:
+        if name in actual.sets and (name not in desired.sets or name in retyped):
+            kind = "map" if actual.sets[name].verdict_map else "set"
+            cmds.append({"delete": {kind: {**_T, "name": name}}})
+    for name in retyped:
+        cmds.append(set_command(desired.sets[name], desired.elements[name]))
+    return cmds
+
+
+def rebuild(desired: TableState) -> list[Command]:
+    """One transaction that replaces the whole table (nft 1.0.6 has no 'destroy')."""
+    return [
+        {"add": {"table": dict(family=FAMILY, name=TABLE)}},
+        {"delete": {"table": dict(family=FAMILY, name=TABLE)}},
+        *plan(TableState(), desired, table_exists=False),
+    ]

@@ -1,0 +1,115 @@
+"""Parses `nft -j list table inet hyperwall` output back into a `TableState`. Pure.
+
+Elements come back normalised (single addresses, prefixes, ranges, names for protocols and
+ICMP types); they are turned into the canonical tuples `render` produces, so actual and
+desired compare as values. Chains are compared by the digest every rule carries as comment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from hyperwall.dataplane.nft.render import ChainSpec, Element, SetSpec, TableState
+from hyperwall.policy.ports import ICMP_TYPES, ICMPV6_TYPES, PROTO_NUMBERS
+
+_NFT_ICMP_EXTRA = {
+    "info-request": 15,
+    "info-reply": 16,
+    "address-mask-request": 17,
+    "address-mask-reply": 18,
+}
+_NFT_ICMPV6_EXTRA = {
+    "mld-listener-reduction": 132,
+    "router-renumbering": 138,
+    "ind-neighbor-solicit": 141,
+    "ind-neighbor-advert": 142,
+}
+
+
+class ReadbackError(ValueError):
+    """The kernel's table holds something this version does not understand."""
+
+
+def _interval(value: Any) -> tuple[int, int]:
+    if isinstance(value, str):
+        n = int(ipaddress.ip_address(value))
+        return n, n
+    if "prefix" in value:
+        net = ipaddress.ip_network(f"{value['prefix']['addr']}/{value['prefix']['len']}")
+        return int(net.network_address), int(net.broadcast_address)
+    if "range" in value:
+        low, high = value["range"]
+        return int(ipaddress.ip_address(low)), int(ipaddress.ip_address(high))
+    raise ReadbackError(f"unexpected address element {value!r}")
+
+
+def _number(value: Any, names: dict[str, int]) -> tuple[int, int]:
+    def one(v: Any) -> int:
+        if isinstance(v, int):
+            return v
+        if isinstance(v, str) and v in names:
+            return names[v]
+        if isinstance(v, str) and v.isdigit():
+            return int(v)
+        raise ReadbackError(f"unexpected value {v!r}")
+
+    if isinstance(value, dict) and "range" in value:
+        low, high = value["range"]
+        return one(low), one(high)
+    n = one(value)
+    return n, n
+
+
+def _element(spec: SetSpec, raw: Any) -> Element:
+    if isinstance(raw, dict) and "elem" in raw:
+        raw = raw["elem"]["val"]
+    if spec.verdict_map:
+        key, verdict = raw
+        ((_kind, body),) = verdict.items()
+        return (key, body["target"])
+    if spec.name.startswith("a_"):
+        return _interval(raw)
+    if spec.name.startswith("k_"):
+        parts = raw["concat"]
+        out: list[int] = [*_interval(parts[0]), *_interval(parts[1])]
+        if len(spec.type) == 4:
+            out.append(_number(parts[2], PROTO_NUMBERS)[0])
+            out.extend(_number(parts[3], {}))
+        elif len(spec.type) == 3:
+            names = (
+                {**ICMP_TYPES, **_NFT_ICMP_EXTRA}
+                if spec.type[2] == "icmp_type"
+                else {**ICMPV6_TYPES, **_NFT_ICMPV6_EXTRA}
+            )
+            out.extend(_number(parts[2], names))
+        return tuple(out)
+    parts = raw["concat"]
+    return (parts[0], parts[1].lower(), str(ipaddress.ip_address(parts[2])))
+
+
+def parse_table(listing: dict[str, Any]) -> TableState:
+    state = TableState()
+    rules: dict[str, list[str]] = {}
+    hooks: dict[str, tuple[str, int] | None] = {}
+    for entry in listing.get("nftables", []):
+        if "set" in entry or "map" in entry:
+            raw = entry.get("set") or entry["map"]
+            types = raw["type"] if isinstance(raw["type"], list) else [raw["type"]]
+            spec = SetSpec(
+                raw["name"], tuple(types), "interval" in raw.get("flags", []), "map" in raw
+            )
+            state.put_set(spec, {_element(spec, e) for e in raw.get("elem", [])})
+        elif "chain" in entry:
+            raw = entry["chain"]
+            hooks[raw["name"]] = (raw["hook"], raw["prio"]) if "hook" in raw else None
+            rules.setdefault(raw["name"], [])
+        elif "rule" in entry:
+            raw = entry["rule"]
+            rules.setdefault(raw["chain"], []).append(raw.get("comment", ""))
+    for name, comments in rules.items():
+        digest = comments[0] if comments and len(set(comments)) == 1 else ""
+        state.chains[name] = ChainSpec(
+            name, tuple("" for _ in comments), hooks.get(name), known_digest=digest
+        )
+    return state

@@ -1,0 +1,491 @@
+"""Renders a `HostProgram` into nftables objects of one table (`inet hyperwall`). Pure.
+
+Counterpart of `compiler.program` (what to enforce) and `nft.backend` (which sends these
+objects to the kernel). Layout of the table (routed attachment; bridge mode adds tagging):
+
+- base chain `egress` (forward, priority -10): packets from VM interfaces only; anti-spoofing
+  (interface . MAC . IP must be an endpoint's own), then `ct state established,related
+  accept`, `invalid drop`, then `iifname vmap @egress_map` to the sender's dispatch chain;
+  an unknown VM interface falls through to drop (fail closed).
+- base chain `ingress` (forward, priority 0): the same for packets to VM interfaces, keyed
+  by `oifname`. An `accept` in `egress` ends only that base chain, so both ends are checked.
+- base chain `host_in` (input): VMs may reach the host only for DHCP and ND/MLD.
+- dispatch chains `d_*` (one per distinct dispatch, shared by endpoints): jump each tier
+  chain `t_*`, then the default verdict. Tier chains jump policy chains `p_*` in order; a
+  `pass` sets mark bit 31 and returns, and the tier chain returns on it.
+- policy chains: one nft rule per `MatchRule` and family, lookups of address sets `a_*`;
+  one lookup per shape for a `LookupRule` in concatenated interval sets `k_*`.
+- logged rules `goto` a small chain `l_*` that logs (rate-limited, NFLOG) and decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hyperwall.compiler.program import (
+    AddressSet,
+    BlockSet,
+    Chain,
+    Endpoint,
+    HostProgram,
+    LookupRule,
+    MatchRule,
+)
+from hyperwall.policy.ports import PORT_PROTOS, PROTO_NUMBERS, PortMatch
+
+TABLE = "hyperwall"
+FAMILY = "inet"
+PASS_MARK = 0x80000000
+LOG_GROUP = 100
+LOG_RATE = 200  # log lines per second per rule before the kernel's limit drops them
+SHAPES = ("4p", "4i", "4a", "6p", "6i", "6a")  # family x (ports, icmp type, any protocol)
+_PROTO_BY_NUMBER = {v: k for k, v in PROTO_NUMBERS.items()}
+
+Expr = list[dict[str, Any]]
+Element = tuple[Any, ...]
+
+
+def short(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def vm_ifname(mac: str, prefix: str = "hwt") -> str:
+    """The host-side interface name of a VM interface in the lab: prefix + MAC hex."""
+    return prefix + mac.replace(":", "")
+
+
+@dataclass(frozen=True, slots=True)
+class SetSpec:
+    name: str
+    type: tuple[str, ...]
+    interval: bool = False
+    verdict_map: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSpec:
+    name: str
+    rules: tuple[str, ...]  # each rule's expression list, as canonical JSON text
+    hook: tuple[str, int] | None = None  # (hook, priority) for base chains
+    comment: str = ""  # the program object it renders (readable; not read back)
+    known_digest: str | None = None  # set when read back from the kernel (rules unknown)
+
+    @property
+    def digest(self) -> str:
+        if self.known_digest is not None:
+            return self.known_digest
+        return short(json.dumps([self.hook, self.rules]))
+
+
+@dataclass
+class TableState:
+    """A table's content as comparable values: what we want, or what the kernel has."""
+
+    sets: dict[str, SetSpec] = field(default_factory=dict)
+    elements: dict[str, set[Element]] = field(default_factory=dict)
+    chains: dict[str, ChainSpec] = field(default_factory=dict)
+
+    def put_set(self, spec: SetSpec, elements: set[Element]) -> None:
+        self.sets[spec.name] = spec
+        self.elements[spec.name] = elements
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    vm_prefix: str = "hwt"  # host-side VM interfaces are named with this prefix
+    ifname_of: Callable[[Endpoint], str] | None = None  # default: vm_ifname(mac, prefix)
+
+    def ifname(self, ep: Endpoint) -> str:
+        return self.ifname_of(ep) if self.ifname_of else vm_ifname(ep.mac, self.vm_prefix)
+
+
+# -- expressions -------------------------------------------------------------------------
+
+
+def _meta(key: str) -> dict[str, Any]:
+    return {"meta": {"key": key}}
+
+
+def _payload(protocol: str, fieldname: str) -> dict[str, Any]:
+    return {"payload": {"protocol": protocol, "field": fieldname}}
+
+
+def _match(left: Any, right: Any, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _ip(family: int) -> str:
+    return "ip" if family == 4 else "ip6"
+
+
+def _addr(family: int, value: int) -> str:
+    return str(ipaddress.IPv4Address(value) if family == 4 else ipaddress.IPv6Address(value))
+
+
+def _range(family: int, low: int, high: int) -> Any:
+    if low == high:
+        return _addr(family, low)
+    return {"range": [_addr(family, low), _addr(family, high)]}
+
+
+def _verdict(action: str) -> dict[str, Any]:
+    if action == "allow":
+        return {"accept": None}
+    if action == "drop":
+        return {"drop": None}
+    return {"jump": {"target": "reject"}}
+
+
+def _dump(expr: Expr) -> str:
+    return json.dumps(expr, sort_keys=True, separators=(",", ":"))
+
+
+def _services_exprs(services: tuple[PortMatch, ...] | None, family: int | None) -> list[Expr]:
+    """Alternatives (one nft rule each) matching `services` for `family` (None: both)."""
+    if services is None or any(s.proto == "any" for s in services):
+        return [[]]
+    ports = [s for s in services if s.proto in PORT_PROTOS]
+    out: list[Expr] = []
+    if ports:
+        if any(s.any_value for s in ports):
+            protos = sorted({s.proto for s in ports if s.any_value})
+            out.append([_match(_meta("l4proto"), {"set": protos})])
+        narrow = [s for s in ports if not s.any_value]
+        if narrow:
+            elems = [
+                {"concat": [s.proto, s.low if s.low == s.high else {"range": [s.low, s.high]}]}
+                for s in sorted(narrow)
+            ]
+            out.append(
+                [_match({"concat": [_meta("l4proto"), _payload("th", "dport")]}, {"set": elems})]
+            )
+    for proto, fam in (("icmp", 4), ("icmpv6", 6)):
+        icmp = [s for s in services if s.proto == proto]
+        if not icmp or (family is not None and family != fam):
+            continue
+        if any(s.any_value for s in icmp):
+            out.append([_match(_meta("l4proto"), proto)])
+        else:
+            types = sorted({s.low for s in icmp})
+            out.append([_match(_payload(proto, "type"), {"set": types})])
+    return out
+
+
+# -- names -------------------------------------------------------------------------------
+
+
+def address_set_name(name: str, family: int) -> str:
+    return f"a_{short(name)}_{family}"
+
+
+def block_set_name(name: str, shape: str) -> str:
+    return f"k_{short(name)}_{shape}"
+
+
+def policy_chain_name(name: str) -> str:
+    return f"p_{short(name)}"
+
+
+# -- sets --------------------------------------------------------------------------------
+
+
+def render_address_set(s: AddressSet) -> list[tuple[SetSpec, set[Element]]]:
+    return [
+        (SetSpec(address_set_name(s.name, 4), ("ipv4_addr",), True), set(s.v4)),
+        (SetSpec(address_set_name(s.name, 6), ("ipv6_addr",), True), set(s.v6)),
+    ]
+
+
+def block_shape(element: tuple[Any, ...]) -> tuple[str, Element]:
+    """The nft set shape of a block element and its value there (without the rule id)."""
+    family, sl, sh, dl, dh, proto, low, high, _ = element
+    if proto == 0:
+        return f"{family}a", (sl, sh, dl, dh)
+    if proto in (1, 58):
+        return f"{family}i", (sl, sh, dl, dh, low, high)
+    return f"{family}p", (sl, sh, dl, dh, proto, low, high)
+
+
+def block_set_specs(name: str) -> list[SetSpec]:
+    specs = []
+    for shape in SHAPES:
+        family, kind = int(shape[0]), shape[1]
+        addr = "ipv4_addr" if family == 4 else "ipv6_addr"
+        tail = {
+            "p": ("inet_proto", "inet_service"),
+            "i": ("icmp_type" if family == 4 else "icmpv6_type",),
+            "a": (),
+        }[kind]
+        specs.append(SetSpec(block_set_name(name, shape), (addr, addr, *tail), True))
+    return specs
+
+
+def render_block_set(b: BlockSet) -> list[tuple[SetSpec, set[Element]]]:
+    by_shape: dict[str, set[Element]] = {shape: set() for shape in SHAPES}
+    for e in b.elements:
+        shape, value = block_shape(e)
+        by_shape[shape].add(value)
+    return [(spec, by_shape[spec.name[-2:]]) for spec in block_set_specs(b.name)]
+
+
+def element_json(spec: SetSpec, element: Element) -> Any:
+    """An element of our canonical form as nftables JSON."""
+    kind = spec.name[:2]
+    if spec.verdict_map:
+        return [element[0], {"jump": {"target": element[1]}}]
+    if kind == "a_":
+        family = 4 if spec.type[0] == "ipv4_addr" else 6
+        return _range(family, element[0], element[1])
+    if kind == "k_":
+        family = 4 if spec.type[0] == "ipv4_addr" else 6
+        parts = [_range(family, element[0], element[1]), _range(family, element[2], element[3])]
+        if len(element) == 7:
+            parts.append(_PROTO_BY_NUMBER.get(element[4], element[4]))
+            parts.append({"range": [element[5], element[6]]})
+        elif len(element) == 6:
+            parts.append({"range": [element[4], element[5]]})
+        return {"concat": parts}
+    return {"concat": list(element)}  # spoof sets: ifname . MAC . IP
+
+
+# -- chains ------------------------------------------------------------------------------
+
+
+def _log(prefix: str) -> list[dict[str, Any]]:
+    return [
+        {"limit": {"rate": LOG_RATE, "per": "second", "burst": 50, "burst_unit": "packets"}},
+        {"log": {"prefix": prefix[:120] + " ", "group": LOG_GROUP}},
+    ]
+
+
+def log_chain(rule: str, action: str) -> ChainSpec:
+    """The chain a logged rule jumps to with goto: log (rate-limited), then decide."""
+    decide: Expr
+    if action == "pass":
+        decide = [
+            {"mangle": {"key": _meta("mark"), "value": {"|": [_meta("mark"), PASS_MARK]}}},
+            {"return": None},
+        ]
+    else:
+        decide = [_verdict(action)]
+    rules = (_dump(_log(f"hw {action} {rule}")), _dump(decide))
+    return ChainSpec(f"l_{short(rule + action)}", rules, comment=f"log {rule}")
+
+
+def _decision(action: str, rule: str, log: bool) -> Expr:
+    if log:
+        return [{"counter": None}, {"goto": {"target": log_chain(rule, action).name}}]
+    if action == "pass":
+        return [
+            {"counter": None},
+            {"mangle": {"key": _meta("mark"), "value": {"|": [_meta("mark"), PASS_MARK]}}},
+            {"return": None},
+        ]
+    return [{"counter": None}, _verdict(action)]
+
+
+def _match_rule(item: MatchRule) -> Iterator[Expr]:
+    decision = _decision(item.action, item.rule, item.log)
+    if item.src is None and item.dst is None:
+        for services in _services_exprs(item.services, None):
+            yield [*services, *decision]
+        return
+    for family in (4, 6):
+        addrs: Expr = []
+        for side, name in (("saddr", item.src), ("daddr", item.dst)):
+            if name is not None:
+                addrs.append(
+                    _match(_payload(_ip(family), side), "@" + address_set_name(name, family))
+                )
+        for services in _services_exprs(item.services, family):
+            yield [*addrs, *services, *decision]
+
+
+def _lookup_rule(item: LookupRule) -> Iterator[Expr]:
+    decision = _decision(item.action, item.rules[0], False)
+    for shape in SHAPES:
+        family, kind = int(shape[0]), shape[1]
+        ip = _ip(family)
+        keys = [_payload(ip, "saddr"), _payload(ip, "daddr")]
+        if kind == "p":
+            keys += [_meta("l4proto"), _payload("th", "dport")]
+        elif kind == "i":
+            keys.append(_payload("icmp" if family == 4 else "icmpv6", "type"))
+        yield [_match({"concat": keys}, "@" + block_set_name(item.block, shape)), *decision]
+
+
+def render_policy_chain(chain: Chain) -> list[ChainSpec]:
+    """The policy chain, and the log chains its logged rules go to."""
+    rules: list[str] = []
+    extra: list[ChainSpec] = []
+    for item in chain.items:
+        if isinstance(item, MatchRule):
+            rules.extend(_dump(e) for e in _match_rule(item))
+            if item.log:
+                extra.append(log_chain(item.rule, item.action))
+        else:
+            rules.extend(_dump(e) for e in _lookup_rule(item))
+    return [ChainSpec(policy_chain_name(chain.name), tuple(rules), comment=chain.name), *extra]
+
+
+def _tier_chain(chains: tuple[str, ...], passing: frozenset[str]) -> ChainSpec:
+    rules: list[str] = []
+    for name in chains:
+        rules.append(_dump([{"jump": {"target": policy_chain_name(name)}}]))
+        if name in passing:
+            rules.append(
+                _dump(
+                    [
+                        _match({"&": [_meta("mark"), PASS_MARK]}, PASS_MARK),
+                        {
+                            "mangle": {
+                                "key": _meta("mark"),
+                                "value": {"&": [_meta("mark"), PASS_MARK - 1]},
+                            }
+                        },
+                        {"return": None},
+                    ]
+                )
+            )
+    key = json.dumps([chains, sorted(passing & set(chains))])
+    return ChainSpec(f"t_{short(key)}", tuple(rules), comment="tier: " + ", ".join(chains))
+
+
+def render_dispatch(
+    ep: Endpoint, direction: str, passing: frozenset[str]
+) -> tuple[ChainSpec, list[ChainSpec]]:
+    """The dispatch chain of one endpoint direction and the tier chains it jumps to."""
+    tiers = [
+        _tier_chain(chains, passing)
+        for chains in ep.dispatch(direction)  # type: ignore[arg-type]
+        if chains
+    ]
+    rules = [_dump([{"jump": {"target": t.name}}]) for t in tiers]
+    default: Expr = [{"counter": None}]
+    if ep.log_default:
+        default += _log(f"hw {ep.default} default {ep.tenant or 'provider'}")
+    default.append(_verdict(ep.default))
+    rules.append(_dump(default))
+    name = f"d_{short(json.dumps(rules))}"
+    return ChainSpec(name, tuple(rules), comment=f"dispatch {direction}"), tiers
+
+
+def static_objects(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
+    prefix = options.vm_prefix + "*"
+    sets = [
+        SetSpec("spoof4", ("ifname", "ether_addr", "ipv4_addr")),
+        SetSpec("spoof6", ("ifname", "ether_addr", "ipv6_addr")),
+        SetSpec("egress_map", ("ifname",), verdict_map=True),
+        SetSpec("ingress_map", ("ifname",), verdict_map=True),
+    ]
+    est = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
+    invalid = _match({"ct": {"key": "state"}}, "invalid", "in")
+    spoofed = [
+        [
+            _match(
+                {"concat": [_meta("iifname"), _payload("ether", "saddr"), _payload(ip, "saddr")]},
+                f"@spoof{f}",
+                "!=",
+            ),
+            {"jump": {"target": "spoofed"}},
+        ]
+        for f, ip in ((4, "ip"), (6, "ip6"))
+    ]
+    unknown = [{"counter": None}, *_log("hw drop unknown-interface"), {"drop": None}]
+    egress = [
+        [_match(_meta("iifname"), prefix, "!="), {"accept": None}],
+        *spoofed,
+        [est, {"accept": None}],
+        [invalid, {"drop": None}],
+        [{"vmap": {"key": _meta("iifname"), "data": "@egress_map"}}],
+        unknown,
+    ]
+    ingress = [
+        [_match(_meta("oifname"), prefix, "!="), {"accept": None}],
+        [est, {"accept": None}],
+        [invalid, {"drop": None}],
+        [{"vmap": {"key": _meta("oifname"), "data": "@ingress_map"}}],
+        unknown,
+    ]
+    nd = [
+        "nd-router-solicit",
+        "nd-neighbor-solicit",
+        "nd-neighbor-advert",
+        "mld-listener-report",
+        "mld2-listener-report",
+    ]
+    host_in = [
+        [_match(_meta("iifname"), prefix, "!="), {"accept": None}],
+        [est, {"accept": None}],
+        [_match(_payload("icmpv6", "type"), {"set": nd}), {"accept": None}],
+        [_match(_payload("udp", "dport"), {"set": [67, 547]}), {"accept": None}],
+        [{"counter": None}, {"drop": None}],
+    ]
+    reject = [
+        [_match(_meta("l4proto"), "tcp"), {"reject": {"type": "tcp reset"}}],
+        [{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}],
+    ]
+    spoof_chain = [[{"counter": None}, *_log("hw drop anti-spoofing")], [{"drop": None}]]
+    chains = [
+        ChainSpec("reject", tuple(_dump(r) for r in reject)),
+        ChainSpec("spoofed", tuple(_dump(r) for r in spoof_chain)),
+        ChainSpec("egress", tuple(_dump(r) for r in egress), ("forward", -10)),
+        ChainSpec("ingress", tuple(_dump(r) for r in ingress), ("forward", 0)),
+        ChainSpec("host_in", tuple(_dump(r) for r in host_in), ("input", 0)),
+    ]
+    return sets, chains
+
+
+def passing_chains(program: HostProgram) -> frozenset[str]:
+    return frozenset(
+        name for name, c in program.chains.items() if any(i.action == "pass" for i in c.items)
+    )
+
+
+def render_endpoint(
+    ep: Endpoint, options: Options, passing: frozenset[str]
+) -> tuple[list[ChainSpec], dict[str, set[Element]]]:
+    """Chains an endpoint needs and its elements in spoof4/spoof6/egress_map/ingress_map."""
+    ifname = options.ifname(ep)
+    chains: list[ChainSpec] = []
+    elements: dict[str, set[Element]] = {"spoof4": set(), "spoof6": set()}
+    for direction, table in (("out", "egress_map"), ("in", "ingress_map")):
+        dispatch, tiers = render_dispatch(ep, direction, passing)
+        chains += [*tiers, dispatch]
+        elements[table] = {(ifname, dispatch.name)}
+    for ip in ep.ips:
+        family = 6 if ":" in ip else 4
+        elements[f"spoof{family}"].add((ifname, ep.mac, ip))
+    return chains, elements
+
+
+def render_program(program: HostProgram, options: Options) -> TableState:
+    """The whole table for `program` (full syncs; the backend renders deltas piecewise)."""
+    state = TableState()
+    sets, chains = static_objects(options)
+    for spec in sets:
+        state.put_set(spec, set())
+    for s in program.address_sets.values():
+        for spec, elements in render_address_set(s):
+            state.put_set(spec, elements)
+    for b in program.block_sets.values():
+        for spec, elements in render_block_set(b):
+            state.put_set(spec, elements)
+    for chain in program.chains.values():
+        for c in render_policy_chain(chain):
+            state.chains[c.name] = c
+    passing = passing_chains(program)
+    for ep in program.endpoints.values():
+        ep_chains, ep_elements = render_endpoint(ep, options, passing)
+        for c in ep_chains:
+            state.chains[c.name] = c
+        for table, elements in ep_elements.items():
+            state.elements[table] |= elements
+    for c in chains:
+        state.chains[c.name] = c
+    return state
