@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from hyperwall.cli.agent import agent
 from hyperwall.cli.compile import compile_command
 from hyperwall.cli.demo import demo
 from hyperwall.cli.trace import trace_command
@@ -20,6 +21,7 @@ app.command("validate")(validate)
 app.command("trace")(trace_command)
 app.command("compile")(compile_command)
 app.command("demo")(demo)
+app.command("agent")(agent)
 
 
 def main() -> None:

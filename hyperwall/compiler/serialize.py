@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from hyperwall.compiler.intervals import format_interval
 from hyperwall.compiler.program import (
     AddressSet,
@@ -112,3 +115,9 @@ def program_to_text(program: HostProgram) -> str:
     for s in program.address_sets.values():
         lines.append(f"set {s.name}: {', '.join(_addresses(s)) or '(empty)'}")
     return "\n".join(lines)
+
+
+def program_hash(program: HostProgram) -> str:
+    """A stable digest of a program: equal programs, equal hashes (agents report it)."""
+    text = json.dumps(program_to_json(program), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,40 @@
+"""Desired state from a documents folder (this issue's source; the manager replaces it).
+
+`PolicyDir.fingerprint()` is cheap (names, sizes, mtimes) and is polled to notice changes;
+`load()` reads and validates everything, returning the catalog and a content hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from hyperwall.io.files import SUFFIXES, load_catalog
+from hyperwall.policy.model import Catalog
+
+
+class PolicyDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _files(self) -> list[Path]:
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for p in self._files():
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    def load(self) -> tuple[Catalog, str]:
+        """The validated catalog and a hash of the content; raises DocumentsInvalid."""
+        h = hashlib.sha256()
+        for p in self._files():
+            h.update(p.read_bytes())
+        return load_catalog([self.path]), h.hexdigest()[:16]

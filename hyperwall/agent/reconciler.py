@@ -1,0 +1,91 @@
+"""The host agent's reconcile step: read desired and actual, converge. One key at a time.
+
+Keys: `policy` (the desired documents may have changed: recompile, apply the delta),
+`resync` (timer: read the kernel table back and repair drift). Either way the work is the
+same shape: desired program from the latest valid documents, then the backend converges the
+kernel to it. Invalid documents never reach the kernel: the last valid program stays.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hyperwall.agent.status import AgentStatus, write_status
+from hyperwall.compiler.fleet import FleetCompiler
+from hyperwall.compiler.program import HostProgram
+from hyperwall.compiler.serialize import program_hash
+from hyperwall.dataplane.nft.backend import ApplyResult, NftBackend
+from hyperwall.policy.errors import DocumentsInvalid
+from hyperwall.policy.model import Catalog
+
+Loader = Callable[[], tuple[Catalog, str]]
+
+
+@dataclass
+class Reconciler:
+    host: str
+    load: Loader
+    backend: NftBackend
+    status_path: Path
+    compiler: FleetCompiler | None = None
+    policy_hash: str | None = None
+    program: HostProgram | None = None
+    synced: bool = False  # first full sync done (nothing is changed in the kernel before)
+
+    def desired(self) -> tuple[HostProgram | None, str | None]:
+        """The program for the latest valid documents (the last good one if now invalid)."""
+        try:
+            catalog, digest = self.load()
+        except DocumentsInvalid as exc:
+            return self.program, f"documents invalid, keeping the last valid policy: {exc}"
+        except OSError as exc:
+            return self.program, f"cannot read documents: {exc}"
+        if digest != self.policy_hash or self.compiler is None:
+            if self.compiler is None:
+                self.compiler = FleetCompiler(catalog.config, catalog.workloads.values())
+            else:
+                self.compiler.set_config(catalog.config)
+                for key in set(self.compiler.workloads) - set(catalog.workloads):
+                    self.compiler.remove_workload(key)
+                for w in catalog.workloads.values():
+                    self.compiler.set_workload(w)
+            self.policy_hash = digest
+            self.program = self.compiler.host_program(self.host)
+        return self.program, None
+
+    def reconcile(self, key: str) -> bool:
+        """Converge; True on success (the caller requeues with backoff on False)."""
+        program, problem = self.desired()
+        result: ApplyResult | None = None
+        error = problem
+        if program is not None:
+            try:
+                if key == "resync" or not self.synced:
+                    result = self.backend.sync(program)
+                    self.synced = True
+                else:
+                    result = self.backend.apply(program)
+            except Exception as exc:  # reported in the status, retried with backoff
+                error = f"apply failed: {exc}"
+        converged = result is not None and error is None
+        write_status(
+            self.status_path,
+            AgentStatus(
+                host=self.host,
+                pid=os.getpid(),
+                converged=converged,
+                program_hash=program_hash(self.backend.program) if self.backend.program else None,
+                policy_hash=self.policy_hash,
+                error=error,
+                mode=result.mode if result else None,
+                commands=result.commands if result else 0,
+                seconds=result.seconds if result else 0.0,
+                updated=time.time(),
+                endpoints=len(self.backend.program.endpoints) if self.backend.program else 0,
+            ),
+        )
+        return result is not None
