@@ -18,7 +18,6 @@ from hyperwall.compiler.program import HostProgram
 from hyperwall.dataplane.nft import plan as planner
 from hyperwall.dataplane.nft.backend import NftBackend
 from hyperwall.dataplane.nft.client import NftClient
-from hyperwall.dataplane.nft.readback import parse_table
 from hyperwall.dataplane.nft.render import Options, render_program
 from hyperwall.io.files import load_catalog
 from hyperwall.policy.model import Catalog, PolicyConfig
@@ -36,11 +35,12 @@ def program(catalog: Catalog, host: str = "hv1") -> HostProgram:
     return FleetCompiler(catalog.config, catalog.workloads.values()).host_program(host)
 
 
-def in_sync(nft: NftClient, prog: HostProgram) -> list[dict[str, object]]:
-    """Commands still needed to make the kernel's table equal `prog` (empty when in sync)."""
-    listing = nft.list_table()
-    assert listing is not None
-    return planner.plan(parse_table(listing), render_program(prog, Options()))
+def in_sync(
+    nft: NftClient, prog: HostProgram, options: Options | None = None
+) -> list[dict[str, object]]:
+    """Commands still needed to make the kernel's tables equal `prog` (empty when in sync)."""
+    actual, present = NftBackend(nft, options).read_actual()
+    return planner.plan(actual, render_program(prog, options or Options()), existing=present)
 
 
 def relabel(catalog: Catalog, key: str, **labels: str) -> FleetCompiler:
@@ -171,3 +171,23 @@ def test_other_tables_are_never_touched(nft: NftClient, catalog: Catalog) -> Non
     backend.apply(relabel(catalog, "acme/web-1", role="app").host_program("hv1"))
     backend.rebuild(program(catalog))
     assert nft.command("list table inet other") == before
+
+
+def test_bridge_mode_tables(nft: NftClient, catalog: Catalog) -> None:
+    """Bridge attachment: a bridge-family table for anti-spoofing and reject, MAC dispatch."""
+    options = Options(mode="bridge")
+    compiler = FleetCompiler(catalog.config, catalog.workloads.values())
+    backend = NftBackend(nft, options)
+    before = compiler.host_program("hv1")
+    assert backend.apply(before).mode == "sync"
+    assert in_sync(nft, before, options) == []
+    assert nft.list_table("bridge") is not None
+    w = catalog.workloads["acme/web-1"]
+    compiler.set_workload(dataclasses.replace(w, labels={**w.labels, "role": "app"}))
+    compiler.remove_workload("acme/lb-1")
+    after = compiler.host_program("hv1")
+    assert backend.apply(after).mode == "incremental"
+    assert in_sync(nft, after, options) == []
+    assert NftBackend(nft, options).sync(after).mode == "noop"
+    backend.rebuild(after)
+    assert in_sync(nft, after, options) == []

@@ -37,7 +37,7 @@ from hyperwall.dataplane.nft.render import (
 )
 
 Mode = Literal["noop", "incremental", "sync", "rebuild"]
-ENDPOINT_SETS = ("spoof4", "spoof6", "egress_map", "ingress_map")
+ENDPOINT_SETS = ("spoof4", "spoof6", "br:spoof4", "br:spoof6", "egress_map", "ingress_map")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +56,23 @@ class NftBackend:
 
     # -- full paths ---------------------------------------------------------------------
 
-    def read_actual(self) -> TableState | None:
-        listing = self.client.list_table()
-        return None if listing is None else parse_table(listing)
+    def read_actual(self) -> tuple[TableState, set[str]]:
+        """Our tables as the kernel has them, and which of the families exist."""
+        state = TableState()
+        present: set[str] = set()
+        for family, prefix in (("inet", ""), ("bridge", planner.BRIDGE)):
+            listing = self.client.list_table(family)
+            if listing is not None:
+                present.add(family)
+                parse_table(listing, prefix, state)
+        return state, present
 
     def sync(self, program: HostProgram) -> ApplyResult:
         """Read the table back, compare all of it with `program`, converge (repairs drift)."""
         start = time.perf_counter()
-        actual = self.read_actual()
+        actual, present = self.read_actual()
         desired = render_program(program, self.options)
-        commands = planner.plan(actual or TableState(), desired, table_exists=actual is not None)
+        commands = planner.plan(actual, desired, existing=present)
         self.client.run(commands)
         self.state, self.program = desired, program
         mode: Mode = "sync" if commands else "noop"
@@ -74,7 +81,8 @@ class NftBackend:
     def rebuild(self, program: HostProgram) -> ApplyResult:
         start = time.perf_counter()
         desired = render_program(program, self.options)
-        commands = planner.rebuild(desired)
+        _, present = self.read_actual()
+        commands = planner.rebuild(desired, present)
         self.client.run(commands)
         self.state, self.program = desired, program
         return ApplyResult("rebuild", len(commands), time.perf_counter() - start)
@@ -180,11 +188,12 @@ class NftBackend:
         self, state: TableState, program: HostProgram, passing: frozenset[str]
     ) -> set[str]:
         """Re-render every endpoint's dispatch (a host has tens to hundreds)."""
-        touched = {n for n in state.chains if n[:2] in ("d_", "t_")} | set(ENDPOINT_SETS)
+        sets = [n for n in ENDPOINT_SETS if n in state.sets]
+        touched = {n for n in state.chains if n[:2] in ("d_", "t_")} | set(sets)
         for n in list(state.chains):
             if n[:2] in ("d_", "t_"):
                 del state.chains[n]
-        fresh: dict[str, set[Element]] = {n: set() for n in ENDPOINT_SETS}
+        fresh: dict[str, set[Element]] = {n: set() for n in sets}
         for ep in program.endpoints.values():
             chains, elements = render_endpoint(ep, self.options, passing)
             for c in chains:

@@ -19,7 +19,7 @@ class NftError(RuntimeError):
 class NftClient:
     def __init__(self) -> None:
         try:
-            import nftables  # type: ignore[import-not-found]  # Debian's python3-nftables
+            import nftables  # Debian's python3-nftables, linked into .venv by bootstrap
         except ImportError as exc:  # pragma: no cover - depends on the machine
             raise NftError(
                 "python3-nftables is not importable: run scripts/bootstrap (apt python3-nftables)"
@@ -35,9 +35,9 @@ class NftClient:
         if rc != 0:
             raise NftError(err.strip() or f"nft returned {rc}")
 
-    def list_table(self) -> dict[str, Any] | None:
-        """Our table as JSON, or None if it does not exist."""
-        rc, out, err = self._nft.cmd(f"list table {FAMILY} {TABLE}")
+    def list_table(self, family: str = FAMILY) -> dict[str, Any] | None:
+        """Our table of `family` as JSON, or None if it does not exist."""
+        rc, out, err = self._nft.cmd(f"list table {family} {TABLE}")
         if rc != 0:
             if "No such file" in err:
                 return None

@@ -27,7 +27,25 @@ from hyperwall.dataplane.nft.render import (
 )
 
 Command = dict[str, Any]
-_T = {"family": FAMILY, "table": TABLE}
+BRIDGE = "br:"  # objects named with this prefix live in `bridge hyperwall` (bridge mode)
+
+
+def where(name: str) -> tuple[dict[str, str], str]:
+    """The table an object lives in, and its name there."""
+    if name.startswith(BRIDGE):
+        return {"family": "bridge", "table": TABLE}, name[len(BRIDGE) :]
+    return {"family": FAMILY, "table": TABLE}, name
+
+
+def families(state: TableState) -> set[str]:
+    return {where(n)[0]["family"] for n in (*state.sets, *state.chains)}
+
+
+def _obj(name: str) -> dict[str, str]:
+    table, real = where(name)
+    return {**table, "name": real}
+
+
 _KIND_ORDER = {"l": 0, "p": 1, "t": 2, "d": 3}  # chains are created/filled callees first
 
 
@@ -36,7 +54,7 @@ def _chain_order(name: str) -> tuple[int, str]:
 
 
 def set_command(spec: SetSpec, elements: Iterable[Element] = ()) -> Command:
-    body: dict[str, Any] = {**_T, "name": spec.name}
+    body: dict[str, Any] = _obj(spec.name)
     body["type"] = spec.type[0] if len(spec.type) == 1 else list(spec.type)
     if spec.interval:
         body["flags"] = ["interval"]
@@ -53,19 +71,20 @@ def element_command(verb: str, spec: SetSpec, elements: Iterable[Element]) -> Co
     elems = [element_json(spec, e) for e in elements]
     if not elems:
         return None
-    return {verb: {"element": {**_T, "name": spec.name, "elem": elems}}}
+    return {verb: {"element": {**_obj(spec.name), "elem": elems}}}
 
 
 def chain_command(spec: ChainSpec) -> Command:
-    body: dict[str, Any] = {**_T, "name": spec.name}
+    body: dict[str, Any] = _obj(spec.name)
     if spec.hook is not None:
         body.update(type="filter", hook=spec.hook[0], prio=spec.hook[1], policy="accept")
     return {"add": {"chain": body}}
 
 
 def rule_commands(spec: ChainSpec) -> list[Command]:
+    table, name = where(spec.name)
     return [
-        {"add": {"rule": {**_T, "chain": spec.name, "expr": json.loads(r), "comment": spec.digest}}}
+        {"add": {"rule": {**table, "chain": name, "expr": json.loads(r), "comment": spec.digest}}}
         for r in spec.rules
     ]
 
@@ -82,7 +101,7 @@ def same_chain(actual: ChainSpec | None, desired: ChainSpec) -> bool:
 def plan(
     actual: TableState,
     desired: TableState,
-    table_exists: bool = True,
+    existing: set[str] | None = None,
     only: set[str] | None = None,
 ) -> list[Command]:
     """Commands that turn `actual` into `desired`, looking only at names in `only` if given."""
@@ -91,8 +110,9 @@ def plan(
         return sorted(n for n in names if only is None or n in only)
 
     cmds: list[Command] = []
-    if not table_exists:
-        cmds.append({"add": {"table": dict(family=FAMILY, name=TABLE)}})
+    present = families(actual) if existing is None else existing
+    for family in sorted(families(desired) - present):
+        cmds.append({"add": {"table": {"family": family, "name": TABLE}}})
     set_names = wanted(set(desired.sets) | set(actual.sets))
     chain_names = sorted(wanted(set(desired.chains) | set(actual.chains)), key=_chain_order)
     new_sets = [n for n in set_names if n in desired.sets and n not in actual.sets]
@@ -128,25 +148,26 @@ def plan(
         if name in new_chains:
             cmds.extend(rule_commands(chain))
         elif not same_chain(actual.chains.get(name), chain):
-            cmds.append({"flush": {"chain": {**_T, "name": name}}})
+            cmds.append({"flush": {"chain": _obj(name)}})
             cmds.extend(rule_commands(chain))
     cmds.extend(adds)
     doomed = [n for n in chain_names if n in actual.chains and n not in desired.chains]
-    cmds.extend({"flush": {"chain": {**_T, "name": n}}} for n in doomed)
-    cmds.extend({"delete": {"chain": {**_T, "name": n}}} for n in reversed(doomed))
+    cmds.extend({"flush": {"chain": _obj(n)}} for n in doomed)
+    cmds.extend({"delete": {"chain": _obj(n)}} for n in reversed(doomed))
     for name in set_names:
         if name in actual.sets and (name not in desired.sets or name in retyped):
             kind = "map" if actual.sets[name].verdict_map else "set"
-            cmds.append({"delete": {kind: {**_T, "name": name}}})
+            cmds.append({"delete": {kind: _obj(name)}})
     for name in retyped:
         cmds.append(set_command(desired.sets[name], desired.elements[name]))
     return cmds
 
 
-def rebuild(desired: TableState) -> list[Command]:
-    """One transaction that replaces the whole table (nft 1.0.6 has no 'destroy')."""
-    return [
-        {"add": {"table": dict(family=FAMILY, name=TABLE)}},
-        {"delete": {"table": dict(family=FAMILY, name=TABLE)}},
-        *plan(TableState(), desired, table_exists=False),
-    ]
+def rebuild(desired: TableState, present: set[str]) -> list[Command]:
+    """One transaction that replaces our tables (nft 1.0.6 has no 'destroy'): add each (a
+    no-op if it exists), delete it, then add everything."""
+    cmds: list[Command] = []
+    for family in sorted(families(desired) | present):
+        cmds.append({"add": {"table": {"family": family, "name": TABLE}}})
+        cmds.append({"delete": {"table": {"family": family, "name": TABLE}}})
+    return cmds + plan(TableState(), desired, existing=set())

@@ -88,8 +88,11 @@ def _element(spec: SetSpec, raw: Any) -> Element:
     return (parts[0], parts[1].lower(), str(ipaddress.ip_address(parts[2])))
 
 
-def parse_table(listing: dict[str, Any]) -> TableState:
-    state = TableState()
+def parse_table(
+    listing: dict[str, Any], prefix: str = "", state: TableState | None = None
+) -> TableState:
+    """Add the objects of one table listing to `state`, their names prefixed by `prefix`."""
+    state = state if state is not None else TableState()
     rules: dict[str, list[str]] = {}
     hooks: dict[str, tuple[str, int] | None] = {}
     for entry in listing.get("nftables", []):
@@ -97,16 +100,16 @@ def parse_table(listing: dict[str, Any]) -> TableState:
             raw = entry.get("set") or entry["map"]
             types = raw["type"] if isinstance(raw["type"], list) else [raw["type"]]
             spec = SetSpec(
-                raw["name"], tuple(types), "interval" in raw.get("flags", []), "map" in raw
+                prefix + raw["name"], tuple(types), "interval" in raw.get("flags", []), "map" in raw
             )
             state.put_set(spec, {_element(spec, e) for e in raw.get("elem", [])})
         elif "chain" in entry:
             raw = entry["chain"]
-            hooks[raw["name"]] = (raw["hook"], raw["prio"]) if "hook" in raw else None
-            rules.setdefault(raw["name"], [])
+            hooks[prefix + raw["name"]] = (raw["hook"], raw["prio"]) if "hook" in raw else None
+            rules.setdefault(prefix + raw["name"], [])
         elif "rule" in entry:
             raw = entry["rule"]
-            rules.setdefault(raw["chain"], []).append(raw.get("comment", ""))
+            rules.setdefault(prefix + raw["chain"], []).append(raw.get("comment", ""))
     for name, comments in rules.items():
         digest = comments[0] if comments and len(set(comments)) == 1 else ""
         state.chains[name] = ChainSpec(

@@ -99,6 +99,7 @@ class TableState:
 class Options:
     vm_prefix: str = "hwt"  # host-side VM interfaces are named with this prefix
     ifname_of: Callable[[Endpoint], str] | None = None  # default: vm_ifname(mac, prefix)
+    mode: str = "routed"  # "routed" (VM links routed by the host) or "bridge" (br_netfilter)
 
     def ifname(self, ep: Endpoint) -> str:
         return self.ifname_of(ep) if self.ifname_of else vm_ifname(ep.mac, self.vm_prefix)
@@ -376,6 +377,36 @@ def render_dispatch(
 
 
 def static_objects(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
+    if options.mode == "bridge":
+        return _bridge_static(options)
+    return _routed_static(options)
+
+
+_EST = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
+_INVALID = _match({"ct": {"key": "state"}}, "invalid", "in")
+_ND = [
+    "nd-router-solicit",
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+    "mld-listener-query",
+    "mld-listener-report",
+    "mld-listener-done",
+    "mld2-listener-report",
+]
+_UNKNOWN: Expr = [{"counter": None}, *_log("hw drop unknown-interface"), {"drop": None}]
+_SPOOF_CHAIN: Expr = [{"counter": None}, *_log("hw drop anti-spoofing")]
+_REJECT: list[Expr] = [
+    [_match(_meta("l4proto"), "tcp"), {"reject": {"type": "tcp reset"}}],
+    [{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}],
+]
+
+
+def _chains(*specs: tuple[str, list[Expr], tuple[str, int] | None]) -> list[ChainSpec]:
+    return [ChainSpec(name, tuple(_dump(r) for r in rules), hook) for name, rules, hook in specs]
+
+
+def _routed_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
+    """Routed VM links: the inet hooks see the VM's own interface; dispatch by its name."""
     prefix = options.vm_prefix + "*"
     sets = [
         SetSpec("spoof4", ("ifname", "ether_addr", "ipv4_addr")),
@@ -383,8 +414,6 @@ def static_objects(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
         SetSpec("egress_map", ("ifname",), verdict_map=True),
         SetSpec("ingress_map", ("ifname",), verdict_map=True),
     ]
-    est = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
-    invalid = _match({"ct": {"key": "state"}}, "invalid", "in")
     spoofed = [
         [
             _match(
@@ -396,49 +425,98 @@ def static_objects(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
         ]
         for f, ip in ((4, "ip"), (6, "ip6"))
     ]
-    unknown = [{"counter": None}, *_log("hw drop unknown-interface"), {"drop": None}]
     egress = [
         [_match(_meta("iifname"), prefix, "!="), {"accept": None}],
         *spoofed,
-        [est, {"accept": None}],
-        [invalid, {"drop": None}],
+        [_EST, {"accept": None}],
+        [_INVALID, {"drop": None}],
         [{"vmap": {"key": _meta("iifname"), "data": "@egress_map"}}],
-        unknown,
+        _UNKNOWN,
     ]
     ingress = [
         [_match(_meta("oifname"), prefix, "!="), {"accept": None}],
-        [est, {"accept": None}],
-        [invalid, {"drop": None}],
+        [_EST, {"accept": None}],
+        [_INVALID, {"drop": None}],
         [{"vmap": {"key": _meta("oifname"), "data": "@ingress_map"}}],
-        unknown,
-    ]
-    nd = [
-        "nd-router-solicit",
-        "nd-neighbor-solicit",
-        "nd-neighbor-advert",
-        "mld-listener-report",
-        "mld2-listener-report",
+        _UNKNOWN,
     ]
     host_in = [
         [_match(_meta("iifname"), prefix, "!="), {"accept": None}],
-        [est, {"accept": None}],
-        [_match(_payload("icmpv6", "type"), {"set": nd}), {"accept": None}],
+        [_EST, {"accept": None}],
+        [_match(_payload("icmpv6", "type"), {"set": _ND}), {"accept": None}],
         [_match(_payload("udp", "dport"), {"set": [67, 547]}), {"accept": None}],
         [{"counter": None}, {"drop": None}],
     ]
-    reject = [
-        [_match(_meta("l4proto"), "tcp"), {"reject": {"type": "tcp reset"}}],
-        [{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}],
+    return sets, _chains(
+        ("reject", _REJECT, None),
+        ("spoofed", [_SPOOF_CHAIN, [{"drop": None}]], None),
+        ("egress", egress, ("forward", -10)),
+        ("ingress", ingress, ("forward", 0)),
+        ("host_in", host_in, ("input", 0)),
+    )
+
+
+def _bridge_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
+    """Bridged VM ports with br_netfilter: the inet hooks see only the bridge.
+
+    Anti-spoofing (and fail-closed for unknown ports) is done where the port is known: a
+    `bridge hyperwall` prerouting chain. Since a port may send only from its own MAC, the
+    inet chains dispatch on the Ethernet source (egress) and destination (ingress) MAC.
+    `reject` from the inet hooks answers bridged packets only if the host routes the VM
+    addresses via the bridge (measured: no bridge-family reject on this kernel).
+    """
+    prefix = options.vm_prefix + "*"
+    sets = [
+        SetSpec("br:spoof4", ("ifname", "ether_addr", "ipv4_addr")),
+        SetSpec("br:spoof6", ("ifname", "ether_addr", "ipv6_addr")),
+        SetSpec("egress_map", ("ether_addr",), verdict_map=True),
+        SetSpec("ingress_map", ("ether_addr",), verdict_map=True),
     ]
-    spoof_chain = [[{"counter": None}, *_log("hw drop anti-spoofing")], [{"drop": None}]]
-    chains = [
-        ChainSpec("reject", tuple(_dump(r) for r in reject)),
-        ChainSpec("spoofed", tuple(_dump(r) for r in spoof_chain)),
-        ChainSpec("egress", tuple(_dump(r) for r in egress), ("forward", -10)),
-        ChainSpec("ingress", tuple(_dump(r) for r in ingress), ("forward", 0)),
-        ChainSpec("host_in", tuple(_dump(r) for r in host_in), ("input", 0)),
+    own = {
+        f: {"concat": [_meta("iifname"), _payload("ether", "saddr"), _payload(ip, "saddr")]}
+        for f, ip in ((4, "ip"), (6, "ip6"))
+    }
+    arp_own = {
+        "concat": [_meta("iifname"), _payload("ether", "saddr"), _payload("arp", "saddr ip")]
+    }
+    pre = [
+        [_match(_meta("iifname"), prefix, "!="), {"accept": None}],
+        [_match(arp_own, "@spoof4"), {"accept": None}],
+        [_match(_payload("arp", "saddr ip"), "0.0.0.0"), {"accept": None}],  # ARP probe
+        [_match(own[4], "@spoof4"), {"accept": None}],
+        [_match(own[6], "@spoof6"), {"accept": None}],
+        [
+            _match(_payload("ip", "saddr"), "0.0.0.0"),
+            _match(_payload("udp", "dport"), 67),
+            {"accept": None},
+        ],
+        [
+            _match(
+                _payload("ip6", "saddr"), {"set": [{"prefix": {"addr": "fe80::", "len": 10}}, "::"]}
+            ),
+            _match(_payload("icmpv6", "type"), {"set": _ND}),
+            {"accept": None},
+        ],
+        _SPOOF_CHAIN,
+        [{"drop": None}],
     ]
-    return sets, chains
+    nd = [_match(_payload("icmpv6", "type"), {"set": _ND}), {"accept": None}]
+    dhcp = [_match(_payload("udp", "dport"), {"set": [67, 68, 546, 547]}), {"accept": None}]
+    egress = [nd, dhcp, [_EST, {"accept": None}], [_INVALID, {"drop": None}]]
+    egress.append([{"vmap": {"key": _payload("ether", "saddr"), "data": "@egress_map"}}])
+    ingress = [
+        nd,
+        dhcp,
+        [_EST, {"accept": None}],
+        [_INVALID, {"drop": None}],
+    ]
+    ingress.append([{"vmap": {"key": _payload("ether", "daddr"), "data": "@ingress_map"}}])
+    return sets, _chains(
+        ("reject", _REJECT, None),
+        ("egress", egress, ("forward", -10)),
+        ("ingress", ingress, ("forward", 0)),
+        ("br:pre", pre, ("prerouting", -200)),
+    )
 
 
 def passing_chains(program: HostProgram) -> frozenset[str]:
@@ -450,17 +528,19 @@ def passing_chains(program: HostProgram) -> frozenset[str]:
 def render_endpoint(
     ep: Endpoint, options: Options, passing: frozenset[str]
 ) -> tuple[list[ChainSpec], dict[str, set[Element]]]:
-    """Chains an endpoint needs and its elements in spoof4/spoof6/egress_map/ingress_map."""
+    """Chains an endpoint needs, and its elements in the anti-spoofing sets and dispatch maps."""
     ifname = options.ifname(ep)
+    spoof = "br:spoof" if options.mode == "bridge" else "spoof"
+    key = ep.mac if options.mode == "bridge" else ifname
     chains: list[ChainSpec] = []
-    elements: dict[str, set[Element]] = {"spoof4": set(), "spoof6": set()}
+    elements: dict[str, set[Element]] = {f"{spoof}4": set(), f"{spoof}6": set()}
     for direction, table in (("out", "egress_map"), ("in", "ingress_map")):
         dispatch, tiers = render_dispatch(ep, direction, passing)
         chains += [*tiers, dispatch]
-        elements[table] = {(ifname, dispatch.name)}
+        elements[table] = {(key, dispatch.name)}
     for ip in ep.ips:
         family = 6 if ":" in ip else 4
-        elements[f"spoof{family}"].add((ifname, ep.mac, ip))
+        elements[f"{spoof}{family}"].add((ifname, ep.mac, ip))
     return chains, elements
 
 
