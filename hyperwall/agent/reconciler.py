@@ -57,11 +57,22 @@ class Reconciler:
             self.program = self.compiler.host_program(self.host)
         return self.program, None
 
+    def _close_if_empty(self) -> None:
+        """No valid policy yet and no table in the kernel (fresh boot): install the skeleton
+        with no endpoints, so every VM interface is closed until the policy arrives."""
+        try:
+            if not self.backend.read_actual()[1]:
+                self.backend.rebuild(HostProgram(self.host, {}, {}, {}, {}))
+        except Exception:  # reported with the next status; retried with backoff
+            pass
+
     def reconcile(self, key: str) -> bool:
         """Converge; True on success (the caller requeues with backoff on False)."""
         program, problem = self.desired()
         result: ApplyResult | None = None
         error = problem
+        if program is None and not self.synced:
+            self._close_if_empty()
         if program is not None:
             try:
                 if key == "resync" or not self.synced:

@@ -10,6 +10,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hyperwall.io.files import load_catalog
 from hyperwall.policy.errors import DocumentsInvalid
@@ -28,7 +29,7 @@ def print_json(value: object) -> None:
 
 
 def fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", markup=True)
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True)
     raise typer.Exit(code)
 
 
@@ -41,6 +42,6 @@ def load_or_exit(paths: Sequence[Path], as_json: bool = False) -> Catalog:
             print_json({"valid": False, "errors": [i.to_json() for i in exc.issues]})
         else:
             for issue in exc.issues:
-                err.print(f"[red]error:[/red] {issue}", markup=True)
+                err.print(f"[red]error:[/red] {escape(str(issue))}", markup=True)
             err.print(f"{len(exc.issues)} error(s); nothing was applied")
         raise typer.Exit(EXIT_INPUT) from None

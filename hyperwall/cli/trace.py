@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from hyperwall.analysis.trace import TraceInputError, TraceResult, trace
 from hyperwall.cli.common import EXIT_OK, EXIT_VERDICT, fail, load_or_exit, out, print_json
@@ -14,10 +15,12 @@ _COLOURS = {"allow": "green", "drop": "red", "reject": "yellow"}
 
 
 def _end(label: str, name: str, decision: Decision | None) -> str:
+    name = escape(name)
     if decision is None:
         return f"{label:8} {name}: not a managed workload"
     colour = _COLOURS[decision.verdict]
-    return f"{label:8} {name}: [{colour}]{decision.verdict}[/{colour}] by {decision.rule}"
+    rule = escape(decision.rule)
+    return f"{label:8} {name}: [{colour}]{decision.verdict}[/{colour}] by {rule}"
 
 
 def render(result: TraceResult) -> None:

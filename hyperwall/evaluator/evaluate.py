@@ -83,6 +83,11 @@ def _spoofed(endpoint: Endpoint, packet: Packet) -> bool:
         return True
     if packet.src == "0.0.0.0" and packet.proto == 17 and (packet.sport, packet.dport) == (68, 67):
         return False  # DHCP client
+    link_local = packet.src == "::" or packet.src.lower().startswith("fe80:")
+    if link_local and packet.proto == 17 and (packet.sport, packet.dport) == (546, 547):
+        return False  # DHCPv6 client
+    if link_local and packet.proto == 58 and 133 <= packet.dport <= 136:
+        return False  # router/neighbour discovery from link-local or unspecified
     return packet.src not in endpoint.ips
 
 

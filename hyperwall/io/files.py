@@ -40,6 +40,21 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Issue]]:
     files: list[Path] = []
     issues: list[Issue] = []
@@ -58,9 +73,11 @@ def decode_text(text: str, name: str) -> tuple[list[tuple[Any, Source]], list[Is
     """Decode one file's text into (document, source) pairs, skipping empty documents."""
     if name.endswith(".json"):
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             return [], [Issue(Source(name, 1), "", f"JSON syntax error: {exc}")]
+        except _DuplicateKey as exc:
+            return [], [Issue(Source(name, 1), "", f"JSON error: duplicate key {exc.key!r}")]
         docs = data if isinstance(data, list) else [data]
         return [(doc, Source(name, i + 1)) for i, doc in enumerate(docs)], []
     out: list[tuple[Any, Source]] = []

@@ -139,7 +139,7 @@ ServiceRef = Annotated[StrictStr, AfterValidator(_service_ref)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Metadata(_Strict):
@@ -279,7 +279,7 @@ _MESSAGES = {
 def _issues_from(error: ValidationError, source: Source) -> list[Issue]:
     issues = []
     for err in error.errors(include_url=False):
-        path = join_path(*(p for p in err["loc"] if isinstance(p, str | int)))
+        path = join_path(*(p for p in err["loc"] if isinstance(p, str | int) and p != "[key]"))
         kind = err["type"]
         if kind in _MESSAGES:
             message, expected = _MESSAGES[kind]
@@ -301,23 +301,49 @@ def parse_document(raw: Any, source: Source) -> tuple[Document | None, list[Issu
     kind = raw.get("kind")
     if kind not in _MODELS:
         return None, [Issue(source, "kind", f"unknown kind {kind!r}", "one of " + ", ".join(KINDS))]
+    issues = _document_rules(raw, kind, source)
     try:
         doc = _MODELS[kind].model_validate(raw)
     except ValidationError as exc:
-        return None, _issues_from(exc, source)
+        return None, _issues_from(exc, source) + issues
     assert isinstance(doc, TenantDoc | WorkloadDoc | GroupDoc | ServiceDoc | PolicyDoc)
-    issues = _document_rules(doc, source)
     return (None if issues else doc), issues
 
 
-def _document_rules(doc: Document, source: Source) -> list[Issue]:
-    """Rules about one document that its field types alone cannot express."""
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _duplicates(items: Any, path: str, what: str, source: Source, scope: str) -> list[Issue]:
+    """Issues for entries of a list of mappings whose `name` repeats an earlier one."""
     issues: list[Issue] = []
-    meta = doc.metadata
-    if isinstance(doc, TenantDoc) and meta.tenant is not None:
+    seen: set[str] = set()
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        name = _mapping(item).get("name")
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            issues.append(
+                Issue(
+                    source,
+                    f"{path}[{i}].name",
+                    f"duplicate {what} name {name!r}",
+                    f"{what} names unique within the {scope}",
+                )
+            )
+        seen.add(name)
+    return issues
+
+
+def _document_rules(raw: dict[str, Any], kind: str, source: Source) -> list[Issue]:
+    """Rules about one document that field types cannot express. They read the raw
+    document defensively, so they are reported together with any shape errors."""
+    issues: list[Issue] = []
+    meta, spec = _mapping(raw.get("metadata")), _mapping(raw.get("spec"))
+    if kind == "Tenant" and meta.get("tenant") is not None:
         issues.append(Issue(source, "metadata.tenant", "a Tenant has no tenant", "no field"))
-    for key in meta.labels:
-        if key.startswith(RESERVED_LABEL_PREFIX):
+    for key in _mapping(meta.get("labels")):
+        if isinstance(key, str) and key.startswith(RESERVED_LABEL_PREFIX):
             issues.append(
                 Issue(
                     source,
@@ -326,24 +352,19 @@ def _document_rules(doc: Document, source: Source) -> list[Issue]:
                     f"a key not starting with {RESERVED_LABEL_PREFIX}",
                 )
             )
-    if isinstance(doc, ServiceDoc) and meta.name in KEYWORDS:
+    if kind == "Service" and meta.get("name") in KEYWORDS:
         issues.append(
-            Issue(source, "metadata.name", f"service name {meta.name!r} is a port keyword", "")
+            Issue(
+                source,
+                "metadata.name",
+                f"service name {meta['name']!r} is a port keyword",
+                "a name other than " + ", ".join(sorted(KEYWORDS)),
+            )
         )
-    if isinstance(doc, WorkloadDoc):
-        seen: set[str] = set()
-        for i, iface in enumerate(doc.spec.interfaces):
-            if iface.name in seen:
-                issues.append(
-                    Issue(source, f"spec.interfaces[{i}].name", "duplicate interface name")
-                )
-            seen.add(iface.name)
-    if isinstance(doc, PolicyDoc):
-        names: set[str] = set()
-        for i, rule in enumerate(doc.spec.rules):
-            if rule.name in names:
-                issues.append(
-                    Issue(source, f"spec.rules[{i}].name", f"duplicate rule name {rule.name!r}")
-                )
-            names.add(rule.name)
+    if kind == "Workload":
+        issues += _duplicates(
+            spec.get("interfaces"), "spec.interfaces", "interface", source, "workload"
+        )
+    if kind == "Policy":
+        issues += _duplicates(spec.get("rules"), "spec.rules", "rule", source, "policy")
     return issues

@@ -1,0 +1,66 @@
+"""Talks to the responders over their unix sockets: the probe client. Counterpart of
+`lab.responder`. Many probes at once run in threads, one connection each, so a batch of
+blocked probes costs one timeout, not one per probe.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from hyperwall.lab.wire import ProbeOutcome, ProbeRequest
+
+MAX_PARALLEL = 256
+SLACK = 5.0  # seconds the control connection waits beyond the probe's own timeout
+
+
+class ResponderError(RuntimeError):
+    """A responder could not be reached or answered nonsense."""
+
+
+def request(path: Path, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Send one JSON message to the responder at `path` and read its one-line reply."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(path))
+            s.sendall(json.dumps(message).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError as exc:
+        raise ResponderError(f"responder {path}: {exc}") from None
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise ResponderError(f"responder {path}: bad reply {data[:200]!r}") from None
+    if not isinstance(reply, dict):
+        raise ResponderError(f"responder {path}: bad reply {reply!r}")
+    return reply
+
+
+def ping(path: Path, timeout: float = 1.0) -> int:
+    """The responder's pid if it answers."""
+    reply = request(path, {"op": "ping"}, timeout)
+    if not reply.get("ok"):
+        raise ResponderError(f"responder {path}: {reply}")
+    return int(reply["pid"])
+
+
+def probe(path: Path, req: ProbeRequest) -> ProbeOutcome:
+    return ProbeOutcome.from_json(request(path, req.to_json(), req.timeout + SLACK))
+
+
+def probe_many(jobs: Sequence[tuple[Path, ProbeRequest]]) -> list[ProbeOutcome]:
+    """Run every probe concurrently; results in the order given."""
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(jobs))) as pool:
+        return list(pool.map(lambda job: probe(*job), jobs))

@@ -1,0 +1,31 @@
+"""Fixtures for kernel tests: a throwaway network namespace per test, always removed."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from hyperwall.dataplane.netns import inside
+from hyperwall.dataplane.nft.client import NftClient
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"hwx-{os.getpid()}-{next(_counter)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def nft(netns: str) -> NftClient:
+    with inside(netns):
+        return NftClient()
