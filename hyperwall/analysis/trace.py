@@ -88,8 +88,15 @@ def resolve_end(catalog: Catalog, text: str, family: int | None = None) -> End:
     return End(ip, found[0], iface)
 
 
-def resolve_service(catalog: Catalog, text: str, tenants: list[str | None]) -> PortMatch:
-    """An inline port (`tcp/443`) or a Service name (its first port) -> one concrete port."""
+def _fits(port: PortMatch, family: int | None) -> bool:
+    return not ((port.proto == "icmp" and family == 6) or (port.proto == "icmpv6" and family == 4))
+
+
+def resolve_service(
+    catalog: Catalog, text: str, tenants: list[str | None], family: int | None = None
+) -> PortMatch:
+    """An inline port (`tcp/443`) or a Service name (its first port that fits the address
+    family) -> one concrete port."""
     if is_inline(text):
         try:
             port = parse_port_spec(text)
@@ -102,7 +109,7 @@ def resolve_service(catalog: Catalog, text: str, tenants: list[str | None]) -> P
         )
         if service is None:
             raise TraceInputError(f"unknown service {text!r}: expected a Service name or tcp/PORT")
-        port = service.ports[0]
+        port = next((p for p in service.ports if _fits(p, family)), service.ports[0])
     if port.proto == "any":
         raise TraceInputError(
             "service 'any' is not a packet: give e.g. tcp/443 or icmp/echo-request"
@@ -123,7 +130,7 @@ def trace(catalog: Catalog, src: str, dst: str, service: str) -> TraceResult:
             f"{src!r} and {dst!r} are of different address families: give two IPv4 or two IPv6"
         )
     tenants = [e.workload.tenant for e in (source, destination) if e.workload]
-    port = resolve_service(catalog, service, tenants)
+    port = resolve_service(catalog, service, tenants, src_family)
     if port.proto == "icmp" and src_family == 6:
         raise TraceInputError("icmp is IPv4: for IPv6 addresses use icmpv6/...")
     if port.proto == "icmpv6" and src_family == 4:

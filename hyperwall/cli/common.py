@@ -24,8 +24,9 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def print_json(value: object) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+def print_json(value: object, compact: bool = False) -> None:
+    text = json.dumps(value) if compact else json.dumps(value, indent=2)
+    sys.stdout.write(text + "\n")
 
 
 def fail(message: str, code: int = EXIT_INPUT) -> NoReturn:

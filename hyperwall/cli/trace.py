@@ -52,7 +52,7 @@ def trace_command(
     except TraceInputError as exc:
         fail(str(exc))
     if as_json:
-        print_json(result.to_json())
+        print_json(result.to_json(), compact=True)
     else:
         render(result)
     raise typer.Exit(EXIT_OK if result.verdict == "allow" else EXIT_VERDICT)

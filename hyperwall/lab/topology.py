@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hyperwall.dataplane.nft.render import vm_ifname
+from hyperwall.lab.errors import LabInputError
 from hyperwall.policy.model import Catalog, Workload
 
 Role = Literal["host", "vm", "underlay", "external"]
@@ -44,7 +45,7 @@ _RESERVED = (
 )
 
 
-class TopologyError(ValueError):
+class TopologyError(LabInputError):
     """The documents cannot be built into a lab (the message says why)."""
 
 
