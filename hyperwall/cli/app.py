@@ -7,6 +7,7 @@ import typer
 from hyperwall.cli.agent import agent
 from hyperwall.cli.compile import compile_command
 from hyperwall.cli.demo import demo
+from hyperwall.cli.lab import lab_app
 from hyperwall.cli.trace import trace_command
 from hyperwall.cli.validate import validate
 
@@ -22,6 +23,7 @@ app.command("trace")(trace_command)
 app.command("compile")(compile_command)
 app.command("demo")(demo)
 app.command("agent")(agent)
+app.add_typer(lab_app, name="lab")
 
 
 def main() -> None:

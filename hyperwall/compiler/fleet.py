@@ -113,6 +113,7 @@ class FleetCompiler:
     ) -> None:
         self.fold_limit = fold_limit
         self.workloads: dict[str, Workload] = {}
+        self._wint: dict[str, tuple[tuple[Interval, ...], tuple[Interval, ...]]] = {}
         self.by_host: dict[str, set[str]] = defaultdict(set)
         self.by_tenant: dict[str | None, set[str]] = defaultdict(set)
         self.index = SelectorIndex()
@@ -139,21 +140,22 @@ class FleetCompiler:
                 self._parents[child].add(g.key)
         self._group_cidrs: dict[str, frozenset[str]] = {}
         self._members: dict[str, frozenset[str]] = {}
+        self._gival: dict[str, tuple[tuple[Interval, ...], tuple[Interval, ...]]] = {}
         for key in config.groups:
             self._members_of(key)
             self._cidrs_of(key)
         # address sets (lazy), chains (lazy), applied-to and endpoints
         self._sets: dict[str, AddressSet] = {}
         self._set_peers: dict[str, tuple[Peer, ...]] = {}
-        self._set_workloads: dict[str, frozenset[str]] = {}
         self._sets_by_group: dict[str, set[str]] = defaultdict(set)
         self._sets_by_sid: dict[str, set[str]] = defaultdict(set)
         self._sets_by_wpeer: dict[str, set[str]] = defaultdict(set)
-        self._sets_of_workload: dict[str, set[str]] = defaultdict(set)
         self._chains: dict[str, _CompiledChain] = {}
         self._chains_by_set: dict[str, set[str]] = defaultdict(set)
+        self._rule_elements: dict[
+            str, tuple[RuleDef, object, object, list[BlockElement] | None]
+        ] = {}
         self._applies: dict[str, frozenset[str]] = {}
-        self._policies_of: dict[str, set[str]] = defaultdict(set)
         self._policies_by_sid: dict[str, set[str]] = defaultdict(set)
         self._policies_by_group: dict[str, set[str]] = defaultdict(set)
         self._policies_by_wpeer: dict[str, set[str]] = defaultdict(set)
@@ -219,8 +221,6 @@ class FleetCompiler:
             self._policies_by_wpeer[target.value].add(policy.key)
         applies = self._compute_applies(policy)
         self._applies[policy.key] = applies
-        for wk in applies:
-            self._policies_of[wk].add(policy.key)
         return set(applies)
 
     def _remove_policy(self, policy: PolicyDef) -> set[str]:
@@ -233,8 +233,6 @@ class FleetCompiler:
                 for keys in table.values():
                     keys.discard(policy.key)
         applies = self._applies.pop(policy.key, frozenset())
-        for wk in applies:
-            self._policies_of[wk].discard(policy.key)
         for selector in self._peer_selectors(policy):
             self._unref_selector(selector)
         return set(applies)
@@ -283,7 +281,29 @@ class FleetCompiler:
                     pending.add(parent)
                     frontier.append(parent)
         old = {key: self._members.pop(key) for key in pending if key in self._members}
-        return {key for key in pending if self._members_of(key) != old.get(key)}
+        changed = {key for key in pending if self._members_of(key) != old.get(key)}
+        for key in changed:
+            self._gival.pop(key, None)
+        return changed
+
+    def _group_intervals(self, key: str) -> tuple[tuple[Interval, ...], tuple[Interval, ...]]:
+        """A group's addresses (members' and CIDRs), merged; cached until it changes."""
+        found = self._gival.get(key)
+        if found is None:
+            v4, v6 = split_families(self._cidrs_of(key))
+            found = self._merge_workloads(self._members_of(key), v4, v6)
+            self._gival[key] = found
+        return found
+
+    def _merge_workloads(
+        self, members: Iterable[str], v4: Iterable[Interval] = (), v6: Iterable[Interval] = ()
+    ) -> tuple[tuple[Interval, ...], tuple[Interval, ...]]:
+        all4, all6 = list(v4), list(v6)
+        for wk in members:
+            w4, w6 = self._wint[wk]
+            all4.extend(w4)
+            all6.extend(w6)
+        return merge(all4), merge(all6)
 
     # -- address sets -------------------------------------------------------------------
 
@@ -301,12 +321,17 @@ class FleetCompiler:
                 self._sets_by_sid[selector_id(p.selector)].add(name)
 
     def _compute_set(self, name: str) -> AddressSet:
+        peers = self._set_peers[name]
+        if len(peers) == 1 and peers[0].kind == "group":
+            return AddressSet(name, *self._group_intervals(peers[0].value))
+        v4: list[Interval] = []
+        v6: list[Interval] = []
         members: set[str] = set()
-        cidrs: set[str] = set()
-        for p in self._set_peers[name]:
+        for p in peers:
             if p.kind == "group":
-                members |= self._members_of(p.value)
-                cidrs |= self._cidrs_of(p.value)
+                g4, g6 = self._group_intervals(p.value)
+                v4.extend(g4)
+                v6.extend(g6)
             elif p.kind == "workload":
                 if p.value in self.workloads:
                     members.add(p.value)
@@ -314,15 +339,10 @@ class FleetCompiler:
                 assert p.selector is not None
                 members |= self._selected(p.selector, p.scope)
             else:
-                cidrs.add(p.value)
-        for wk in self._set_workloads.get(name, ()):
-            self._sets_of_workload[wk].discard(name)
-        self._set_workloads[name] = frozenset(members)
-        for wk in members:
-            self._sets_of_workload[wk].add(name)
-        addresses = [ip for wk in members for ip in self.workloads[wk].ips()]
-        v4, v6 = split_families([*addresses, *cidrs])
-        return AddressSet(name, v4, v6)
+                c4, c6 = split_families([p.value])
+                v4.extend(c4)
+                v6.extend(c6)
+        return AddressSet(name, *self._merge_workloads(members, v4, v6))
 
     def address_set(self, name: str) -> AddressSet:
         found = self._sets.get(name)
@@ -336,8 +356,9 @@ class FleetCompiler:
             old = self._sets.get(name)
             if old is None:
                 continue
-            new = self._sets[name] = self._compute_set(name)
-            if new != old:
+            new = self._compute_set(name)
+            if new != old:  # an equal set keeps its identity: chains and diffs skip it
+                self._sets[name] = new
                 for chain in list(self._chains_by_set.get(name, ())):
                     self._drop_chain(chain)
 
@@ -367,9 +388,25 @@ class FleetCompiler:
     def _elements(
         self, rule: RuleDef, src: str | None, dst: str | None
     ) -> list[BlockElement] | None:
-        """The rule as block elements, or None if it should stay a MatchRule."""
+        """The rule as block elements, or None if it should stay a MatchRule (cached while
+        the rule and the address sets it reads are the same)."""
         if rule.log:
             return None
+        src_set = self.address_set(src) if src is not None else None
+        dst_set = self.address_set(dst) if dst is not None else None
+        cached = self._rule_elements.get(rule.id)
+        if (
+            cached is not None
+            and cached[1] is src_set
+            and cached[2] is dst_set
+            and (cached[0] is rule or cached[0] == rule)
+        ):
+            return cached[3]
+        elements = self._expand(rule, src, dst)
+        self._rule_elements[rule.id] = (rule, src_set, dst_set, elements)
+        return elements
+
+    def _expand(self, rule: RuleDef, src: str | None, dst: str | None) -> list[BlockElement] | None:
         (s4, s6), (d4, d6) = self._intervals(src), self._intervals(dst)
         by_family = ((4, s4, d4), (6, s6, d6))
         services = {family: _service_keys(rule.services, family) for family in (4, 6)}
@@ -468,10 +505,6 @@ class FleetCompiler:
             if new == old:
                 continue
             self._applies[key] = new
-            for wk in old - new:
-                self._policies_of[wk].discard(key)
-            for wk in new - old:
-                self._policies_of[wk].add(key)
             touched |= old ^ new
         return touched
 
@@ -486,7 +519,7 @@ class FleetCompiler:
 
     def _build_endpoints(self, w: Workload) -> tuple[Endpoint, ...]:
         policies = sorted(
-            (self.config.policies[k] for k in self._policies_of.get(w.key, ())),
+            (self.config.policies[k] for k, applies in self._applies.items() if w.key in applies),
             key=PolicyDef.order_key,
         )
         dispatch: dict[Dir, list[list[str]]] = {"in": [[] for _ in range(TIERS)], "out": []}
@@ -518,11 +551,13 @@ class FleetCompiler:
 
     def _place(self, w: Workload) -> None:
         self.workloads[w.key] = w
+        self._wint[w.key] = split_families(w.ips())
         self.by_host[w.host].add(w.key)
         self.by_tenant[w.tenant].add(w.key)
 
     def _unplace(self, w: Workload) -> None:
         del self.workloads[w.key]
+        del self._wint[w.key]
         self.by_host[w.host].discard(w.key)
         self.by_tenant[w.tenant].discard(w.key)
 
@@ -547,8 +582,6 @@ class FleetCompiler:
         changed_sids = self.index.remove_workload(key)
         self._propagate(key, changed_sids, membership=True, ips=True)
         self._endpoints.pop(key, None)
-        self._sets_of_workload.pop(key, None)
-        self._policies_of.pop(key, None)
 
     def _propagate(self, wk: str, changed_sids: set[str], membership: bool, ips: bool) -> None:
         dirty_groups = {g for sid in changed_sids for g in self._groups_by_sid.get(sid, ())}
@@ -563,7 +596,7 @@ class FleetCompiler:
         if membership:
             dirty_sets |= self._sets_by_wpeer.get(wk, set())
         if ips:
-            dirty_sets |= self._sets_of_workload.get(wk, set())
+            dirty_sets |= self._sets_containing(wk)
         self._refresh_sets(dirty_sets)
         dirty_policies = {p for sid in changed_sids for p in self._policies_by_sid.get(sid, ())}
         for g in changed_groups:
@@ -574,6 +607,18 @@ class FleetCompiler:
         for touched in self._refresh_applies(dirty_policies) | {wk}:
             self._endpoints.pop(touched, None)
 
+    def _sets_containing(self, wk: str) -> set[str]:
+        """Address sets whose addresses include workload `wk`'s (its IPs changed)."""
+        found = set(self._sets_by_wpeer.get(wk, ()))
+        for key, members in self._members.items():
+            if wk in members:
+                self._gival.pop(key, None)
+                found |= self._sets_by_group.get(key, set())
+        if wk in self.workloads:
+            for sid in self.index.selectors_for(wk):
+                found |= self._sets_by_sid.get(sid, set())
+        return found
+
     def _rescope(self, wk: str) -> None:
         """A workload came or went: adjust the policies without appliedTo in its scope."""
         present = wk in self.workloads
@@ -583,10 +628,6 @@ class FleetCompiler:
                 continue
             applies = self._applies[key]
             self._applies[key] = applies | {wk} if present else applies - {wk}
-            if present:
-                self._policies_of[wk].add(key)
-            else:
-                self._policies_of[wk].discard(key)
 
     # -- assembly -----------------------------------------------------------------------
 

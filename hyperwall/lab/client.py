@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from hyperwall.lab.wire import ProbeOutcome, ProbeRequest
 
 MAX_PARALLEL = 256
+CONNECT_RETRIES = 500
 SLACK = 5.0  # seconds the control connection waits beyond the probe's own timeout
 
 
@@ -22,12 +24,23 @@ class ResponderError(RuntimeError):
     """A responder could not be reached or answered nonsense."""
 
 
+def _connect(s: socket.socket, path: Path) -> None:
+    """Connect, retrying while the responder's accept queue is full (EAGAIN)."""
+    for _ in range(CONNECT_RETRIES):
+        try:
+            s.connect(str(path))
+            return
+        except BlockingIOError:
+            time.sleep(0.01)
+    s.connect(str(path))
+
+
 def request(path: Path, message: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Send one JSON message to the responder at `path` and read its one-line reply."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
-            s.connect(str(path))
+            _connect(s, path)
             s.sendall(json.dumps(message).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
@@ -58,9 +71,11 @@ def probe(path: Path, req: ProbeRequest) -> ProbeOutcome:
     return ProbeOutcome.from_json(request(path, req.to_json(), req.timeout + SLACK))
 
 
-def probe_many(jobs: Sequence[tuple[Path, ProbeRequest]]) -> list[ProbeOutcome]:
-    """Run every probe concurrently; results in the order given."""
+def probe_many(
+    jobs: Sequence[tuple[Path, ProbeRequest]], parallel: int = MAX_PARALLEL
+) -> list[ProbeOutcome]:
+    """Run the probes, `parallel` at a time; results in the order given."""
     if not jobs:
         return []
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(jobs))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(jobs)))) as pool:
         return list(pool.map(lambda job: probe(*job), jobs))

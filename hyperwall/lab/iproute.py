@@ -4,7 +4,7 @@ Counterpart of `lab.topology` (what to build) and `lab.netns` (which runs these)
 construction: namespaces (`netns_lines`), every veth pair with both ends created directly in
 their namespaces by one root batch (`veth_lines`: no lab link ever exists in the root
 namespace), then per namespace in parallel its sysctls and nft table and its batch
-(`namespace_lines`: links up, addresses, neighbours, routes, rules).
+(`namespace_lines`: links up, addresses, neighbours, routes; `rule_lines`: rules).
 """
 
 from __future__ import annotations
@@ -82,8 +82,16 @@ def namespace_lines(plan: LabPlan, ns: str) -> list[str]:
     lines += [_address(a) for a in plan.addresses if a.ns == ns]
     lines += [_neighbour(n) for n in plan.neighbours if n.ns == ns]
     lines += [_route(r) for r in plan.routes if r.ns == ns]
-    lines += [_rule(r) for r in plan.rules if r.ns == ns]
     return lines
+
+
+def rule_lines(plan: LabPlan, ns: str, family: int) -> list[str]:
+    """`ip -4|-6 -n NS -batch` lines for the policy-routing rules of one family.
+
+    Separate because `ip rule` without -6 switches a batch to IPv4 for good; rules need no
+    link, so they can go in with the sysctls.
+    """
+    return [_rule(r) for r in plan.rules if r.ns == ns and (":" in r.src) == (family == 6)]
 
 
 def sysctl_assignments(plan: LabPlan, ns: str) -> list[str]:

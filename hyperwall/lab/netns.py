@@ -38,8 +38,12 @@ class Job:
         return ["ip", "netns", "exec", self.ns, *self.argv]
 
 
-def batch_job(lines: Sequence[str], ns: str | None = None, force: bool = False) -> Job:
+def batch_job(
+    lines: Sequence[str], ns: str | None = None, force: bool = False, family: int | None = None
+) -> Job:
     argv = ["ip"]
+    if family is not None:
+        argv.append(f"-{family}")
     if ns is not None:
         argv += ["-n", ns]
     if force:
@@ -150,9 +154,7 @@ def spawn(ns: str, argv: Sequence[str], log: Path) -> int:
 
 
 def alive(pid: int) -> bool:
-    """Is `pid` a running (not zombie) process? Reaps it if it is our exited child."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    """Is `pid` a running process? A zombie (exited, not yet reaped) counts as gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

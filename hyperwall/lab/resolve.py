@@ -40,11 +40,10 @@ def resolve_probe(catalog: Catalog, src: str, dst: str, service: str) -> ProbeTa
         destination = resolve_end(catalog, dst, family=_family(source.address))
         if _family(destination.address) != _family(source.address):
             raise TraceInputError(
-                f"{src!r} and {dst!r} are of different address families:"
-                " give two IPv4 or two IPv6"
+                f"{src!r} and {dst!r} are of different address families: give two IPv4 or two IPv6"
             )
         tenants = [e.workload.tenant for e in (source, destination) if e.workload]
-        port = resolve_service(catalog, service, tenants)
+        port = resolve_service(catalog, service, tenants, _family(source.address))
     except TraceInputError as exc:
         raise LabInputError(str(exc)) from None
     family = _family(source.address)
@@ -54,6 +53,10 @@ def resolve_probe(catalog: Catalog, src: str, dst: str, service: str) -> ProbeTa
         raise LabInputError("icmpv6 is IPv6: for IPv4 addresses use icmp/...")
     if source.workload is None and destination.workload is None:
         raise LabInputError(f"neither {src!r} nor {dst!r} is a workload of the lab")
+    if source.workload is not None and source.workload is destination.workload:
+        raise LabInputError(
+            f"{src!r} and {dst!r} are the same VM: its traffic to itself never leaves it"
+        )
     if port.proto == "sctp":
         raise LabInputError("the lab cannot send sctp probes: use tcp, udp, icmp or icmpv6")
     if port.proto == "icmp" and port.low != ICMP_TYPES["echo-request"]:

@@ -100,6 +100,7 @@ class _Control(socketserver.StreamRequestHandler):
 
 class _ControlServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    request_queue_size = 1024  # the lab sends hundreds of probes at once
 
 
 def main(argv: list[str] | None = None) -> None:

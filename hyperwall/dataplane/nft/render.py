@@ -367,11 +367,9 @@ def render_dispatch(
         if chains
     ]
     rules = [_dump([{"jump": {"target": t.name}}]) for t in tiers]
-    default: Expr = [{"counter": None}]
-    if ep.log_default:
-        default += _log(f"hw {ep.default} default {ep.tenant or 'provider'}")
-    default.append(_verdict(ep.default))
-    rules.append(_dump(default))
+    if ep.log_default:  # its own rule: a rate limit must never skip the verdict
+        rules.append(_dump(_log(f"hw {ep.default} default {ep.tenant or 'provider'}")))
+    rules.append(_dump([{"counter": None}, _verdict(ep.default)]))
     name = f"d_{short(json.dumps(rules))}"
     return ChainSpec(name, tuple(rules), comment=f"dispatch {direction}"), tiers
 
@@ -393,7 +391,9 @@ _ND = [
     "mld-listener-done",
     "mld2-listener-report",
 ]
-_UNKNOWN: Expr = [{"counter": None}, *_log("hw drop unknown-interface"), {"drop": None}]
+# Logging is rate-limited, so a log never shares a rule with a verdict: once over the
+# limit the rule stops matching, and a verdict in it would be skipped (fail open).
+_UNKNOWN: list[Expr] = [_log("hw drop unknown-interface"), [{"counter": None}, {"drop": None}]]
 _SPOOF_CHAIN: Expr = [{"counter": None}, *_log("hw drop anti-spoofing")]
 _REJECT: list[Expr] = [
     [_match(_meta("l4proto"), "tcp"), {"reject": {"type": "tcp reset"}}],
@@ -431,14 +431,14 @@ def _routed_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
         [_EST, {"accept": None}],
         [_INVALID, {"drop": None}],
         [{"vmap": {"key": _meta("iifname"), "data": "@egress_map"}}],
-        _UNKNOWN,
+        *_UNKNOWN,
     ]
     ingress = [
         [_match(_meta("oifname"), prefix, "!="), {"accept": None}],
         [_EST, {"accept": None}],
         [_INVALID, {"drop": None}],
         [{"vmap": {"key": _meta("oifname"), "data": "@ingress_map"}}],
-        _UNKNOWN,
+        *_UNKNOWN,
     ]
     host_in = [
         [_match(_meta("iifname"), prefix, "!="), {"accept": None}],

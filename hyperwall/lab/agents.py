@@ -1,0 +1,179 @@
+"""The lab's host agents: the folder they read, how they are started, when they are done.
+
+Each host namespace runs `hyperwall agent --host H --policy-dir STATE/policy ...`. The
+documents live in `STATE/policy.N`; `STATE/policy` is a symlink swapped atomically (rename)
+to the next generation on `lab apply`, so an agent never sees a half-written set. An agent
+has converged when its status file says so with the program hash the lab computes itself
+from the same documents (`FleetCompiler(...).host_program(H)`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hyperwall.agent.status import read_status
+from hyperwall.compiler.fleet import FleetCompiler
+from hyperwall.compiler.serialize import program_hash
+from hyperwall.io.files import SUFFIXES
+from hyperwall.lab import netns
+from hyperwall.lab.errors import LabError
+from hyperwall.lab.state import LabPaths, LabState
+from hyperwall.lab.topology import LabPlan
+from hyperwall.policy.model import Catalog
+
+VM_PREFIX = "hwt"
+
+
+def install_policy(paths: LabPaths, sources: Sequence[Path], generation: int) -> None:
+    """Copy the documents to `policy.N` and point the `policy` symlink at it (atomically)."""
+    target = paths.policy_generation(generation)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, source in enumerate(sources):
+        if source.is_dir():
+            for file in sorted(source.rglob("*")):
+                if file.suffix in SUFFIXES and file.is_file():
+                    dest = tmp / f"{i:02d}-{source.name}" / file.relative_to(source)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(file, dest)
+        else:
+            shutil.copyfile(source, tmp / f"{i:02d}-{source.name}")
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(tmp, target)
+    link = paths.dir / "policy.link.tmp"
+    link.unlink(missing_ok=True)
+    link.symlink_to(target.name)
+    os.replace(link, paths.policy)
+    for old in paths.dir.glob("policy.*"):
+        suffix = old.name.removeprefix("policy.")
+        if suffix.isdigit() and int(suffix) < generation - 1:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def hyperwall_command() -> list[str]:
+    """The `hyperwall` script next to this interpreter, or `python -m hyperwall`."""
+    script = Path(sys.executable).parent / "hyperwall"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "hyperwall"]
+
+
+def agent_argv(paths: LabPaths, host: str) -> list[str]:
+    return [
+        *hyperwall_command(),
+        "agent",
+        "--host",
+        host,
+        "--policy-dir",
+        str(paths.policy),
+        "--state-dir",
+        str(paths.agent_dir(host)),
+        "--vm-prefix",
+        VM_PREFIX,
+    ]
+
+
+def start_agents(paths: LabPaths, plan: LabPlan) -> dict[str, int]:
+    """Start one agent per host (detached, in the host's namespace); host -> pid."""
+    pids = {}
+    for host in plan.hosts:
+        paths.agent_dir(host.name).mkdir(parents=True, exist_ok=True)
+        pids[host.name] = netns.spawn(
+            host.ns, agent_argv(paths, host.name), paths.agent_log(host.name)
+        )
+    return pids
+
+
+def expected_hashes(catalog: Catalog, hosts: Sequence[str]) -> dict[str, str]:
+    """The program hash each host's agent must report, computed like the agent does."""
+    compiler = FleetCompiler(catalog.config, catalog.workloads.values())
+    return {h: program_hash(compiler.host_program(h)) for h in hosts}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReport:
+    host: str
+    pid: int | None
+    alive: bool
+    converged: bool
+    program_hash: str | None
+    expected_hash: str | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.alive
+            and self.converged
+            and self.program_hash is not None
+            and self.program_hash == self.expected_hash
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "host": self.host,
+            "pid": self.pid,
+            "alive": self.alive,
+            "converged": self.converged,
+            "program_hash": self.program_hash,
+            "expected_hash": self.expected_hash,
+            "in_sync": self.ok,
+            "error": self.error,
+        }
+
+
+def _log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def agent_reports(
+    paths: LabPaths, state: LabState, expected: Mapping[str, str]
+) -> list[AgentReport]:
+    reports = []
+    for host, agent in sorted(state.agents.items()):
+        status = read_status(paths.agent_status(host))
+        alive = agent.pid is not None and netns.alive(agent.pid)
+        error = status.error if status else None
+        if not alive:
+            error = f"agent exited: {_log_tail(paths.agent_log(host))}" if agent.pid else error
+        reports.append(
+            AgentReport(
+                host=host,
+                pid=agent.pid,
+                alive=alive,
+                converged=bool(status and status.converged),
+                program_hash=status.program_hash if status else None,
+                expected_hash=expected.get(host),
+                error=error,
+            )
+        )
+    return reports
+
+
+def wait_converged(
+    paths: LabPaths, state: LabState, expected: Mapping[str, str], timeout: float
+) -> list[AgentReport]:
+    """Poll the status files until every agent runs the expected program; else LabError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reports = agent_reports(paths, state, expected)
+        if all(r.ok for r in reports):
+            return reports
+        dead = [r for r in reports if not r.alive]
+        if dead or time.monotonic() > deadline:
+            why = "; ".join(
+                f"{r.host}: "
+                + (r.error or ("converged to another program" if r.converged else "not converged"))
+                for r in reports
+                if not r.ok
+            )
+            raise LabError(f"agents did not converge within {timeout:g} s: {why}")
+        time.sleep(0.05)

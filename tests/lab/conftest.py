@@ -1,0 +1,68 @@
+"""Fixtures for the lab tests: real namespaces (root only), each lab removed even on failure.
+
+Every lab a test makes is named `t<pid><suffix>`, so parallel test runs never share one;
+`lab down` finds everything of a lab by its prefix, with or without its state file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hyperwall.lab import Lab
+from hyperwall.lab.netns import list_namespaces
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+HYPERWALL = [sys.executable, "-m", "hyperwall"]
+VERDICT_TO_RESULT = {"allow": "allowed", "drop": "blocked", "reject": "rejected"}
+
+
+def needs_root() -> pytest.MarkDecorator:
+    missing = [tool for tool in ("ip", "nft", "sysctl") if shutil.which(tool) is None]
+    return pytest.mark.skipif(
+        os.geteuid() != 0 or bool(missing),
+        reason="lab tests need root and iproute2/nftables (creates network namespaces)",
+    )
+
+
+def lab_name(suffix: str) -> str:
+    name = f"t{os.getpid() % 10_000_000}{suffix}"
+    assert len(name) <= 12
+    return name
+
+
+def lab_namespaces(lab: Lab) -> list[str]:
+    return [n for n in list_namespaces() if lab.names.owns(n)]
+
+
+def probe_rows() -> list[tuple[str, str, str, str]]:
+    """examples/probes.tsv: (from, to, service, expected result)."""
+    rows = []
+    for line in (EXAMPLES / "probes.tsv").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        src, dst, service, verdict = line.split("\t")[:4]
+        rows.append((src, dst, service, VERDICT_TO_RESULT[verdict]))
+    return rows
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HYPERWALL, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[list[Lab]]:
+    """Labs appended to the list are taken down after the test, whatever happened."""
+    labs: list[Lab] = []
+    try:
+        yield labs
+    finally:
+        for lab in labs:
+            lab.down()
