@@ -1,4 +1,5 @@
-"""Fixtures for kernel tests: a throwaway network namespace per test, always removed."""
+"""Shared fixtures: a throwaway network namespace per test (always removed) and an nftables
+context bound to it, for the kernel tests of the data plane and the agent."""
 
 from __future__ import annotations
 
