@@ -18,6 +18,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from hyperwall.compiler.boxes import BoxIndex
@@ -56,6 +57,11 @@ def selector_id(selector: Selector) -> str:
     return selector.canonical()
 
 
+def _scope_of(workload_key: str) -> str | None:
+    """The tenant of a workload key (`acme/web-1` -> acme; `dns-1` -> None)."""
+    return workload_key.rpartition("/")[0] or None
+
+
 def peer_set_name(peer: Peer) -> str:
     if peer.kind == "group":
         return f"g:{peer.value}"
@@ -77,16 +83,17 @@ def peers_set_name(peers: tuple[Peer, ...]) -> str | None:
     return "u:" + hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
 
 
+@lru_cache(maxsize=65536)
 def _service_keys(
     services: tuple[PortMatch, ...] | None, family: int
-) -> list[tuple[int, int, int]]:
+) -> tuple[tuple[int, int, int], ...]:
     """Disjoint (protocol number, low, high) triples of `services` that occur in `family`.
 
     Protocol 0 stands for any protocol and makes every other entry redundant; ranges of one
     protocol are merged, so a rule's own block elements never overlap each other.
     """
     if services is None or any(s.proto == "any" for s in services):
-        return list(_ANY_SERVICE)
+        return _ANY_SERVICE
     ranges: dict[int, list[tuple[int, int]]] = {}
     for s in services:
         if (s.proto == "icmp" and family == 6) or (s.proto == "icmpv6" and family == 4):
@@ -94,7 +101,7 @@ def _service_keys(
         top = 255 if s.proto in ("icmp", "icmpv6") else 65535
         low, high = (0, top) if s.any_value else (s.low, s.high)
         ranges.setdefault(PROTO_NUMBERS[s.proto], []).append((low, high))
-    return [(proto, lo, hi) for proto, rs in sorted(ranges.items()) for lo, hi in merge(rs)]
+    return tuple((proto, lo, hi) for proto, rs in sorted(ranges.items()) for lo, hi in merge(rs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,10 +235,13 @@ class FleetCompiler:
             self._drop_chain(f"{direction}:{policy.key}")
         target = policy.applied_to
         self._scope_policies.discard(policy.key)
-        if target is not None:
-            for table in (self._policies_by_sid, self._policies_by_group, self._policies_by_wpeer):
-                for keys in table.values():
-                    keys.discard(policy.key)
+        if target is not None and target.kind == "selector":
+            assert target.selector is not None
+            self._policies_by_sid[selector_id(target.selector)].discard(policy.key)
+        elif target is not None and target.kind == "group":
+            self._policies_by_group[target.value].discard(policy.key)
+        elif target is not None:
+            self._policies_by_wpeer[target.value].discard(policy.key)
         applies = self._applies.pop(policy.key, frozenset())
         for selector in self._peer_selectors(policy):
             self._unref_selector(selector)
@@ -245,7 +255,7 @@ class FleetCompiler:
         return frozenset(self.by_tenant.get(tenant, set()).intersection(ids))
 
     def _selected(self, selector: Selector, tenant: str | None) -> frozenset[str]:
-        return self._scoped(self.index.matches(selector_id(selector)), tenant)
+        return self._scoped(self.index.matches_view(selector_id(selector)), tenant)
 
     def _direct_members(self, group: Group) -> set[str]:
         found = {m for m in group.members if m in self.workloads}
@@ -583,8 +593,24 @@ class FleetCompiler:
         self._propagate(key, changed_sids, membership=True, ips=True)
         self._endpoints.pop(key, None)
 
+    def _in_scope(self, peer: Peer | None, sid: str, tenant: str | None) -> bool:
+        """Whether `peer` is a selector `sid` whose scope can pick a workload of `tenant`."""
+        return (
+            peer is not None
+            and peer.selector is not None
+            and selector_id(peer.selector) == sid
+            and peer.scope in (None, tenant)
+        )
+
     def _propagate(self, wk: str, changed_sids: set[str], membership: bool, ips: bool) -> None:
-        dirty_groups = {g for sid in changed_sids for g in self._groups_by_sid.get(sid, ())}
+        tenant = _scope_of(wk)
+        groups = self.config.groups
+        dirty_groups = {
+            g
+            for sid in changed_sids
+            for g in self._groups_by_sid.get(sid, ())
+            if groups[g].tenant in (None, tenant)
+        }
         if membership:
             dirty_groups |= self._groups_by_member.get(wk, set())
         changed_groups = self._refresh_groups(dirty_groups)
@@ -592,13 +618,23 @@ class FleetCompiler:
         for g in changed_groups:
             dirty_sets |= self._sets_by_group.get(g, set())
         for sid in changed_sids:
-            dirty_sets |= self._sets_by_sid.get(sid, set())
+            dirty_sets |= {
+                name
+                for name in self._sets_by_sid.get(sid, ())
+                if any(self._in_scope(p, sid, tenant) for p in self._set_peers[name])
+            }
         if membership:
             dirty_sets |= self._sets_by_wpeer.get(wk, set())
         if ips:
             dirty_sets |= self._sets_containing(wk)
         self._refresh_sets(dirty_sets)
-        dirty_policies = {p for sid in changed_sids for p in self._policies_by_sid.get(sid, ())}
+        policies = self.config.policies
+        dirty_policies = {
+            p
+            for sid in changed_sids
+            for p in self._policies_by_sid.get(sid, ())
+            if self._in_scope(policies[p].applied_to, sid, tenant)
+        }
         for g in changed_groups:
             dirty_policies |= self._policies_by_group.get(g, set())
         if membership:

@@ -215,17 +215,19 @@ class Selector:
     text: str = field(compare=False)  # the text as written
     root: Node
     keys: frozenset[str] = field(init=False, compare=False, repr=False)  # keys it mentions
+    _canonical: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", node_keys(self.root))
+        object.__setattr__(self, "_canonical", render(self.root))
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether a workload with these labels is selected."""
         return self.root.matches(labels)
 
     def canonical(self) -> str:
-        """Normalized text; `parse_selector(s.canonical()) == s`."""
-        return render(self.root)
+        """Normalized text; `parse_selector(s.canonical()) == s` (computed once)."""
+        return self._canonical
 
     def __str__(self) -> str:
         return self.text

@@ -201,6 +201,10 @@ class SelectorIndex:
         """The workloads a selector picks; KeyError if the selector is unknown."""
         return frozenset(self._entries[sid].matches)
 
+    def matches_view(self, sid: str) -> Set[str]:
+        """Like `matches`, without a copy: read-only, valid until the next change."""
+        return self._entries[sid].matches
+
     def selectors_for(self, wid: str) -> set[str]:
         """The selectors that pick a workload (none if the workload is unknown)."""
         return {sid for sid, entry in self._entries.items() if wid in entry.matches}
