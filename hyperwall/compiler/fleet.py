@@ -206,6 +206,21 @@ class FleetCompiler:
         if self._sid_refs[sid] == 0:
             del self._sid_refs[sid]
             self.index.remove_selector(sid)
+            for name in self._sets_by_sid.pop(sid, set()):
+                self._forget_set(name)
+
+    def _forget_set(self, name: str) -> None:
+        """Drop an address set nothing can use any more (its selector is gone): it must not
+        survive stale, to be found again if a later policy names the same peers."""
+        self._sets.pop(name, None)
+        for p in self._set_peers.pop(name, ()):
+            table = {"group": self._sets_by_group, "workload": self._sets_by_wpeer}.get(p.kind)
+            if table is not None:
+                table.get(p.value, set()).discard(name)
+            elif p.selector is not None:
+                self._sets_by_sid.get(selector_id(p.selector), set()).discard(name)
+        for chain in list(self._chains_by_set.pop(name, ())):
+            self._drop_chain(chain)
 
     def _peer_selectors(self, policy: PolicyDef) -> list[Selector]:
         peers = [p for r in policy.rules for p in (*r.sources, *r.destinations)]
