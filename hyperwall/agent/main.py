@@ -29,6 +29,7 @@ class AgentConfig:
     poll_seconds: float = 0.2
     resync_seconds: float = 30.0
     max_backoff: float = 10.0
+    mode: str = "routed"  # VM attachment: "routed" or "bridge" (render.Options.mode)
 
 
 def _poll(queue: WorkQueue, source: PolicyDir, stop: threading.Event, every: float) -> None:
@@ -47,7 +48,7 @@ def _tick(queue: WorkQueue, stop: threading.Event, every: float) -> None:
 
 def run_agent(config: AgentConfig) -> None:
     source = PolicyDir(config.policy_dir)
-    backend = NftBackend(options=Options(vm_prefix=config.vm_prefix))
+    backend = NftBackend(options=Options(vm_prefix=config.vm_prefix, mode=config.mode))
     reconciler = Reconciler(config.host, source.load, backend, config.state_dir / "status.json")
     queue = WorkQueue()
     stop = threading.Event()

@@ -7,6 +7,9 @@ from pathlib import Path
 import typer
 
 from hyperwall.agent.main import AgentConfig, run_agent
+from hyperwall.cli.common import EXIT_INPUT, fail
+
+MODES = ("routed", "bridge")
 
 
 def agent(
@@ -17,6 +20,15 @@ def agent(
     ),
     vm_prefix: str = typer.Option("hwt", "--vm-prefix", help="Host-side VM interface prefix"),
     resync: float = typer.Option(30.0, "--resync", help="Seconds between drift repairs"),
+    mode: str = typer.Option(
+        "routed",
+        "--mode",
+        help="VM attachment: 'routed' (host-routed VM links) or 'bridge' (a Linux bridge with"
+        " br_netfilter)",
+    ),
 ) -> None:
     """Enforce the policy for this host's VMs in the kernel and keep it converged."""
-    run_agent(AgentConfig(host, policy_dir, state_dir, vm_prefix, resync_seconds=resync))
+    if mode not in MODES:
+        fail(f"bad --mode {mode!r}: expected one of {', '.join(MODES)}", EXIT_INPUT)
+    config = AgentConfig(host, policy_dir, state_dir, vm_prefix, resync_seconds=resync, mode=mode)
+    run_agent(config)

@@ -29,6 +29,7 @@ from hyperwall.lab.errors import LabError, LabInputError
 from hyperwall.lab.lab import DEFAULT_AGENT_TIMEOUT, DEFAULT_PROBE_TIMEOUT, Lab, LabStatus
 from hyperwall.lab.netns import NetnsError
 from hyperwall.lab.state import DEFAULT_NAME
+from hyperwall.lab.topology import MODES
 from hyperwall.policy.errors import DocumentsInvalid
 
 lab_app = typer.Typer(
@@ -80,17 +81,26 @@ def up(
     timeout: float = typer.Option(
         DEFAULT_AGENT_TIMEOUT, "--timeout", help="Seconds to wait for the agents to converge"
     ),
+    mode: str = typer.Option(
+        "routed",
+        "--mode",
+        help="VM attachment: 'routed' (host-routed VM links) or 'bridge' (a Linux bridge per"
+        " host, all VMs on one VXLAN segment, agents with --mode bridge)",
+    ),
 ) -> None:
     """Build the lab: a namespace per host and per VM, responders, one agent per host."""
+    chosen = next((m for m in MODES if m == mode), None)
+    if chosen is None:
+        fail(f"bad --mode {mode!r}: expected one of {', '.join(MODES)}", EXIT_INPUT)
     lab = _lab(name)
     load_or_exit(files)
     start = time.monotonic()
-    _run(lambda: lab.up(files, agents_enabled=not no_agents, timeout=timeout))
+    _run(lambda: lab.up(files, agents_enabled=not no_agents, timeout=timeout, mode=chosen))
     plan = lab.plan()
     agents = "no agents" if no_agents else "agents converged"
     out.print(
-        f"lab {name} up: {len(plan.hosts)} hosts, {len(plan.vms)} VMs, {agents}"
-        f" ({time.monotonic() - start:.1f} s)"
+        f"lab {name} up ({plan.mode} mode): {len(plan.hosts)} hosts, {len(plan.vms)} VMs,"
+        f" {agents} ({time.monotonic() - start:.1f} s)"
     )
 
 

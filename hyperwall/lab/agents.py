@@ -9,12 +9,14 @@ from the same documents (`FleetCompiler(...).host_program(H)`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hyperwall.agent.status import read_status
@@ -63,7 +65,8 @@ def hyperwall_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "hyperwall"]
 
 
-def agent_argv(paths: LabPaths, host: str) -> list[str]:
+def agent_argv(paths: LabPaths, host: str, mode: str = "routed") -> list[str]:
+    mode_args = ["--mode", mode] if mode != "routed" else []
     return [
         *hyperwall_command(),
         "agent",
@@ -75,6 +78,7 @@ def agent_argv(paths: LabPaths, host: str) -> list[str]:
         str(paths.agent_dir(host)),
         "--vm-prefix",
         VM_PREFIX,
+        *mode_args,
     ]
 
 
@@ -84,7 +88,7 @@ def start_agents(paths: LabPaths, plan: LabPlan) -> dict[str, int]:
     for host in plan.hosts:
         paths.agent_dir(host.name).mkdir(parents=True, exist_ok=True)
         pids[host.name] = netns.spawn(
-            host.ns, agent_argv(paths, host.name), paths.agent_log(host.name)
+            host.ns, agent_argv(paths, host.name, plan.mode), paths.agent_log(host.name)
         )
     return pids
 
@@ -177,3 +181,49 @@ def wait_converged(
             )
             raise LabError(f"agents did not converge within {timeout:g} s: {why}")
         time.sleep(0.05)
+
+
+# -- one agent at a time (restarting an agent, e.g. in the restart-safety tests) -----------
+
+
+def is_agent(paths: LabPaths, pid: int) -> bool:
+    """Is `pid` a running process of this lab (its command line names the lab's folder)?
+
+    Guards against pid reuse: a recorded pid is only ever signalled if it still is ours.
+    While a process is in execve (`ip netns exec` becoming the agent, just after a start)
+    its command line reads as empty for a moment: read again then.
+    """
+    for _ in range(200):
+        if not netns.alive(pid):
+            return False
+        command = netns.cmdline(pid)
+        if command:
+            return f"{paths.dir}/" in command
+        time.sleep(0.005)
+    return False
+
+
+def stop_agent(paths: LabPaths, pid: int, sig: int | None = None, timeout: float = 10.0) -> None:
+    """Send `sig` (default SIGKILL) to the lab's agent `pid`; return once it is gone."""
+    if not is_agent(paths, pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL if sig is None else sig)
+    deadline = time.monotonic() + timeout
+    while netns.alive(pid):
+        if time.monotonic() > deadline:
+            raise LabError(f"agent {pid} still runs {timeout:g} s after signal {sig}")
+        time.sleep(0.01)
+
+
+def start_agent(paths: LabPaths, plan: LabPlan, host: str) -> int:
+    """Start the agent of one host exactly like `start_agents` does; its pid.
+
+    The status file of an earlier agent of the host is removed first, so that waiting for
+    convergence waits for the new agent's own report, not the one its predecessor left.
+    """
+    hosts = tuple(h for h in plan.hosts if h.name == host)
+    if not hosts:
+        raise LabError(f"{host!r} is not a host of the lab")
+    paths.agent_status(host).unlink(missing_ok=True)
+    return start_agents(paths, replace(plan, hosts=hosts))[host]

@@ -3,7 +3,8 @@
 Construction, fast because every step is one iproute2 batch and the per-namespace steps run
 in parallel: (1) all namespaces, (2) all veth pairs, born in their namespaces, (3) per
 namespace its sysctls and nft table, (4) per namespace links up, addresses, neighbours,
-routes, rules, (5) responders. Teardown needs no state: it finds the lab by its prefix.
+routes, rules, (4b, bridge mode) the VXLAN flood entries, (5) responders. Teardown needs no
+state: it finds the lab by its prefix.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from hyperwall.lab import client, iproute, netns
 from hyperwall.lab.errors import LabError
 from hyperwall.lab.state import LabPaths, LabState, Responder
-from hyperwall.lab.topology import LabNames, LabPlan
+from hyperwall.lab.topology import MODES, LabNames, LabPlan, Mode
 
 READY_TIMEOUT = 20.0
 
@@ -30,7 +31,8 @@ def build(plan: LabPlan) -> None:
         if ns.role in ("vm", "external"):
             script = 'sysctl -q -w "$@" >/dev/null; exec nft -f -'
             argv = ("sh", "-ec", script, "sh", *sysctls)
-            setup.append(netns.Job(argv, iproute.redirect_ruleset(), ns.name, f"setup {ns.name}"))
+            ruleset = iproute.namespace_ruleset(plan, ns.name)
+            setup.append(netns.Job(argv, ruleset, ns.name, f"setup {ns.name}"))
         elif sysctls:
             argv = ("sysctl", "-q", "-w", *sysctls)
             setup.append(netns.Job(argv, ns=ns.name, what=f"sysctls in {ns.name}"))
@@ -42,6 +44,36 @@ def build(plan: LabPlan) -> None:
     netns.run_jobs(
         netns.batch_job(iproute.namespace_lines(plan, ns.name), ns.name) for ns in plan.namespaces
     )
+    flood = [(ns.name, iproute.flood_lines(plan, ns.name)) for ns in plan.namespaces]
+    netns.run_jobs(
+        netns.Job(("bridge", "-n", ns, "-batch", "-"), "\n".join(lines) + "\n", what=f"fdb in {ns}")
+        for ns, lines in flood
+        if lines
+    )
+
+
+def _mode_file(paths: LabPaths) -> Path:
+    return paths.dir / "mode"
+
+
+def write_mode(paths: LabPaths, mode: Mode) -> None:
+    """Record the lab's attachment mode next to its state file (read back by `read_mode`)."""
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    tmp = _mode_file(paths).with_suffix(".tmp")
+    tmp.write_text(mode + "\n")
+    tmp.replace(_mode_file(paths))
+
+
+def read_mode(paths: LabPaths) -> Mode:
+    """The mode `up` recorded; "routed" if none was (labs made before bridge mode existed)."""
+    try:
+        text = _mode_file(paths).read_text().strip()
+    except OSError:
+        return "routed"
+    for mode in MODES:
+        if text == mode:
+            return mode
+    return "routed"
 
 
 def responder_argv(socket: Path, addresses: tuple[str, ...]) -> list[str]:

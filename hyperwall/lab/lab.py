@@ -28,7 +28,7 @@ from hyperwall.lab.state import (
     read_state,
     write_state,
 )
-from hyperwall.lab.topology import LabNames, LabPlan, build_plan, check_lab_name
+from hyperwall.lab.topology import LabNames, LabPlan, Mode, build_plan, check_lab_name
 from hyperwall.lab.wire import ProbeOutcome, ProbeRequest, Result
 from hyperwall.policy.model import Catalog
 
@@ -150,7 +150,8 @@ class Lab:
         generation = self.state().generation
         if self._cache is None or self._cache[0] != generation:
             catalog = load_catalog([self.paths.policy])
-            self._cache = (generation, catalog, build_plan(self.name, catalog))
+            plan = build_plan(self.name, catalog, build.read_mode(self.paths))
+            self._cache = (generation, catalog, plan)
         return self._cache[1], self._cache[2]
 
     # -- up, apply, down -------------------------------------------------------------------
@@ -160,15 +161,19 @@ class Lab:
         sources: Sequence[Path],
         agents_enabled: bool = True,
         timeout: float = DEFAULT_AGENT_TIMEOUT,
+        mode: Mode = "routed",
     ) -> None:
         """Build the lab; raise DocumentsInvalid, LabInputError or LabError.
+
+        `mode`: how VMs attach to their host, "routed" (default) or "bridge" (docs/design/
+        lab.md); the agents are started with the same `--mode`.
 
         If construction fails, everything made so far is removed. If only the agents fail to
         converge, the lab stays up for inspection (`status`, logs) and LabError is raised.
         """
         sources = [Path(s).absolute() for s in sources]
         catalog = load_catalog(sources)
-        plan = build_plan(self.name, catalog)
+        plan = build_plan(self.name, catalog, mode)
         leftovers = [n for n in netns.list_namespaces() if self.names.owns(n)]
         if self.paths.dir.exists() or leftovers:
             raise LabError(
@@ -191,6 +196,7 @@ class Lab:
         )
         try:
             write_state(self.paths, state)
+            build.write_mode(self.paths, mode)
             agents.install_policy(self.paths, sources, 1)
             build.build(plan)
             vms, external = build.start_responders(self.paths, plan)
@@ -374,3 +380,37 @@ class Lab:
                 expected = {}
             reports = agents.agent_reports(self.paths, state, expected)
         return LabStatus(self.name, state.phase, namespaces, stray, vms, tuple(reports))
+
+    # -- one agent at a time (restart safety) ----------------------------------------------
+
+    def agent_pid(self, host: str) -> int | None:
+        """The pid of the running agent of `host`; None if it is not running."""
+        agent = self.state().agents.get(host)
+        if agent is None:
+            raise LabInputError(f"lab {self.name!r} has no agent on host {host!r}")
+        pid = agent.pid
+        return pid if pid is not None and agents.is_agent(self.paths, pid) else None
+
+    def kill_agent(self, host: str, sig: int | None = None) -> int:
+        """Send `sig` (default SIGKILL) to the agent of `host` and wait until it is gone.
+
+        Its table stays in the kernel (enforcement goes on); `start_agent` starts it again.
+        """
+        pid = self.agent_pid(host)
+        if pid is None:
+            raise LabError(f"the agent of host {host!r} is not running")
+        agents.stop_agent(self.paths, pid, sig)
+        return pid
+
+    def start_agent(self, host: str) -> int:
+        """Start the agent of `host` again, like `up` does (after it died or was killed).
+
+        Does not wait: `wait()` returns once it (and every other agent) has converged.
+        """
+        if self.agent_pid(host) is not None:
+            raise LabError(f"the agent of host {host!r} is already running")
+        pid = agents.start_agent(self.paths, self.plan(), host)
+        state = self.state()
+        agent = replace(state.agents[host], pid=pid)
+        write_state(self.paths, replace(state, agents={**state.agents, host: agent}))
+        return pid

@@ -67,6 +67,10 @@ def _element(spec: SetSpec, raw: Any) -> Element:
     if spec.verdict_map:
         key, verdict = raw
         ((_kind, body),) = verdict.items()
+        if spec.type == ("ether_addr",):
+            key = key.lower()
+        elif spec.type[0] in ("ipv4_addr", "ipv6_addr"):
+            key = str(ipaddress.ip_address(key))
         return (key, body["target"])
     if spec.name.startswith("a_"):
         return _interval(raw)

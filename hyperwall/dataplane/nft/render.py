@@ -470,7 +470,8 @@ def _bridge_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
         SetSpec("br:spoof4", ("ifname", "ether_addr", "ipv4_addr")),
         SetSpec("br:spoof6", ("ifname", "ether_addr", "ipv6_addr")),
         SetSpec("egress_map", ("ether_addr",), verdict_map=True),
-        SetSpec("ingress_map", ("ether_addr",), verdict_map=True),
+        SetSpec("ingress_map4", ("ipv4_addr",), verdict_map=True),
+        SetSpec("ingress_map6", ("ipv6_addr",), verdict_map=True),
     ]
     own = {
         f: {"concat": [_meta("iifname"), _payload("ether", "saddr"), _payload(ip, "saddr")]}
@@ -501,16 +502,13 @@ def _bridge_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
         [{"drop": None}],
     ]
     nd = [_match(_payload("icmpv6", "type"), {"set": _ND}), {"accept": None}]
-    dhcp = [_match(_payload("udp", "dport"), {"set": [67, 68, 546, 547]}), {"accept": None}]
-    egress = [nd, dhcp, [_EST, {"accept": None}], [_INVALID, {"drop": None}]]
+    egress = [nd, [_EST, {"accept": None}], [_INVALID, {"drop": None}]]
     egress.append([{"vmap": {"key": _payload("ether", "saddr"), "data": "@egress_map"}}])
-    ingress = [
-        nd,
-        dhcp,
-        [_EST, {"accept": None}],
-        [_INVALID, {"drop": None}],
-    ]
-    ingress.append([{"vmap": {"key": _payload("ether", "daddr"), "data": "@ingress_map"}}])
+    # Ingress by destination address, not MAC: a packet the host routes into the bridge
+    # still carries the host's MAC at the forward hook.
+    ingress = [nd, [_EST, {"accept": None}], [_INVALID, {"drop": None}]]
+    ingress.append([{"vmap": {"key": _payload("ip", "daddr"), "data": "@ingress_map4"}}])
+    ingress.append([{"vmap": {"key": _payload("ip6", "daddr"), "data": "@ingress_map6"}}])
     return sets, _chains(
         ("reject", _REJECT, None),
         ("egress", egress, ("forward", -10)),
@@ -537,7 +535,12 @@ def render_endpoint(
     for direction, table in (("out", "egress_map"), ("in", "ingress_map")):
         dispatch, tiers = render_dispatch(ep, direction, passing)
         chains += [*tiers, dispatch]
-        elements[table] = {(key, dispatch.name)}
+        if options.mode == "bridge" and direction == "in":
+            for ip in ep.ips:
+                family = 6 if ":" in ip else 4
+                elements.setdefault(f"ingress_map{family}", set()).add((ip, dispatch.name))
+        else:
+            elements[table] = {(key, dispatch.name)}
     for ip in ep.ips:
         family = 6 if ":" in ip else 4
         elements[f"{spoof}{family}"].add((ifname, ep.mac, ip))
