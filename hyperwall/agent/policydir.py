@@ -17,10 +17,11 @@ class PolicyDir:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _files(self) -> list[Path]:
-        if not self.path.is_dir():
+    def _files(self, root: Path | None = None) -> list[Path]:
+        root = root or self.path.resolve()
+        if not root.is_dir():
             return []
-        return sorted(p for p in self.path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+        return sorted(p for p in root.rglob("*") if p.suffix in SUFFIXES and p.is_file())
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -33,8 +34,15 @@ class PolicyDir:
         return h.hexdigest()
 
     def load(self) -> tuple[Catalog, str]:
-        """The validated catalog and a hash of the content; raises DocumentsInvalid."""
+        """The validated catalog and a hash of the content; raises DocumentsInvalid.
+
+        The folder is resolved once, so a folder that is a symlink swapped to a new
+        generation (as the lab does) is read from one generation only."""
+        root = self.path.resolve()
+        if not root.is_dir():
+            return load_catalog([self.path]), ""  # raises: no such folder
         h = hashlib.sha256()
-        for p in self._files():
+        files = self._files(root)
+        for p in files:
             h.update(p.read_bytes())
-        return load_catalog([self.path]), h.hexdigest()[:16]
+        return load_catalog(files), h.hexdigest()[:16]
