@@ -74,6 +74,8 @@ def _element(spec: SetSpec, raw: Any) -> Element:
         return (key, body["target"])
     if spec.name.startswith("a_"):
         return _interval(raw)
+    if spec.name.startswith("k_") and not spec.interval:
+        return _exact(spec, raw["concat"])
     if spec.name.startswith("k_"):
         parts = raw["concat"]
         out: list[int] = [*_interval(parts[0]), *_interval(parts[1])]
@@ -90,6 +92,22 @@ def _element(spec: SetSpec, raw: Any) -> Element:
         return tuple(out)
     parts = raw["concat"]
     return (parts[0], parts[1].lower(), str(ipaddress.ip_address(parts[2])))
+
+
+def _exact(spec: SetSpec, parts: list[Any]) -> Element:
+    """An exact-shape block element (`render.block_shape`) back in canonical form."""
+    family_max = 2**32 - 1 if spec.type[0] == "ipv4_addr" else 2**128 - 1
+    shape = spec.name[-1]
+    first = _interval(parts[0])
+    if shape == "e":
+        src, dst, rest = first, _interval(parts[1]), parts[2:]
+    elif shape == "s":
+        src, dst, rest = first, (0, family_max), parts[1:]
+    else:
+        src, dst, rest = (0, family_max), first, parts[1:]
+    proto = _number(rest[0], PROTO_NUMBERS)[0]
+    port = _number(rest[1], {})
+    return (*src, *dst, proto, *port)
 
 
 def parse_table(
