@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from hyperwall.cli import remote
 from hyperwall.cli.agent import agent
 from hyperwall.cli.compile import compile_command
 from hyperwall.cli.demo import demo
 from hyperwall.cli.lab import lab_app
+from hyperwall.cli.manager import manager
 from hyperwall.cli.trace import trace_command
 from hyperwall.cli.validate import validate
 
@@ -24,6 +26,10 @@ app.command("compile")(compile_command)
 app.command("demo")(demo)
 app.command("agent")(agent)
 app.add_typer(lab_app, name="lab")
+app.command("manager")(manager)
+for _name in ("apply", "get", "delete", "diff", "history", "rollback", "status"):
+    app.command(_name)(getattr(remote, _name))
+app.add_typer(remote.token_app, name="token")
 
 
 def main() -> None:

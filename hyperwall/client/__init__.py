@@ -1,0 +1,21 @@
+"""Client of the manager's HTTP API (`client.api.ManagerClient`)."""
+
+from hyperwall.client.api import (
+    ClientError,
+    Invalid,
+    ManagerClient,
+    NotAllowed,
+    NotFound,
+    ServerError,
+    Unreachable,
+)
+
+__all__ = [
+    "ClientError",
+    "Invalid",
+    "ManagerClient",
+    "NotAllowed",
+    "NotFound",
+    "ServerError",
+    "Unreachable",
+]

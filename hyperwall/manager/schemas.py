@@ -1,0 +1,112 @@
+"""Request and response bodies of the manager API (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ApplyRequest(BaseModel):
+    documents: list[dict[str, Any]] = Field(description="documents shaped as docs/policy.md")
+    message: str = ""
+    dryRun: bool = False
+
+
+class DiffRequest(BaseModel):
+    documents: list[dict[str, Any]]
+
+
+class RollbackRequest(BaseModel):
+    message: str | None = None
+
+
+class TokenRequest(BaseModel):
+    role: str = Field(description="provider-admin, tenant-admin, auditor or agent")
+    tenant: str | None = None
+    host: str | None = None
+
+
+class AgentStatus(BaseModel):
+    revision: int
+    programHash: str | None = None
+    converged: bool
+    error: str | None = None
+    endpoints: int = 0
+
+
+class AgentInventory(BaseModel):
+    workloads: list[dict[str, Any]]
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class IssuesBody(BaseModel):
+    errors: list[dict[str, Any]]
+
+
+class DocumentsBody(BaseModel):
+    revision: int
+    documents: list[dict[str, Any]]
+
+
+class ApplyResult(BaseModel):
+    revision: int = Field(description="the new revision, or the current one if unchanged")
+    created: bool = Field(description="false: the set was identical, no revision was made")
+    dryRun: bool = False
+    baseRevision: int
+    changes: list[dict[str, Any]]
+    hostsChanged: list[str]
+
+
+class DiffResult(BaseModel):
+    baseRevision: int
+    changes: list[dict[str, Any]]
+    hostsChanged: list[str]
+
+
+class RevisionHeader(BaseModel):
+    revision: int
+    author: str
+    time: float
+    message: str
+    added: list[dict[str, Any]]
+    changed: list[dict[str, Any]]
+    removed: list[dict[str, Any]]
+
+
+class RevisionDetail(RevisionHeader):
+    changes: list[dict[str, Any]]
+
+
+class RollbackResult(BaseModel):
+    revision: int
+    created: bool
+    hostsChanged: list[str]
+
+
+class HostStatus(BaseModel):
+    host: str
+    state: str = Field(description="in-sync, pending, error or unreachable")
+    expectedHash: str | None
+    revision: int | None
+    programHash: str | None
+    converged: bool
+    error: str | None
+    endpoints: int
+    reported: float | None
+
+
+class StatusBody(BaseModel):
+    revision: int
+    hosts: list[HostStatus]
+
+
+class TokenCreated(BaseModel):
+    id: str
+    token: str = Field(description="the secret; shown only now, stored hashed")
+    role: str
+    tenant: str | None
+    host: str | None

@@ -1,0 +1,229 @@
+"""The manager's operations on the store, independent of HTTP: apply, diff, delete,
+rollback, history, status, and the revision notifier agents long-poll on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from hyperwall.manager.auth import Principal, Refused
+from hyperwall.manager.compile import changed_hosts, host_hashes
+from hyperwall.manager.documents import key_json, keys_of, request_error, try_catalog, validate
+from hyperwall.store import (
+    Conflict,
+    DocKey,
+    Document,
+    Resync,
+    RevisionInfo,
+    Store,
+    Unavailable,
+)
+from hyperwall.store.changes import apply_changes, difference
+
+log = logging.getLogger("hyperwall.manager")
+
+UNREACHABLE_AFTER = 30.0  # seconds without a report
+COMMIT_ATTEMPTS = 5
+MAX_WAIT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a change would do: the diff against revision `base`, and the hosts it touches."""
+
+    base: int
+    puts: list[Document]
+    deletes: list[DocKey]
+    before: dict[DocKey, Document]
+    hosts: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        changes = []
+        for doc in self.puts:
+            key = DocKey.of(doc)
+            old = self.before.get(key)
+            action = "add" if old is None else "change"
+            changes.append({**key_json(key), "action": action, "before": old, "after": doc})
+        for key in self.deletes:
+            changes.append(
+                {**key_json(key), "action": "remove", "before": self.before[key], "after": None}
+            )
+        return {"baseRevision": self.base, "changes": changes, "hostsChanged": self.hosts}
+
+
+def revision_json(info: RevisionInfo) -> dict[str, Any]:
+    return {
+        "revision": info.number,
+        "author": info.author,
+        "time": info.time,
+        "message": info.message,
+        "added": [key_json(k) for k in info.added],
+        "changed": [key_json(k) for k in info.changed],
+        "removed": [key_json(k) for k in info.removed],
+    }
+
+
+class Manager:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.current = 0
+        self._changed = asyncio.Condition()
+        self._follower: asyncio.Task[None] | None = None
+
+    # -- lifecycle and the revision notifier ----------------------------------------------
+
+    async def start(self) -> None:
+        self.current = await self.store.revision()
+        self._follower = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._follower
+        await self.store.close()
+
+    async def _advance(self, revision: int) -> None:
+        if revision > self.current:
+            self.current = revision
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _follow(self) -> None:
+        """Follow the store (commits by this and other managers) and wake long-polls."""
+        while True:
+            try:
+                position = await self.store.revision()
+                await self._advance(position)
+                async with aclosing(self.store.watch(position)) as events:
+                    async for event in events:
+                        if isinstance(event, Resync):
+                            break
+                        await self._advance(event.number)
+                await asyncio.sleep(0.1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Unavailable etc.: retry from the store's revision
+                log.warning("store watch failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def wait_after(self, after: int, wait: float) -> bool:
+        """Wait up to `wait` seconds until the current revision is above `after`."""
+        self.current = max(self.current, await self.store.revision())
+        if self.current > after:
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(max(wait, 0.0), MAX_WAIT)), self._changed:
+                await self._changed.wait_for(lambda: self.current > after)
+        return self.current > after
+
+    # -- documents ------------------------------------------------------------------------
+
+    async def visible_documents(self, who: Principal) -> tuple[int, dict[DocKey, Document]]:
+        snap = await self.store.snapshot()
+        return snap.revision, {k: v for k, v in snap.documents.items() if who.can_see(k.tenant)}
+
+    async def plan(
+        self, who: Principal, documents: list[Any], deletes: list[DocKey]
+    ) -> tuple[Plan, dict[DocKey, Document]]:
+        """Upsert `documents` and delete `deletes` over the current set; validate the whole
+        result; refuse what the caller may not write."""
+        keys = keys_of(documents)
+        for key in [*keys, *deletes]:
+            reason = who.write_refusal(key.tenant)
+            if reason is not None:
+                raise Refused(403, f"{key}: {reason}")
+        if len(set(keys)) != len(keys):
+            raise request_error("a document is given twice in one request")
+        snap = await self.store.snapshot()
+        target = apply_changes(snap.documents, documents, deletes)
+        catalog = validate(target, {k: i + 1 for i, k in enumerate(keys)})
+        puts, gone = difference(snap.documents, target)
+        before = try_catalog(snap.documents)
+        plan = Plan(snap.revision, puts, gone, dict(snap.documents), changed_hosts(before, catalog))
+        return plan, target
+
+    async def change(
+        self, who: Principal, documents: list[Any], deletes: list[DocKey], message: str
+    ) -> tuple[Plan, RevisionInfo | None]:
+        """Validate and commit as one revision; re-plan on a concurrent commit."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            plan, _ = await self.plan(who, documents, deletes)
+            if not plan.puts and not plan.deletes:
+                return plan, None
+            try:
+                info = await self.store.commit(
+                    plan.puts, plan.deletes, who.identity, message, plan.base
+                )
+            except Conflict:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                continue
+            if info is not None:
+                await self._advance(info.number)
+            return plan, info
+        raise AssertionError("unreachable")
+
+    async def rollback(self, who: Principal, target: int, message: str | None) -> dict[str, Any]:
+        current = await self.store.snapshot()
+        old = await self.store.snapshot(target)
+        validate(old.documents)
+        puts, deletes = difference(current.documents, old.documents)
+        hosts = changed_hosts(try_catalog(current.documents), try_catalog(old.documents))
+        text = message or f"rollback to revision {target}"
+        info = await self.store.commit(puts, deletes, who.identity, text, current.revision)
+        if info is not None:
+            await self._advance(info.number)
+        return {
+            "revision": info.number if info else current.revision,
+            "created": info is not None,
+            "hostsChanged": hosts,
+        }
+
+    # -- status ---------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        snap = await self.store.snapshot()
+        expected = host_hashes(try_catalog(snap.documents))
+        reports = await self.store.statuses()
+        now = time.time()
+        hosts = []
+        for host in sorted(set(expected) | set(reports)):
+            report = reports.get(host)
+            entry: dict[str, Any] = {
+                "host": host,
+                "expectedHash": expected.get(host),
+                "revision": None,
+                "programHash": None,
+                "converged": False,
+                "error": None,
+                "endpoints": 0,
+                "reported": None,
+            }
+            if report is not None:
+                entry.update({k: report.get(k, entry[k]) for k in list(entry)[2:]})
+            entry["state"] = host_state(entry, snap.revision, now)
+            hosts.append(entry)
+        return {"revision": snap.revision, "hosts": hosts}
+
+    async def report(self, host: str, body: dict[str, Any]) -> None:
+        await self.store.put_status(host, {**body, "host": host, "reported": time.time()})
+
+
+def host_state(entry: dict[str, Any], current: int, now: float) -> str:
+    reported = entry.get("reported")
+    if reported is None or now - float(reported) > UNREACHABLE_AFTER:
+        return "unreachable"
+    if entry.get("error"):
+        return "error"
+    if entry.get("revision") == current and entry.get("converged"):
+        return "in-sync"
+    return "pending"
+
+
+__all__ = ["Manager", "Plan", "Unavailable", "host_state", "revision_json"]
