@@ -10,6 +10,7 @@ from the same documents (`FleetCompiler(...).host_program(H)`).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -65,6 +66,26 @@ def hyperwall_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "hyperwall"]
 
 
+def agent_source_file(paths: LabPaths) -> Path:
+    """Where `up(server=...)` records that agents follow a manager instead of the folder."""
+    return paths.dir / "agent-source.json"
+
+
+def write_agent_source(paths: LabPaths, server: str, token_files: Mapping[str, Path]) -> None:
+    record = {"server": server, "tokens": {h: str(p) for h, p in token_files.items()}}
+    agent_source_file(paths).write_text(json.dumps(record))
+
+
+def _source_args(paths: LabPaths, host: str) -> list[str]:
+    try:
+        record = json.loads(agent_source_file(paths).read_text())
+    except FileNotFoundError:
+        return ["--policy-dir", str(paths.policy)]
+    cache = paths.agent_dir(host) / "cache"
+    token = record["tokens"][host]
+    return ["--server", record["server"], "--token-file", token, "--cache-dir", str(cache)]
+
+
 def agent_argv(paths: LabPaths, host: str, mode: str = "routed") -> list[str]:
     mode_args = ["--mode", mode] if mode != "routed" else []
     return [
@@ -72,8 +93,7 @@ def agent_argv(paths: LabPaths, host: str, mode: str = "routed") -> list[str]:
         "agent",
         "--host",
         host,
-        "--policy-dir",
-        str(paths.policy),
+        *_source_args(paths, host),
         "--state-dir",
         str(paths.agent_dir(host)),
         "--vm-prefix",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -162,11 +162,14 @@ class Lab:
         agents_enabled: bool = True,
         timeout: float = DEFAULT_AGENT_TIMEOUT,
         mode: Mode = "routed",
+        server: str | None = None,
+        token_files: Mapping[str, Path] | None = None,
     ) -> None:
         """Build the lab; raise DocumentsInvalid, LabInputError or LabError.
 
         `mode`: how VMs attach to their host, "routed" (default) or "bridge" (docs/design/
-        lab.md); the agents are started with the same `--mode`.
+        lab.md); the agents are started with the same `--mode`. With `server` (and a token
+        file per host) the agents follow that manager instead of the lab's policy folder.
 
         If construction fails, everything made so far is removed. If only the agents fail to
         converge, the lab stays up for inspection (`status`, logs) and LabError is raised.
@@ -197,6 +200,8 @@ class Lab:
         try:
             write_state(self.paths, state)
             build.write_mode(self.paths, mode)
+            if server is not None:
+                agents.write_agent_source(self.paths, server, token_files or {})
             agents.install_policy(self.paths, sources, 1)
             build.build(plan)
             vms, external = build.start_responders(self.paths, plan)

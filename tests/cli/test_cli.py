@@ -505,7 +505,7 @@ def test_compile_invalid_documents_exit_2(tmp_path: Path) -> None:
 
 
 def test_demo() -> None:
-    result = run("demo", "-f", EXAMPLES)
+    result = run("demo", "-f", EXAMPLES, "--trace-only")
     assert result.exit_code == 0, result.output
     assert "MISMATCH" not in result.stdout
     assert "acme/pci-guard/deny-rest" in result.stdout
@@ -514,7 +514,7 @@ def test_demo() -> None:
 def test_demo_reports_a_mismatch(tmp_path: Path) -> None:
     probes = tmp_path / "probes.tsv"
     probes.write_text("# from\tto\tservice\texpected\nweb-1\tdb-1\tpostgres\tallow\n")
-    result = run("demo", "-f", EXAMPLES, "--probes", probes)
+    result = run("demo", "-f", EXAMPLES, "--probes", probes, "--trace-only")
     assert result.exit_code == 1
     assert "MISMATCH" in result.stdout
 
