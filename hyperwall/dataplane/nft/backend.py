@@ -25,7 +25,7 @@ from hyperwall.dataplane.nft.render import (
     TableState,
     address_set_name,
     block_set_name,
-    block_shape,
+    block_shapes,
     passing_chains,
     policy_chain_name,
     render_address_set,
@@ -153,11 +153,11 @@ class NftBackend:
             removed: dict[str, set[Element]] = {}
             added: dict[str, set[Element]] = {}
             for e in change.removed:
-                shape, value = block_shape(e)
-                removed.setdefault(shape, set()).add(value)
+                for shape, value in block_shapes(e):
+                    removed.setdefault(shape, set()).add(value)
             for e in change.added:
-                shape, value = block_shape(e)
-                added.setdefault(shape, set()).add(value)
+                for shape, value in block_shapes(e):
+                    added.setdefault(shape, set()).add(value)
             for shape in set(removed) | set(added):
                 replace(
                     block_set_name(change.name, shape),

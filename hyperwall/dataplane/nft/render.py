@@ -210,17 +210,41 @@ def render_address_set(s: AddressSet) -> list[tuple[SetSpec, set[Element]]]:
     ]
 
 
-def block_shape(element: tuple[Any, ...]) -> tuple[str, Element]:
-    """The nft set shape of a block element and its value there (without the rule id)."""
+EXPAND = 64  # a block element over small address ranges becomes this many exact ones at most
+
+
+def _singles(low: int, high: int, full: int) -> list[int] | None:
+    """The addresses of a small range; [] for "any"; None if too many for exact sets."""
+    if (low, high) == (0, full):
+        return []
+    if high - low < EXPAND:
+        return list(range(low, high + 1))
+    return None
+
+
+def block_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
+    """The nft set shapes of a block element and its values there (without the rule id).
+
+    A single port with single or few addresses on each side (a group's merged range of a few
+    VMs) goes to the exact-match hash sets, expanded address by address; anything else to
+    the interval sets as it is. The compiler keeps a block's elements disjoint per protocol,
+    so the expanded values are unique."""
     family, sl, sh, dl, dh, proto, low, high, _ = element
     if proto not in (0, 1, 58) and low == high:
         full = V4_MAX if family == 4 else V6_MAX
-        if sl == sh and dl == dh:
-            return f"{family}e", (sl, sh, dl, dh, proto, low, high)
-        if sl == sh and (dl, dh) == (0, full):
-            return f"{family}s", (sl, sh, dl, dh, proto, low, high)
-        if (sl, sh) == (0, full) and dl == dh:
-            return f"{family}d", (sl, sh, dl, dh, proto, low, high)
+        srcs, dsts = _singles(sl, sh, full), _singles(dl, dh, full)
+        if srcs is not None and dsts is not None and len(srcs) * max(len(dsts), 1) <= EXPAND:
+            if srcs and dsts:
+                return [(f"{family}e", (s, s, d, d, proto, low, high)) for s in srcs for d in dsts]
+            if srcs:
+                return [(f"{family}s", (s, s, 0, full, proto, low, high)) for s in srcs]
+            if dsts:
+                return [(f"{family}d", (0, full, d, d, proto, low, high)) for d in dsts]
+    return [_interval_shape(element)]
+
+
+def _interval_shape(element: tuple[Any, ...]) -> tuple[str, Element]:
+    family, sl, sh, dl, dh, proto, low, high, _ = element
     if proto == 0:
         return f"{family}a", (sl, sh, dl, dh)
     if proto in (1, 58):
@@ -249,8 +273,8 @@ def block_set_specs(name: str) -> list[SetSpec]:
 def render_block_set(b: BlockSet) -> list[tuple[SetSpec, set[Element]]]:
     by_shape: dict[str, set[Element]] = {shape: set() for shape in SHAPES}
     for e in b.elements:
-        shape, value = block_shape(e)
-        by_shape[shape].add(value)
+        for shape, value in block_shapes(e):
+            by_shape[shape].add(value)
     return [(spec, by_shape[spec.name[-2:]]) for spec in block_set_specs(b.name)]
 
 
