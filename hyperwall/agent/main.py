@@ -1,7 +1,9 @@
 """`hyperwall agent`: the per-host process, and its composition root.
 
-Wires the inputs (policy folder poller, resync timer) to the work queue and runs the one
-worker. Runs inside the host's network namespace (its nftables context binds there). On
+Wires the inputs (policy folder poller or the manager watch, resync timer) to the work
+queue and runs the one worker. With a manager (`ManagerConfig`), a hook after each
+reconcile reports the status and the host's inventory to it (`manager_source.Reporter`).
+Runs inside the host's network namespace (its nftables context binds there). On
 SIGTERM/SIGINT it stops and leaves the kernel table as it is: enforcement goes on.
 """
 
@@ -9,27 +11,49 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from hyperwall.agent.manager_source import (
+    ManagerSource,
+    Reporter,
+    StatusReport,
+    host_workloads,
+    revision_of,
+)
 from hyperwall.agent.policydir import PolicyDir
 from hyperwall.agent.reconciler import Reconciler
+from hyperwall.agent.status import read_status
 from hyperwall.agent.workqueue import WorkQueue
 from hyperwall.dataplane.nft.backend import NftBackend
 from hyperwall.dataplane.nft.render import Options
+from hyperwall.policy.model import Catalog
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerConfig:
+    """Where the desired state comes from when it is the manager (`--server`)."""
+
+    server: str
+    token: str
+    cache_dir: Path
+    verify_tls: bool = True
+    wait_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     host: str
-    policy_dir: Path
+    policy_dir: Path | None  # exactly one of policy_dir and manager
     state_dir: Path
     vm_prefix: str = "hwt"
     poll_seconds: float = 0.2
     resync_seconds: float = 30.0
     max_backoff: float = 10.0
     mode: str = "routed"  # VM attachment: "routed" or "bridge" (render.Options.mode)
+    manager: ManagerConfig | None = None
 
 
 def _poll(queue: WorkQueue, source: PolicyDir, stop: threading.Event, every: float) -> None:
@@ -46,12 +70,68 @@ def _tick(queue: WorkQueue, stop: threading.Event, every: float) -> None:
         queue.add("resync")
 
 
+AfterReconcile = Callable[[Reconciler], None]
+
+
+def _manager_hook(config: AgentConfig, source: ManagerSource, reporter: Reporter) -> AfterReconcile:
+    """After each reconcile: PUT the status; the inventory when the revision changed."""
+    inventory_of: list[int] = []  # the revision whose inventory was last queued
+
+    def after(reconciler: Reconciler) -> None:
+        current = source.current
+        if current is not None and inventory_of != [current.revision]:
+            inventory_of[:] = [current.revision]
+            reporter.inventory(host_workloads(current.documents, config.host))
+        status = read_status(reconciler.status_path)
+        if status is None:
+            return
+        reporter.status(
+            StatusReport(
+                revision=revision_of(reconciler.policy_hash) or 0,
+                program_hash=status.program_hash,
+                converged=status.converged,
+                error=status.error,
+                endpoints=status.endpoints,
+            )
+        )
+
+    return after
+
+
 def run_agent(config: AgentConfig) -> None:
-    source = PolicyDir(config.policy_dir)
     backend = NftBackend(options=Options(vm_prefix=config.vm_prefix, mode=config.mode))
-    reconciler = Reconciler(config.host, source.load, backend, config.state_dir / "status.json")
     queue = WorkQueue()
     stop = threading.Event()
+    threads: list[threading.Thread] = []
+    after_reconcile: AfterReconcile | None = None
+    reporter: Reporter | None = None
+    manager_source: ManagerSource | None = None
+    load: Callable[[], tuple[Catalog, str]]
+    if config.manager is not None:
+        m = config.manager
+        manager_source = ManagerSource(
+            m.server,
+            m.token,
+            config.host,
+            m.cache_dir,
+            m.verify_tls,
+            m.wait_seconds,
+            config.max_backoff,
+        )
+        reporter = Reporter(manager_source.client, config.max_backoff)
+        after_reconcile = _manager_hook(config, manager_source, reporter)
+        load = manager_source.load
+    elif config.policy_dir is not None:
+        source = PolicyDir(config.policy_dir)
+        load = source.load
+        threads.append(
+            threading.Thread(
+                target=_poll, args=(queue, source, stop, config.poll_seconds), daemon=True
+            )
+        )
+    else:
+        raise ValueError("AgentConfig needs a policy_dir or a manager")
+    reconciler = Reconciler(config.host, load, backend, config.state_dir / "status.json")
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -59,14 +139,14 @@ def run_agent(config: AgentConfig) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    threads = [
-        threading.Thread(
-            target=_poll, args=(queue, source, stop, config.poll_seconds), daemon=True
-        ),
-        threading.Thread(target=_tick, args=(queue, stop, config.resync_seconds), daemon=True),
-    ]
+    threads.append(
+        threading.Thread(target=_tick, args=(queue, stop, config.resync_seconds), daemon=True)
+    )
     for t in threads:
         t.start()
+    if manager_source is not None and reporter is not None:
+        reporter.start()
+        manager_source.start(lambda: queue.add("policy"))
     queue.add("policy")
     failures: dict[str, int] = {}
     while not stop.is_set():
@@ -77,8 +157,13 @@ def run_agent(config: AgentConfig) -> None:
             ok = reconciler.reconcile(key)
         finally:
             queue.done(key)
+        if after_reconcile is not None:
+            after_reconcile(reconciler)
         if ok:
             failures.pop(key, None)
         else:
             failures[key] = failures.get(key, 0) + 1
             queue.add_after(key, min(config.max_backoff, 0.2 * 2 ** failures[key]))
+    if manager_source is not None and reporter is not None:
+        manager_source.stop(timeout=1.0)
+        reporter.stop(timeout=1.0)

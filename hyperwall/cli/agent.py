@@ -1,12 +1,16 @@
-"""`hyperwall agent --host H --policy-dir D`: run the host agent (in the host's namespace)."""
+"""`hyperwall agent --host H (--policy-dir D | --server URL --token-file F)`: run the host
+agent (in the host's namespace). The desired state comes from a documents folder or from the
+manager (long-poll watch, cached in `--cache-dir`); `HYPERWALL_SERVER` and `HYPERWALL_TOKEN`
+(the token itself) may replace `--server` and `--token-file`."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
 
-from hyperwall.agent.main import AgentConfig, run_agent
+from hyperwall.agent.main import AgentConfig, ManagerConfig, run_agent
 from hyperwall.cli.common import EXIT_INPUT, fail
 
 MODES = ("routed", "bridge")
@@ -14,7 +18,38 @@ MODES = ("routed", "bridge")
 
 def agent(
     host: str = typer.Option(..., "--host", help="This hypervisor host's name"),
-    policy_dir: Path = typer.Option(..., "--policy-dir", help="Folder of policy documents"),
+    policy_dir: Path | None = typer.Option(
+        None, "--policy-dir", help="Folder of policy documents (instead of --server)"
+    ),
+    server: str | None = typer.Option(
+        None,
+        "--server",
+        envvar="HYPERWALL_SERVER",
+        help="The manager's URL, e.g. https://manager:8443 (instead of --policy-dir)",
+    ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="File holding this agent's token for the manager"
+    ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="HYPERWALL_TOKEN",
+        hidden=True,
+        help="The agent's token itself (prefer --token-file; mainly for HYPERWALL_TOKEN)",
+    ),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="Where the last valid documents from the manager are kept, to enforce them after"
+        " a restart while the manager is unreachable (default: STATE_DIR/cache; put it on"
+        " persistent storage, e.g. /var/lib/hyperwall/agent, to survive a reboot)",
+    ),
+    watch_wait: float = typer.Option(
+        30.0, "--watch-wait", help="Seconds each long-poll of the manager may wait for news"
+    ),
+    insecure: bool = typer.Option(
+        False, "--insecure-skip-tls-verify", help="Do not verify the manager's TLS certificate"
+    ),
     state_dir: Path = typer.Option(
         Path("/run/hyperwall/agent"), "--state-dir", help="Where status.json is written"
     ),
@@ -30,5 +65,36 @@ def agent(
     """Enforce the policy for this host's VMs in the kernel and keep it converged."""
     if mode not in MODES:
         fail(f"bad --mode {mode!r}: expected one of {', '.join(MODES)}", EXIT_INPUT)
-    config = AgentConfig(host, policy_dir, state_dir, vm_prefix, resync_seconds=resync, mode=mode)
+    if (policy_dir is None) == (server is None):
+        fail("give exactly one of --policy-dir and --server (or HYPERWALL_SERVER)", EXIT_INPUT)
+    manager = None
+    if server is not None:
+        if token_file is not None:
+            try:
+                token = token_file.read_text().strip()
+            except OSError as exc:
+                fail(f"cannot read --token-file: {exc}", EXIT_INPUT)
+        if not token:
+            fail("--server needs --token-file (or HYPERWALL_TOKEN)", EXIT_INPUT)
+        if not server.startswith(("http://", "https://")):
+            fail(f"bad --server {server!r}: expected http(s)://HOST[:PORT]", EXIT_INPUT)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        if watch_wait <= 0:
+            fail("--watch-wait must be positive", EXIT_INPUT)
+        manager = ManagerConfig(
+            server,
+            token,
+            cache_dir or state_dir / "cache",
+            verify_tls=not insecure,
+            wait_seconds=watch_wait,
+        )
+    config = AgentConfig(
+        host,
+        policy_dir,
+        state_dir,
+        vm_prefix,
+        resync_seconds=resync,
+        mode=mode,
+        manager=manager,
+    )
     run_agent(config)

@@ -1,0 +1,153 @@
+"""End to end: `hyperwall manager` + agents with `--server` + a lab of namespaces.
+
+The lab (`hyperwall.lab.Lab`) builds hosts and VMs from the examples without its own agents
+(`agents_enabled=False`); this test starts the manager inside host hv1's namespace
+(listening on all its addresses: hv1's agent reaches it on loopback, hv2's over the
+underlay) and one `hyperwall agent --server` per host namespace. Then real traffic:
+
+- the policy applied through the manager is enforced (probes match `examples/probes.tsv`);
+- a label change through the manager moves web-1 from the web to the app group: the
+  probes that change follow it, and the manager's status reports every host in sync;
+- with the manager killed, enforcement stays and the agents keep running.
+
+Every process is stopped and the lab removed afterwards, also on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperwall.lab import Lab
+from hyperwall.lab.agents import expected_hashes
+from hyperwall.policy.catalog import build_catalog
+from hyperwall.policy.errors import Source
+from tests.agent.test_manager_source import (
+    AgentProcess,
+    RealManager,
+    example_documents,
+    relabel,
+    wait_for,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+VERDICT_TO_RESULT = {"allow": "allowed", "drop": "blocked", "reject": "rejected"}
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or any(shutil.which(t) is None for t in ("ip", "nft", "sysctl")),
+    reason="needs root and iproute2/nftables (creates network namespaces)",
+)
+
+
+def probe_rows() -> list[tuple[str, str, str, str]]:
+    rows = []
+    for line in (EXAMPLES / "probes.tsv").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            src, dst, service, verdict = line.split("\t")[:4]
+            rows.append((src, dst, service, VERDICT_TO_RESULT[verdict]))
+    return rows
+
+
+def hashes(docs: list[dict[str, Any]], hosts: list[str]) -> dict[str, str]:
+    catalog = build_catalog((d, Source("e2e", i)) for i, d in enumerate(docs))
+    return expected_hashes(catalog, hosts)
+
+
+class Fleet:
+    """The lab, the manager in hv1's namespace and one agent per host."""
+
+    def __init__(self, lab: Lab, tmp: Path) -> None:
+        self.lab = lab
+        plan = lab.plan()
+        self.hosts = {h.name: h.ns for h in plan.hosts}
+        first = sorted(self.hosts)[0]
+        (tmp / "manager").mkdir()
+        self.manager = RealManager(tmp / "manager", self.hosts[first], listen="0.0.0.0")
+        # hosts are numbered by sorted name on the underlay: 169.254.100.k
+        self.remote_url = f"http://169.254.100.1:{self.manager.port}"
+        self.first = first
+        self.agents: dict[str, AgentProcess] = {}
+        self.tmp = tmp
+
+    def start(self) -> None:
+        self.manager.start()
+        for host, ns in self.hosts.items():
+            url = self.manager.url if host == self.first else self.remote_url
+            token = self.manager.agent_token(host)
+            agent = AgentProcess(ns, self.manager, self.tmp / host, host, url, token)
+            self.agents[host] = agent
+            agent.start()
+
+    def converge(self, docs: list[dict[str, Any]], revision: int) -> None:
+        """Every agent runs the program of `docs` and the manager has it reported."""
+        for host, digest in hashes(docs, list(self.hosts)).items():
+            self.agents[host].wait_program(digest)
+
+            def reported(host: str = host, digest: str = digest) -> bool:
+                s = self.manager.status(host)
+                return bool(
+                    s and s["revision"] == revision and s["programHash"] == digest
+                ) and bool(s and s["state"] == "in-sync")
+
+            wait_for(reported, f"{host} reported in sync at revision {revision}")
+
+    def stop(self) -> None:
+        for agent in self.agents.values():
+            agent.stop()
+        self.manager.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    lab = Lab(f"m{os.getpid() % 10_000_000}")
+    lab.down()
+    fleet: Fleet | None = None
+    try:
+        lab.up([EXAMPLES], agents_enabled=False)
+        for host in lab.plan().hosts:  # the manager listens on hv1's loopback too
+            subprocess.run(["ip", "-n", host.ns, "link", "set", "lo", "up"], check=True)
+        fleet = Fleet(lab, tmp_path)
+        fleet.start()
+        yield fleet
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        lab.down()
+
+
+def test_label_change_through_the_manager_and_manager_loss(fleet: Fleet) -> None:
+    lab, manager = fleet.lab, fleet.manager
+    docs = example_documents()
+    first = manager.commit(docs)
+    fleet.converge(docs, first)
+    rows = probe_rows()
+    assert lab.probe_many([r[:3] for r in rows]) == [r[3] for r in rows]
+
+    # web-1 leaves the web tier for the app tier: it may now reach the database, and the
+    # load balancer no longer reaches it
+    moved = relabel(docs, "web-1", "app")
+    probes = [("web-1", "db-1", "postgres"), ("lb-1", "web-1", "http"), ("lb-1", "web-2", "http")]
+    assert lab.probe_many(probes) == ["rejected", "allowed", "allowed"]
+    second = manager.commit(moved)
+    assert second == first + 1
+    fleet.converge(moved, second)
+    after = lab.probe_many(probes)
+    assert after[0] == "allowed" and after[1] != "allowed" and after[2] == "allowed"
+
+    # the manager dies: enforcement stays, the agents keep running
+    assert manager.proc is not None
+    manager.proc.send_signal(signal.SIGKILL)
+    manager.proc.wait()
+    manager.proc = None
+    assert lab.probe_many(probes) == after
+    for agent in fleet.agents.values():
+        status = agent.status()  # asserts the process is alive
+        assert status is not None and status.converged
