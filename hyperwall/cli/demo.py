@@ -29,6 +29,8 @@ from hyperwall.cli.common import EXIT_OK, EXIT_VERDICT, fail, load_or_exit, out
 from hyperwall.client.api import ClientError, ManagerClient
 from hyperwall.io.files import read_documents
 from hyperwall.lab.lab import Lab
+from hyperwall.lab.relay import LoopbackRelay
+from hyperwall.lab.topology import LabPlan
 from hyperwall.policy.model import Catalog
 
 _COLOURS = {"allow": "green", "drop": "red", "reject": "yellow"}
@@ -71,7 +73,7 @@ def _start_manager(state: Path, port: int) -> tuple[subprocess.Popen[bytes], str
         if token_file.exists():
             try:
                 with ManagerClient(url, None, timeout=1) as c:
-                    c.request("GET", "/healthz")
+                    c.request("GET", "/v1/healthz")
                 return proc, token_file.read_text().strip()
             except ClientError:
                 pass
@@ -155,7 +157,12 @@ def demo(
                 tokens[host].write_text(token)
                 tokens[host].chmod(0o600)
         out.print("building the lab and starting one agent per host ...")
-        lab.up(files, server=url, token_files=tokens)
+        relays: list[LoopbackRelay] = []
+
+        def relay(plan: LabPlan) -> None:  # agents in host namespaces reach the manager
+            relays.append(LoopbackRelay([h.ns for h in plan.hosts], port))
+
+        lab.up(files, server=url, token_files=tokens, before_agents=relay)
         observed = lab.probe_many([(s, d, svc) for (s, d, svc, _, _), *_ in rows])
         wrong = _table(rows, observed)
         if exit_after:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -164,6 +164,7 @@ class Lab:
         mode: Mode = "routed",
         server: str | None = None,
         token_files: Mapping[str, Path] | None = None,
+        before_agents: Callable[[LabPlan], None] | None = None,
     ) -> None:
         """Build the lab; raise DocumentsInvalid, LabInputError or LabError.
 
@@ -207,6 +208,8 @@ class Lab:
             vms, external = build.start_responders(self.paths, plan)
             state = replace(state, vms=vms, external=external)
             write_state(self.paths, state)
+            if before_agents is not None:
+                before_agents(plan)
             if agents_enabled:
                 pids = agents.start_agents(self.paths, plan)
                 hosts = {h.name: h.ns for h in plan.hosts}
