@@ -73,6 +73,7 @@ def peer_set_name(peer: Peer) -> str:
     return f"s:{peer.scope or '*'}:{selector_id(peer.selector)}"
 
 
+@lru_cache(maxsize=65536)
 def peers_set_name(peers: tuple[Peer, ...]) -> str | None:
     """Name of the address set matching any of `peers`; None for 'any' (no peers)."""
     if not peers:
