@@ -51,6 +51,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from benchmarks.results_file import write_section
 from benchmarks.synthetic import FULL, QUICK, FleetShape, generate
 from hyperwall.compiler import delta
 from hyperwall.compiler.fleet import FleetCompiler, compile_host
@@ -1015,25 +1016,6 @@ def render_section(results: Results, command: str) -> str:
     if results.profiles:
         parts += ["", profiles_text(results)]
     return "\n".join(parts).rstrip() + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Put `section` (starting with its `## ` heading) into `path`, replacing an older one."""
-    heading = section.splitlines()[0]
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (j for j in range(start + 1, len(lines)) if re.match(r"#{1,2} ", lines[j])),
-            len(lines),
-        )
-        after = "".join(lines[end:])
-        text = "".join(lines[:start]) + section + ("\n" + after if after else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

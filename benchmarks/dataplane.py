@@ -49,6 +49,7 @@ from typing import Any
 from benchmarks import dataplane_policy as policy
 from benchmarks import dataplane_topology as topo
 from benchmarks.dataplane_policy import CLIENT, SERVER_A, SERVER_B, Vm
+from benchmarks.results_file import write_section
 from hyperwall.compiler import delta
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import Endpoint, HostProgram, LookupRule
@@ -811,7 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(section)
     if write:
         report.write_plot(results, plot)
-        report.write_section(output, section)
+        write_section(output, section)
         log(f"wrote {output} and {plot}")
     return 0
 

@@ -7,7 +7,6 @@ only `## Data plane (benchmarks/dataplane)` in `docs/benchmarks.md`; other secti
 from __future__ import annotations
 
 import importlib
-import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -457,8 +456,9 @@ def interpretation(results: Results) -> str:
     return "\n".join(lines)
 
 
-FINDINGS = """Findings (from profiling and side experiments while building this benchmark, on
-this machine, 2026-11-27; not re-measured by each run):
+FINDINGS = """Findings (from profiling and side experiments on the FIRST version, which kept every
+folded block in concatenated interval sets; they led to the exact-match hash sets measured
+above, see docs/design/dataplane.md "Block sets"; 2026-11-27, not re-measured by each run):
 
 - **A new connection's cost in hyperwall is the concatenated interval set lookup (nftables
   `pipapo`), and it grows with the number of elements that match the leading fields.** A
@@ -569,25 +569,6 @@ def render_section(results: Results, command: str, plot: str | None) -> str:
         parts += ["Errors during measurements: " + " | ".join(errors), ""]
     parts += ["Interpretation:", "", interpretation(results), "", FINDINGS, ""]
     return "\n".join(parts).rstrip() + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Put `section` (starting with its `## ` heading) into `path`, replacing an older one."""
-    heading = section.splitlines()[0]
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (j for j in range(start + 1, len(lines)) if re.match(r"#{1,2} ", lines[j])),
-            len(lines),
-        )
-        after = "".join(lines[end:])
-        text = "".join(lines[:start]) + section + ("\n" + after if after else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 # -- the plot --------------------------------------------------------------------------
