@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from benchmarks.compile import SECTION, Results, render_section, run_benchmark, write_section
+from benchmarks.compile import SECTION, Results, render_section, run_benchmark
+from benchmarks.results_file import write_section
 from benchmarks.synthetic import TINY, generate
 
 SIZE_KEYS = {"endpoints", "chains", "chain_items", "address_elements", "block_elements"}

@@ -19,6 +19,7 @@ import pytest
 from benchmarks import dataplane, dataplane_report
 from benchmarks import dataplane_policy as policy
 from benchmarks import dataplane_topology as topo
+from benchmarks.results_file import write_section
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import LookupRule
 
@@ -65,8 +66,8 @@ def test_the_test_ports_are_admitted_by_the_last_rule_only() -> None:
 def test_write_section_replaces_only_its_own(tmp_path: Path) -> None:
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Policy compiler (benchmarks/compile)\n\nkeep me\n")
-    dataplane_report.write_section(doc, f"{dataplane_report.SECTION}\n\nfirst\n")
-    dataplane_report.write_section(doc, f"{dataplane_report.SECTION}\n\nsecond\n")
+    write_section(doc, f"{dataplane_report.SECTION}\n\nfirst\n")
+    write_section(doc, f"{dataplane_report.SECTION}\n\nsecond\n")
     text = doc.read_text()
     assert "keep me" in text and "second" in text and "first" not in text
     assert text.count(dataplane_report.SECTION) == 1
