@@ -123,7 +123,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         lab.down()
 
 
-def test_label_change_through_the_manager_and_manager_loss(fleet: Fleet) -> None:
+def test_label_change_rollback_and_manager_loss(fleet: Fleet) -> None:
     lab, manager = fleet.lab, fleet.manager
     docs = example_documents()
     first = manager.commit(docs)
@@ -141,6 +141,16 @@ def test_label_change_through_the_manager_and_manager_loss(fleet: Fleet) -> None
     fleet.converge(moved, second)
     after = lab.probe_many(probes)
     assert after[0] == "allowed" and after[1] != "allowed" and after[2] == "allowed"
+
+    # rollback to the first revision, as a new revision: the earlier verdicts come back
+    third = manager._http("POST", f"/v1/rollback/{first}")["revision"]
+    assert third == second + 1
+    fleet.converge(docs, third)
+    assert lab.probe_many(probes) == ["rejected", "allowed", "allowed"]
+    # and forward again, so the rest of the test runs on the moved documents
+    fourth = manager.commit(moved)
+    fleet.converge(moved, fourth)
+    assert lab.probe_many(probes) == after
 
     # the manager dies: enforcement stays, the agents keep running
     assert manager.proc is not None
