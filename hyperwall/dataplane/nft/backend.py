@@ -27,13 +27,11 @@ from hyperwall.dataplane.nft.render import (
     block_set_name,
     block_shapes,
     passing_chains,
-    policy_chain_name,
     render_address_set,
     render_block_set,
     render_endpoint,
     render_policy_chain,
     render_program,
-    static_objects,
 )
 
 Mode = Literal["noop", "incremental", "sync", "rebuild"]
@@ -207,6 +205,3 @@ class NftBackend:
         for table, values in fresh.items():
             state.elements[table] = values
         return touched
-
-
-__all__ = ["ApplyResult", "NftBackend", "policy_chain_name", "static_objects"]
