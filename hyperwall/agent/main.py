@@ -16,20 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from hyperwall.agent.compiling import LocalCompiler
 from hyperwall.agent.manager_source import (
     ManagerSource,
     Reporter,
     StatusReport,
-    host_workloads,
+    host_inventory,
     revision_of,
 )
 from hyperwall.agent.policydir import PolicyDir
-from hyperwall.agent.reconciler import Reconciler
+from hyperwall.agent.reconciler import ProgramLoader, Reconciler
 from hyperwall.agent.status import read_status
 from hyperwall.agent.workqueue import WorkQueue
 from hyperwall.dataplane.nft.backend import NftBackend
 from hyperwall.dataplane.nft.render import Options
-from hyperwall.policy.model import Catalog
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,7 @@ def _manager_hook(config: AgentConfig, source: ManagerSource, reporter: Reporter
         current = source.current
         if current is not None and inventory_of != [current.revision]:
             inventory_of[:] = [current.revision]
-            reporter.inventory(host_workloads(current.documents, config.host))
+            reporter.inventory(host_inventory(current.program))
         status = read_status(reconciler.status_path)
         if status is None:
             return
@@ -106,7 +106,7 @@ def run_agent(config: AgentConfig) -> None:
     after_reconcile: AfterReconcile | None = None
     reporter: Reporter | None = None
     manager_source: ManagerSource | None = None
-    load: Callable[[], tuple[Catalog, str]]
+    load: ProgramLoader
     if config.manager is not None:
         m = config.manager
         manager_source = ManagerSource(
@@ -123,7 +123,7 @@ def run_agent(config: AgentConfig) -> None:
         load = manager_source.load
     elif config.policy_dir is not None:
         source = PolicyDir(config.policy_dir)
-        load = source.load
+        load = LocalCompiler(source.load, config.host)
         threads.append(
             threading.Thread(
                 target=_poll, args=(queue, source, stop, config.poll_seconds), daemon=True

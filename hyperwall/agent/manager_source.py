@@ -1,33 +1,35 @@
-"""Desired state from the manager: a long-poll watch of `/v1/agent/HOST/desired`.
+"""Desired state from the manager: the host's program, by a long-poll watch of
+`/v1/agent/HOST/desired`.
 
-`ManagerSource` replaces `PolicyDir` when the agent runs with `--server`. One thread
-(`run`) lists then watches: the first request asks `after=0` (or after the revision read
-from the cache) and is answered at once; every later one asks `after=N`, N the revision it
-holds, and is answered when the manager has a newer revision (200) or after `wait` seconds
-with nothing new (204). After any error the next request lists again (`after=0`), so a
-reconnect always resyncs, also to a manager whose store was reset.
+`ManagerSource` replaces the local compile of a policy folder when the agent runs with
+`--server`: the manager compiles, the agent receives its host's program. One thread (`run`)
+lists then watches: the first request sends no digest (or the digest of the program read
+from the cache) and is answered at once, with the whole program or the delta from the
+cached one; every later request sends `after=N` (the revision it holds) and `have=D` (the
+digest of its program) and is answered when the manager's programs pass revision N (200:
+the delta from D, empty if this host's program did not change) or after `wait` seconds with
+nothing new (204). After any error the next request lists again (no digest: the whole
+program), so a reconnect always resyncs, also to a manager whose store was reset.
 
-Every revision is validated with `build_catalog` before it is used. Valid: it becomes the
-desired state, is written atomically to `CACHE_DIR/desired.json`, and `on_change` is
-called (the agent enqueues `policy`). Invalid: the last valid documents stay and `load()`
-reports the error (the reconciler keeps the last valid program and reports
-`converged: false`). On start the cache is read, so an agent restarted while the manager
-is unreachable still enforces the last policy it had.
+Every answer is checked before it is used: it must decode (`compiler.wire`), a delta must
+apply to the program held, and the result's digest (`compiler.digest`, updated
+incrementally) must equal the one the manager sent; otherwise the agent lists again. An
+accepted program is written to the cache first (`program_cache`: a delta is one appended
+line), then published, and `on_change` is called (the agent enqueues `policy`). On start
+the cache is read, so an agent restarted while the manager is unreachable still enforces
+the last program it had.
 
 `Reporter` (another thread) PUTs the agent's status after each reconcile (and again every
-`heartbeat` seconds, so the manager sees a live host) and the host's inventory (the
-Workload documents with `spec.host == host`) on each new revision. Only the latest of each
-is kept and sent; failures are retried with backoff. Nothing here raises
-into the agent: every network or decoding error is logged and retried with jittered
-exponential backoff.
+`heartbeat` seconds, so the manager sees a live host) and the host's inventory (its
+endpoints) on each new revision. Only the latest of each is kept and sent; failures are
+retried with backoff. Nothing here raises into the agent: every network or decoding error
+is logged and retried with jittered exponential backoff.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import random
 import ssl
 import threading
@@ -39,63 +41,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hyperwall.policy.catalog import build_catalog
-from hyperwall.policy.errors import DocumentsInvalid, Issue, Source
-from hyperwall.policy.model import Catalog
+from hyperwall.agent.program_cache import Held, ProgramCache
+from hyperwall.compiler.delta import apply
+from hyperwall.compiler.digest import program_digest, updated_digest
+from hyperwall.compiler.program import HostProgram
+from hyperwall.compiler.wire import WireError, delta_from_wire, program_from_wire
 
 log = logging.getLogger(__name__)
 
-CACHE_FILE = "desired.json"
-
 
 class NotSynced(OSError):
-    """No valid desired state yet: nothing from the manager and nothing in the cache."""
+    """No program yet: nothing from the manager and nothing in the cache."""
 
 
 class ManagerError(Exception):
     """An unexpected answer from the manager (status code, body)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Desired:
-    """One valid revision of the documents, validated."""
-
-    revision: int
-    documents: tuple[dict[str, Any], ...]
-    catalog: Catalog
-    digest: str  # revision-based: "r<N>-<content hash>"
-
-
-def content_digest(revision: int, documents: list[dict[str, Any]] | tuple[Any, ...]) -> str:
-    text = json.dumps(list(documents), sort_keys=True, separators=(",", ":"))
-    return f"r{revision}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+def policy_digest(held: Held) -> str:
+    """What the reconciler records as the policy it enforces: `r<revision>-<digest>`."""
+    return f"r{held.revision}-{held.digest_text}"
 
 
 def revision_of(digest: str | None) -> int | None:
-    """The revision a digest of `content_digest` names (None for other digests)."""
+    """The revision a `policy_digest` names (None for other digests)."""
     if not digest or not digest.startswith("r"):
         return None
     head = digest[1:].split("-", 1)[0]
     return int(head) if head.isdigit() else None
 
 
-def validate(revision: int, documents: Any, origin: str) -> Desired:
-    """Validate a revision's documents; raise DocumentsInvalid."""
-    where = f"{origin} revision {revision}"
-    if not isinstance(documents, list) or not all(isinstance(d, dict) for d in documents):
-        raise DocumentsInvalid([Issue(Source(where, 0), "", "documents must be a list of objects")])
-    catalog = build_catalog((doc, Source(where, i + 1)) for i, doc in enumerate(documents))
-    return Desired(revision, tuple(documents), catalog, content_digest(revision, documents))
-
-
-def host_workloads(documents: tuple[dict[str, Any], ...], host: str) -> list[dict[str, Any]]:
-    """The Workload documents placed on `host` (the inventory until libvirt discovery)."""
-    out = []
-    for doc in documents:
-        spec = doc.get("spec")
-        if doc.get("kind") == "Workload" and isinstance(spec, dict) and spec.get("host") == host:
-            out.append(doc)
-    return out
+def host_inventory(program: HostProgram) -> list[dict[str, Any]]:
+    """The host's VM interfaces as the agent enforces them (its inventory report)."""
+    return [
+        {"workload": ep.workload, "interface": ep.interface, "mac": ep.mac, "ips": list(ep.ips)}
+        for ep in program.endpoints.values()
+    ]
 
 
 def backoff(failures: int, base: float = 0.2, cap: float = 10.0) -> float:
@@ -132,9 +113,13 @@ class Client:
             detail = exc.read()[:500].decode(errors="replace")
             raise ManagerError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
 
-    def desired(self, after: int, wait: float) -> tuple[int, Any] | None:
-        """(revision, documents) when the manager has a revision > after; None on 204."""
-        query = urllib.parse.urlencode({"after": after, "wait": f"{wait:g}"})
+    def desired(self, after: int, have: str | None, wait: float) -> dict[str, Any] | None:
+        """The manager's answer once its programs pass revision `after` (or at once if
+        `have` is not the current digest); None on 204."""
+        params: dict[str, Any] = {"after": after, "wait": f"{wait:g}"}
+        if have is not None:
+            params["have"] = have
+        query = urllib.parse.urlencode(params)
         code, body = self._request("GET", f"/desired?{query}", timeout=wait + 15.0)
         if code == 204:
             return None
@@ -142,12 +127,11 @@ class Client:
             raise ManagerError(f"GET desired: unexpected HTTP {code}")
         try:
             reply = json.loads(body)
-            revision, documents = reply["revision"], reply["documents"]
-        except (ValueError, KeyError, TypeError) as exc:
+        except ValueError as exc:
             raise ManagerError(f"GET desired: bad reply: {exc}") from None
-        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
-            raise ManagerError(f"GET desired: bad revision {revision!r}")
-        return revision, documents
+        if not isinstance(reply, dict):
+            raise ManagerError("GET desired: bad reply: not an object")
+        return reply
 
     def put(self, what: str, body: dict[str, Any]) -> None:
         code, _ = self._request("PUT", f"/{what}", body)
@@ -156,7 +140,7 @@ class Client:
 
 
 class ManagerSource:
-    """The desired documents from the manager, cached on disk; `load()` for the reconciler."""
+    """The host's program from the manager, cached on disk; `load()` for the reconciler."""
 
     def __init__(
         self,
@@ -170,104 +154,82 @@ class ManagerSource:
     ) -> None:
         self.server = server
         self.host = host
-        self.cache_path = cache_dir / CACHE_FILE
+        self.cache = ProgramCache(cache_dir, server, host)
         self.client = Client(server, token, host, verify_tls)
         self.wait_seconds = wait_seconds
         self.max_backoff = max_backoff
         self._lock = threading.Lock()
-        self._current: Desired | None = None
-        self._invalid: tuple[int, DocumentsInvalid] | None = None  # newer, refused revision
-        self._served: str | None = None  # digest last returned by load()
+        self._current: Held | None = self.cache.read()
         self._last_error: str | None = None  # connection problem, for the "not synced" error
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.on_change: Callable[[], None] = lambda: None
         self.synced = threading.Event()  # set after the first successful answer
-        self._read_cache()
+        if self._current is not None:
+            log.info("loaded revision %d from the cache", self._current.revision)
 
     # -- the state --------------------------------------------------------------------------
 
     @property
-    def current(self) -> Desired | None:
+    def current(self) -> Held | None:
         with self._lock:
             return self._current
 
     @property
     def revision(self) -> int:
-        """The newest revision seen (valid or not); 0 if none."""
+        """The revision of the program held; -1 if none."""
         with self._lock:
-            valid = self._current.revision if self._current else 0
-            return max(valid, self._invalid[0] if self._invalid else 0)
+            return self._current.revision if self._current else -1
 
-    def load(self) -> tuple[Catalog, str]:
-        """The latest valid catalog and its digest; raise DocumentsInvalid or NotSynced.
-
-        When the newest revision is invalid the last valid one is still returned once (a
-        reconciler that never had it, e.g. after a restart, enforces it); after that the
-        error is raised, so the reconciler keeps that program and reports the problem.
-        """
+    def load(self) -> tuple[HostProgram, str]:
+        """The latest program and its policy digest; NotSynced if there is none yet."""
         with self._lock:
-            current, invalid = self._current, self._invalid
+            current = self._current
             if current is None:
-                if invalid is not None:
-                    raise invalid[1]
                 why = f": {self._last_error}" if self._last_error else ""
-                raise NotSynced(f"no desired state yet from {self.server}{why}")
-            if invalid is not None and self._served == current.digest:
-                raise invalid[1]
-            again = invalid is not None and self._served != current.digest
-            self._served = current.digest
-        if again:
-            self.on_change()  # report the pending error with the next reconcile
-        return current.catalog, current.digest
+                raise NotSynced(f"no program yet from {self.server}{why}")
+        return current.program, policy_digest(current)
 
-    def _read_cache(self) -> None:
+    def accept(self, answer: dict[str, Any]) -> bool:
+        """Take one answer of the manager; True if the desired state changed. Raises
+        ManagerError if it does not decode, apply or verify (the caller lists again)."""
         try:
-            data = json.loads(self.cache_path.read_text())
-            if data.get("host", self.host) != self.host:
-                raise ValueError(f"it is the cache of host {data['host']!r}")
-            desired = validate(int(data["revision"]), data["documents"], "cache")
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError, DocumentsInvalid) as exc:
-            log.warning("ignoring the cache %s: %s", self.cache_path, exc)
-            return
-        self._current = desired
-        log.info("loaded revision %d from the cache", desired.revision)
-
-    def _write_cache(self, desired: Desired) -> None:
-        body = {"server": self.server, "host": self.host, "revision": desired.revision}
-        body["documents"] = list(desired.documents)
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_path.with_name(self.cache_path.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(body, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.cache_path)
-
-    def accept(self, revision: int, documents: Any) -> bool:
-        """Take one revision from the manager; True if the desired state changed."""
-        try:
-            desired = validate(revision, documents, self.server)
-        except DocumentsInvalid as exc:
-            log.warning("revision %d is invalid, keeping the last valid one: %s", revision, exc)
-            with self._lock:
-                changed = self._invalid is None or self._invalid[0] != revision
-                self._invalid = (revision, exc)
-            return changed
-        with self._lock:  # (only the watch thread changes the state)
-            same = self._current is not None and self._current.digest == desired.digest
-        if not same:  # persist first, then publish: what is enforced is in the cache
-            try:
-                self._write_cache(desired)
-            except OSError as exc:  # enforcement goes on; the next restart may be older
-                log.warning("cannot write the cache %s: %s", self.cache_path, exc)
+            revision = answer["revision"]
+            digest = answer["digest"]
+            if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+                raise ManagerError(f"bad revision {revision!r}")
+            held = self.current
+            if answer.get("delta") is not None:
+                if held is None or answer.get("base") != held.digest_text:
+                    raise ManagerError("a delta for a program this agent does not hold")
+                change = delta_from_wire(answer["delta"])
+                if change.is_empty():
+                    new = Held(revision, held.program, held.digest)
+                else:
+                    value = updated_digest(held.digest, held.program, change)
+                    new = Held(revision, apply(held.program, change), value)
+            else:
+                program = program_from_wire(answer["program"])
+                new = Held(revision, program, program_digest(program))
+        except (KeyError, TypeError, ValueError, WireError) as exc:
+            raise ManagerError(f"bad program from the manager: {exc}") from None
+        if new.digest_text != digest:
+            raise ManagerError(f"program digest {new.digest_text} != the manager's {digest}")
+        if new.program.host != self.host:
+            raise ManagerError(f"a program for host {new.program.host!r}")
+        if held is not None and new.digest == held.digest and new.revision == held.revision:
+            return False
+        try:  # persist first, then publish: what is enforced is in the cache
+            if held is not None and answer.get("delta") is not None:
+                if new.digest != held.digest:
+                    self.cache.append_delta(revision, held.digest_text, answer["delta"], new)
+            else:
+                self.cache.write_program(new)
+        except OSError as exc:  # enforcement goes on; the next restart may be older
+            log.warning("cannot write the cache in %s: %s", self.cache.directory, exc)
         with self._lock:
-            cleared = self._invalid is not None  # the reported error goes away
-            self._current = desired
-            self._invalid = None
-        return cleared or not same
+            self._current = new
+        return True
 
     # -- the watch thread -----------------------------------------------------------------
 
@@ -284,10 +246,14 @@ class ManagerSource:
     def run(self) -> None:
         failures = 0
         listed = False
+        whole = False  # ask for the whole program (the last answer did not verify)
         while not self._stop.is_set():
-            after = self.revision if listed else 0
+            held = self.current
+            have = held.digest_text if held is not None and not whole else None
+            after = held.revision if (listed and held is not None) else -1
             try:
-                answer = self.client.desired(after, self.wait_seconds)
+                answer = self.client.desired(after, have, self.wait_seconds)
+                changed = answer is not None and self.accept(answer)
             except Exception as exc:  # network, HTTP, decoding: retry; never crash the agent
                 failures += 1
                 listed = False
@@ -295,19 +261,19 @@ class ManagerSource:
                     self._last_error = str(exc)
                 delay = backoff(failures, cap=self.max_backoff)
                 log.warning("manager %s: %s; retrying in %.1f s", self.server, exc, delay)
+                whole = isinstance(exc, ManagerError)  # start over from the whole program
                 self._stop.wait(delay)
                 continue
             failures = 0
             listed = True
+            whole = False
             with self._lock:
                 self._last_error = None
             self.synced.set()
-            if answer is None:
-                continue
-            if after and answer[0] <= after:  # not newer (a misbehaving server): no busy loop
-                self._stop.wait(1.0)
-            if self.accept(*answer):
+            if changed:
                 self.on_change()
+            elif answer is not None and after >= 0 and answer["revision"] <= after:
+                self._stop.wait(1.0)  # not newer (a misbehaving server): no busy loop
 
 
 @dataclass

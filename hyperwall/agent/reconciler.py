@@ -1,9 +1,10 @@
 """The host agent's reconcile step: read desired and actual, converge. One key at a time.
 
-Keys: `policy` (the desired documents may have changed: recompile, apply the delta),
-`resync` (timer: read the kernel table back and repair drift). Either way the work is the
-same shape: desired program from the latest valid documents, then the backend converges the
-kernel to it. Invalid documents never reach the kernel: the last valid program stays.
+Keys: `policy` (the desired program may have changed: apply the delta), `resync` (timer:
+read the kernel table back and repair drift). Either way the work is the same shape: the
+desired program from the source (the manager's program, or one compiled here from a policy
+folder: `compiling.LocalCompiler`), then the backend converges the kernel to it. Invalid
+input never reaches the kernel: the last valid program stays.
 """
 
 from __future__ import annotations
@@ -15,46 +16,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperwall.agent.status import AgentStatus, write_status
-from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import HostProgram
 from hyperwall.compiler.serialize import program_hash
 from hyperwall.dataplane.nft.backend import ApplyResult, NftBackend
 from hyperwall.policy.errors import DocumentsInvalid
-from hyperwall.policy.model import Catalog
 
-Loader = Callable[[], tuple[Catalog, str]]
+# The desired program and a digest naming it (changes whenever the program may have);
+# raises DocumentsInvalid (keep the last valid program) or OSError (nothing usable yet).
+ProgramLoader = Callable[[], tuple[HostProgram, str]]
 
 
 @dataclass
 class Reconciler:
     host: str
-    load: Loader
+    load: ProgramLoader
     backend: NftBackend
     status_path: Path
-    compiler: FleetCompiler | None = None
     policy_hash: str | None = None
     program: HostProgram | None = None
     synced: bool = False  # first full sync done (nothing is changed in the kernel before)
 
     def desired(self) -> tuple[HostProgram | None, str | None]:
-        """The program for the latest valid documents (the last good one if now invalid)."""
+        """The latest valid program (the last good one if the input is now invalid)."""
         try:
-            catalog, digest = self.load()
+            program, digest = self.load()
         except DocumentsInvalid as exc:
             return self.program, f"documents invalid, keeping the last valid policy: {exc}"
         except OSError as exc:
-            return self.program, f"cannot read documents: {exc}"
-        if digest != self.policy_hash or self.compiler is None:
-            if self.compiler is None:
-                self.compiler = FleetCompiler(catalog.config, catalog.workloads.values())
-            else:
-                self.compiler.set_config(catalog.config)
-                for key in set(self.compiler.workloads) - set(catalog.workloads):
-                    self.compiler.remove_workload(key)
-                for w in catalog.workloads.values():
-                    self.compiler.set_workload(w)
-            self.policy_hash = digest
-            self.program = self.compiler.host_program(self.host)
+            return self.program, f"no desired state: {exc}"
+        self.policy_hash = digest
+        self.program = program
         return self.program, None
 
     def _close_if_empty(self) -> None:

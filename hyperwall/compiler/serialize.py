@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
+from hyperwall.compiler.digest import digest_text, program_digest
 from hyperwall.compiler.intervals import format_interval
 from hyperwall.compiler.program import (
     AddressSet,
@@ -118,6 +116,6 @@ def program_to_text(program: HostProgram) -> str:
 
 
 def program_hash(program: HostProgram) -> str:
-    """A stable digest of a program: equal programs, equal hashes (agents report it)."""
-    text = json.dumps(program_to_json(program), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """A stable digest of a program: equal programs, equal hashes (agents report it; the
+    manager updates it incrementally: `compiler.digest`)."""
+    return digest_text(program_digest(program))

@@ -1,44 +1,79 @@
-"""Agent endpoints: desired documents (long-poll), status and inventory reports.
+"""Agent endpoints: the host's program (long-poll), status and inventory reports.
 
-An agent token of host H may use only `/v1/agent/H/*` (provider-admin may use all).
+An agent token of host H may use only `/v1/agent/H/*` (provider-admin may use all). An
+agent receives its host's compiled program, never the document set: the whole program the
+first time (or when the manager no longer keeps the version it has), afterwards the delta
+from the program it holds (`have`: its digest).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from hyperwall.compiler.digest import digest_text
+from hyperwall.compiler.wire import delta_to_wire, program_to_wire
 from hyperwall.manager.deps import Mgr, Who
-from hyperwall.manager.schemas import AgentInventory, AgentStatus, DocumentsBody
+from hyperwall.manager.schemas import AgentInventory, AgentStatus, DesiredBody
 from hyperwall.manager.service import MAX_WAIT
 
 router = APIRouter(prefix="/v1/agent/{host}", tags=["agent"])
+DIGEST = re.compile(r"[0-9a-f]{32}")
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 @router.get(
     "/desired",
-    response_model=DocumentsBody,
+    response_model=DesiredBody,
     responses={204: {"description": "no revision after `after` within `wait` seconds"}},
 )
 async def desired(
     host: str,
     who: Who,
     manager: Mgr,
-    after: Annotated[int, Query(ge=-1, le=2**62, description="the revision the agent has")] = 0,
+    after: Annotated[int, Query(ge=-1, le=2**62, description="the revision the agent has")] = -1,
+    have: Annotated[
+        str | None,
+        Query(pattern=r"^[0-9a-f]{32}$", description="digest of the program the agent holds"),
+    ] = None,
     wait: Annotated[
         float,
         Query(ge=0, allow_inf_nan=False, description=f"seconds to wait (at most {MAX_WAIT})"),
     ] = 0,
 ) -> Any:
-    """All current documents as soon as the current revision is above `after`
-    (immediately if it already is); 204 after `wait` seconds otherwise."""
+    """The host's program as soon as the manager's programs are past revision `after`
+    (immediately if they are, or if `have` is not the current digest); 204 after `wait`
+    seconds otherwise."""
     who.require_agent_of(host)
-    if not await manager.wait_after(after, wait):
+    fleet = manager.fleet
+    current = fleet.programs.host(host)
+    stale = have is not None and have != digest_text(current.digest)
+    if not stale and not await fleet.wait_past(after, min(wait, MAX_WAIT)):
         return Response(status_code=204)
-    snap = await manager.store.snapshot()
-    docs = [snap.documents[k] for k in sorted(snap.documents, key=lambda k: k.sort_key())]
-    return {"revision": snap.revision, "documents": docs}
+    revision = fleet.revision
+    base = int(have, 16) if have is not None and DIGEST.fullmatch(have) else None
+    version, change = (
+        fleet.programs.since(host, base) if base is not None else (fleet.programs.host(host), None)
+    )
+    body: dict[str, Any] = {
+        "revision": max(revision, 0),
+        "programRevision": version.revision,
+        "digest": digest_text(version.digest),
+    }
+    if change is not None:
+        body.update(base=have, delta=delta_to_wire(change))
+        content = _encode(body)
+    else:
+        body.update(program=program_to_wire(version.program))
+        content = await asyncio.to_thread(_encode, body)
+    return Response(content=content, media_type="application/json")
 
 
 @router.put("/status", status_code=204, response_class=Response)
@@ -50,6 +85,6 @@ async def put_status(host: str, body: AgentStatus, who: Who, manager: Mgr) -> No
 
 @router.put("/inventory", status_code=204, response_class=Response)
 async def put_inventory(host: str, body: AgentInventory, who: Who, manager: Mgr) -> None:
-    """The Workload documents the agent discovered on its host (stored, not revisioned)."""
+    """The workloads the agent found on its host (stored, not revisioned)."""
     who.require_agent_of(host)
     await manager.store.put_inventory(host, body.workloads)

@@ -52,6 +52,18 @@ class DocumentsBody(BaseModel):
     documents: list[dict[str, Any]]
 
 
+class DesiredBody(BaseModel):
+    """A host's program at `revision`: whole (`program`) or as the change (`delta`) from
+    the program whose digest the agent sent (`base`); `digest` is the result's digest."""
+
+    revision: int = Field(description="the revision the program is current at")
+    programRevision: int = Field(description="the revision where the host's program changed last")
+    digest: str = Field(description="digest of the host's program (32 hex digits)")
+    base: str | None = Field(None, description="the digest `delta` applies to")
+    program: dict[str, Any] | None = Field(None, description="the whole program (wire format)")
+    delta: dict[str, Any] | None = Field(None, description="the change from `base`")
+
+
 class ApplyResult(BaseModel):
     revision: int = Field(description="the new revision, or the current one if unchanged")
     created: bool = Field(description="false: the set was identical, no revision was made")

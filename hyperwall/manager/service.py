@@ -8,12 +8,13 @@ import contextlib
 import logging
 import time
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from hyperwall.compiler.digest import digest_text
 from hyperwall.manager.auth import Principal, Refused
-from hyperwall.manager.compile import changed_hosts, host_hashes
-from hyperwall.manager.documents import key_json, keys_of, request_error, try_catalog, validate
+from hyperwall.manager.documents import key_json, keys_of, request_error, validate
+from hyperwall.manager.fleetwatch import FleetWatch
 from hyperwall.store import (
     Conflict,
     DocKey,
@@ -30,6 +31,7 @@ log = logging.getLogger("hyperwall.manager")
 UNREACHABLE_AFTER = 30.0  # seconds without a report
 COMMIT_ATTEMPTS = 5
 MAX_WAIT = 60.0
+REALIZE_WAIT = 30.0  # how long apply waits for the fleet programs, to name the hosts changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +76,17 @@ class Manager:
         self.current = 0
         self._changed = asyncio.Condition()
         self._follower: asyncio.Task[None] | None = None
+        self.fleet = FleetWatch(store)
 
     # -- lifecycle and the revision notifier ----------------------------------------------
 
     async def start(self) -> None:
         self.current = await self.store.revision()
         self._follower = asyncio.create_task(self._follow())
+        await self.fleet.start()
 
     async def stop(self) -> None:
+        await self.fleet.stop()
         if self._follower is not None:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -112,16 +117,6 @@ class Manager:
                 log.warning("store watch failed, retrying: %s", exc)
                 await asyncio.sleep(1.0)
 
-    async def wait_after(self, after: int, wait: float) -> bool:
-        """Wait up to `wait` seconds until the current revision is above `after`."""
-        self.current = max(self.current, await self.store.revision())
-        if self.current > after:
-            return True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(max(wait, 0.0), MAX_WAIT)), self._changed:
-                await self._changed.wait_for(lambda: self.current > after)
-        return self.current > after
-
     # -- documents ------------------------------------------------------------------------
 
     async def visible_documents(self, who: Principal) -> tuple[int, dict[DocKey, Document]]:
@@ -129,10 +124,11 @@ class Manager:
         return snap.revision, {k: v for k, v in snap.documents.items() if who.can_see(k.tenant)}
 
     async def plan(
-        self, who: Principal, documents: list[Any], deletes: list[DocKey]
+        self, who: Principal, documents: list[Any], deletes: list[DocKey], what_if: bool = True
     ) -> tuple[Plan, dict[DocKey, Document]]:
         """Upsert `documents` and delete `deletes` over the current set; validate the whole
-        result; refuse what the caller may not write."""
+        result; refuse what the caller may not write. With `what_if`, name the hosts whose
+        programs would change (compared with the programs the fleet watch holds)."""
         keys = keys_of(documents)
         for key in [*keys, *deletes]:
             reason = who.write_refusal(key.tenant)
@@ -144,8 +140,8 @@ class Manager:
         target = apply_changes(snap.documents, documents, deletes)
         catalog = validate(target, {k: i + 1 for i, k in enumerate(keys)})
         puts, gone = difference(snap.documents, target)
-        before = try_catalog(snap.documents)
-        plan = Plan(snap.revision, puts, gone, dict(snap.documents), changed_hosts(before, catalog))
+        hosts = await self.fleet.what_if(catalog) if what_if and (puts or gone) else []
+        plan = Plan(snap.revision, puts, gone, dict(snap.documents), hosts)
         return plan, target
 
     async def change(
@@ -153,7 +149,7 @@ class Manager:
     ) -> tuple[Plan, RevisionInfo | None]:
         """Validate and commit as one revision; re-plan on a concurrent commit."""
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            plan, _ = await self.plan(who, documents, deletes)
+            plan, _ = await self.plan(who, documents, deletes, what_if=False)
             if not plan.puts and not plan.deletes:
                 return plan, None
             try:
@@ -164,9 +160,11 @@ class Manager:
                 if attempt == COMMIT_ATTEMPTS:
                     raise
                 continue
-            if info is not None:
-                await self._advance(info.number)
-            return plan, info
+            if info is None:
+                return plan, None
+            await self._advance(info.number)
+            hosts = await self.fleet.wait_for(info.number, REALIZE_WAIT)
+            return replace(plan, hosts=hosts or []), info
         raise AssertionError("unreachable")
 
     async def rollback(self, who: Principal, target: int, message: str | None) -> dict[str, Any]:
@@ -174,11 +172,12 @@ class Manager:
         old = await self.store.snapshot(target)
         validate(old.documents)
         puts, deletes = difference(current.documents, old.documents)
-        hosts = changed_hosts(try_catalog(current.documents), try_catalog(old.documents))
         text = message or f"rollback to revision {target}"
         info = await self.store.commit(puts, deletes, who.identity, text, current.revision)
+        hosts: list[str] = []
         if info is not None:
             await self._advance(info.number)
+            hosts = await self.fleet.wait_for(info.number, REALIZE_WAIT) or []
         return {
             "revision": info.number if info else current.revision,
             "created": info is not None,
@@ -188,8 +187,8 @@ class Manager:
     # -- status ---------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        snap = await self.store.snapshot()
-        expected = host_hashes(try_catalog(snap.documents))
+        revision = await self.store.revision()
+        expected = {h: digest_text(d) for h, d in self.fleet.programs.digests().items()}
         reports = await self.store.statuses()
         now = time.time()
         hosts = []
@@ -207,9 +206,9 @@ class Manager:
             }
             if report is not None:
                 entry.update({k: report.get(k, entry[k]) for k in list(entry)[2:]})
-            entry["state"] = host_state(entry, snap.revision, now)
+            entry["state"] = host_state(entry, revision, now)
             hosts.append(entry)
-        return {"revision": snap.revision, "hosts": hosts}
+        return {"revision": revision, "hosts": hosts}
 
     async def report(self, host: str, body: dict[str, Any]) -> None:
         await self.store.put_status(host, {**body, "host": host, "reported": time.time()})

@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+from hyperwall.agent.compiling import LocalCompiler
 from hyperwall.agent.policydir import PolicyDir
 from hyperwall.agent.reconciler import Reconciler
 from hyperwall.agent.status import read_status
@@ -27,7 +28,8 @@ def expected_hash(folder: Path, host: str) -> str:
 
 
 def make(nft: NftClient, folder: Path, state: Path) -> Reconciler:
-    return Reconciler("hv1", PolicyDir(folder).load, NftBackend(nft), state / "status.json")
+    load = LocalCompiler(PolicyDir(folder).load, "hv1")
+    return Reconciler("hv1", load, NftBackend(nft), state / "status.json")
 
 
 def test_converges_and_follows_changes(nft: NftClient, tmp_path: Path) -> None:

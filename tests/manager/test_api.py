@@ -8,7 +8,16 @@ import os
 import stat
 import threading
 import time
+from typing import Any
 
+from hyperwall.compiler.delta import apply
+from hyperwall.compiler.digest import digest_text, program_digest
+from hyperwall.compiler.fleet import compile_host
+from hyperwall.compiler.program import HostProgram
+from hyperwall.compiler.wire import delta_from_wire, program_from_wire
+from hyperwall.policy.catalog import build_catalog
+from hyperwall.policy.errors import Source
+from tests.agent.test_manager_source import relabel
 from tests.manager.conftest import Live, example_documents
 from tests.manager.support import call, group
 
@@ -95,27 +104,52 @@ def test_history_revision_and_rollback(live: Live) -> None:
     assert call(live.url, live.admin, "GET", "/v1/revisions/9").status_code == 404
 
 
-def test_agent_desired_long_poll(live: Live) -> None:
+def _examples_program(docs: list[dict[str, Any]], host: str) -> HostProgram:
+    catalog = build_catalog((d, Source("t", i)) for i, d in enumerate(docs))
+    return compile_host(catalog.config, catalog.workloads, host)
+
+
+def test_agent_desired_long_poll_gets_its_program_then_deltas(live: Live) -> None:
     agent = call(live.url, live.admin, "POST", "/v1/tokens", {"role": "agent", "host": "hv1"})
     token = agent.json()["token"]
     path = "/v1/agent/hv1/desired"
     assert call(live.url, token, "GET", path, after=0, wait=0.2).status_code == 204
-    call(live.url, live.admin, "POST", "/v1/apply", {"documents": example_documents()})
+    docs = example_documents()
+    call(live.url, live.admin, "POST", "/v1/apply", {"documents": docs})
     now = call(live.url, token, "GET", path, after=0, wait=30)
     assert now.status_code == 200 and now.json()["revision"] == 1
-    assert len(now.json()["documents"]) == len(example_documents())
+    held = program_from_wire(now.json()["program"])
+    assert held == _examples_program(docs, "hv1")  # the host's slice, compiled
+    assert now.json()["digest"] == digest_text(program_digest(held))
+    have = now.json()["digest"]
 
-    def later() -> None:
+    def later(documents: list[dict[str, Any]]) -> None:
         time.sleep(0.5)
-        call(live.url, live.admin, "POST", "/v1/apply", {"documents": [group("extra")]})
+        call(live.url, live.admin, "POST", "/v1/apply", {"documents": documents})
 
-    thread = threading.Thread(target=later)
+    # a group nobody uses: a new revision, the same program (an empty delta)
+    thread = threading.Thread(target=later, args=([group("extra")],))
     start = time.monotonic()
     thread.start()
-    r = call(live.url, token, "GET", path, after=1, wait=30)
+    r = call(live.url, token, "GET", path, after=1, have=have, wait=30)
     thread.join()
     assert r.status_code == 200 and r.json()["revision"] == 2
+    assert r.json()["base"] == have and r.json()["digest"] == have
+    assert delta_from_wire(r.json()["delta"]).is_empty()
     assert time.monotonic() - start < 20
+
+    # a label change that moves web-1 out of the web group: the delta leads to the program
+    moved = relabel(docs, "web-1", "app")
+    call(live.url, live.admin, "POST", "/v1/apply", {"documents": moved})
+    r = call(live.url, token, "GET", path, after=2, have=have, wait=30)
+    change = delta_from_wire(r.json()["delta"])
+    assert not change.is_empty()
+    expected = _examples_program([*moved, group("extra")], "hv1")
+    assert apply(held, change) == expected
+    assert r.json()["digest"] == digest_text(program_digest(expected))
+    # a digest the manager does not know: the whole program, at once
+    r = call(live.url, token, "GET", path, after=3, have="0" * 32, wait=30)
+    assert program_from_wire(r.json()["program"]) == expected
 
 
 def test_status_states(live: Live) -> None:

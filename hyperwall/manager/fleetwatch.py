@@ -1,0 +1,136 @@
+"""Keeps `FleetPrograms` at the store's newest revision and wakes the agents' long-polls.
+
+One task follows the store (commits of this manager and of other replicas alike): a
+snapshot, then `watch` from its revision; each revision's changes are applied to the
+documents, validated into a `Catalog` (`catalogs.CatalogTracker`), and handed to
+`FleetPrograms.advance` on one dedicated worker thread (the compiler is not thread-safe and
+the event loop must keep serving). Only then is `revision` raised and the long-polls woken,
+so an agent woken for revision N is always answered with N's program.
+
+Failure modes: the store unreachable or the watch broken: retry from a new snapshot after a
+pause (agents keep the last program meanwhile: they are never told anything half-done); a
+`Resync` (compacted history): the same. A stored revision that does not validate (another
+manager wrote it; this one never commits one) is logged and skipped: `error` says so, the
+programs stay at the last valid revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+from hyperwall.manager.catalogs import CatalogTracker
+from hyperwall.manager.programs import FleetPrograms
+from hyperwall.policy.errors import DocumentsInvalid
+from hyperwall.policy.model import Catalog
+from hyperwall.store import Resync, Revision, Store
+
+log = logging.getLogger("hyperwall.manager.fleet")
+T = TypeVar("T")
+REMEMBER = 256  # revisions whose changed hosts are remembered (for apply's answer)
+
+
+class FleetWatch:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.programs = FleetPrograms()
+        self.tracker = CatalogTracker()
+        self.revision = -1  # below every revision: not loaded yet
+        self.error: str | None = None
+        self.changed: OrderedDict[int, list[str]] = OrderedDict()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hyperwall-fleet")
+        self._cond = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Run `fn(*args)` on the fleet thread (everything that touches the compiler)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # -- following the store ---------------------------------------------------------------
+
+    async def _publish(self, revision: int, hosts: list[str]) -> None:
+        self.changed[revision] = hosts
+        while len(self.changed) > REMEMBER:
+            self.changed.popitem(last=False)
+        async with self._cond:
+            self.revision = revision
+            self._cond.notify_all()
+
+    def _load(self, revision: int, documents: dict[Any, Any]) -> list[str]:
+        try:
+            catalog: Catalog | None = self.tracker.load(documents)
+            self.error = None
+        except DocumentsInvalid as exc:
+            catalog = None
+            self.error = f"stored revision {revision} does not validate: {exc}"
+            log.error("%s", self.error)
+        return self.programs.load(revision, catalog)
+
+    def _advance(self, event: Revision) -> list[str] | None:
+        try:
+            catalog = self.tracker.advance(event.changes)
+        except DocumentsInvalid as exc:
+            self.error = f"stored revision {event.number} does not validate: {exc}"
+            log.error("%s", self.error)
+            return None
+        self.error = None
+        return self.programs.advance(event.number, catalog)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                snap = await self.store.snapshot()
+                hosts = await self.run(self._load, snap.revision, snap.documents)
+                await self._publish(snap.revision, hosts)
+                async with aclosing(self.store.watch(snap.revision)) as events:
+                    async for event in events:
+                        if isinstance(event, Resync):
+                            break
+                        changed = await self.run(self._advance, event)
+                        if changed is not None:
+                            await self._publish(event.number, changed)
+                await asyncio.sleep(0.1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Unavailable etc.: start over from a snapshot
+                log.warning("following the store failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+
+    # -- waiting ------------------------------------------------------------------------
+
+    async def wait_past(self, after: int, wait: float) -> bool:
+        """Wait up to `wait` seconds until the programs are past revision `after`."""
+        if self.revision > after:
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(wait, 0.0)), self._cond:
+                await self._cond.wait_for(lambda: self.revision > after)
+        return self.revision > after
+
+    async def wait_for(self, revision: int, wait: float) -> list[str] | None:
+        """The hosts whose programs `revision` changed, once the programs reach it (None if
+        that takes longer than `wait` seconds or the revision is no longer remembered)."""
+        await self.wait_past(revision - 1, wait)
+        return self.changed.get(revision)
+
+    async def what_if(self, catalog: Catalog | None) -> list[str]:
+        """Hosts whose programs would change if the documents validated into `catalog`."""
+        if catalog is None:
+            return self.programs.hosts()
+        result: list[str] = await self.run(self.programs.what_if, catalog)
+        return result
