@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from hyperwall.compiler.delta import ProgramDelta
+from hyperwall.compiler.delta import ElementChange, ProgramDelta
 from hyperwall.compiler.program import (
     AddressSet,
     BlockSet,
@@ -38,7 +38,7 @@ from hyperwall.compiler.program import (
 MOD = 1 << 128
 CACHE_LIMIT = 200_000
 
-_cache: dict[int, tuple[object, int]] = {}
+_cache: dict[int, tuple[object, int]] = {}  # id -> (the object, its sum)
 
 
 def _h(text: str) -> int:
@@ -115,6 +115,22 @@ def program_digest(program: HostProgram) -> int:
     return total % MOD
 
 
+def _change_sum(change: ElementChange, block: bool) -> int:
+    """What an element change adds to a digest (cached: one change is shared by the deltas
+    of every host that uses the set)."""
+    hit = _cache.get(id(change))
+    if hit is not None and hit[0] is change:
+        return hit[1]
+    items = _block_items if block else _address_items
+    value = (
+        _sum(items(change.name, change.added)) - _sum(items(change.name, change.removed))
+    ) % MOD
+    if len(_cache) >= CACHE_LIMIT:
+        _cache.clear()
+    _cache[id(change)] = (change, value)
+    return value
+
+
 def updated_digest(digest: int, old: HostProgram, change: ProgramDelta) -> int:
     """The digest of `delta.apply(old, change)`, from `old`'s digest, in time proportional
     to the change (plus the size of deleted sets, whose elements are subtracted)."""
@@ -131,7 +147,7 @@ def updated_digest(digest: int, old: HostProgram, change: ProgramDelta) -> int:
     for name in change.block_sets_delete:
         total -= _object_sum(old.block_sets[name])
     for ec in change.block_elements:
-        total += _sum(_block_items(ec.name, ec.added)) - _sum(_block_items(ec.name, ec.removed))
+        total += _change_sum(ec, block=True)
     for b in change.block_sets_put:
         prev_block = old.block_sets.get(b.name)
         if prev_block is not None and b.name not in change.block_sets_delete:

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from hyperwall.compiler.delta import ProgramDelta, diff
+from hyperwall.compiler.delta import ElementChange, ProgramDelta, diff
 from hyperwall.compiler.digest import program_digest, updated_digest
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import AddressSet, Endpoint, HostProgram
@@ -45,6 +46,7 @@ class HostVersion:
     revision: int  # the revision where this program became the host's
     program: HostProgram
     digest: int
+    delta: ProgramDelta | None = None  # from the previous version, when there is one
 
 
 def _empty(host: str) -> HostProgram:
@@ -62,7 +64,7 @@ class FleetPrograms:
         self._set_users: dict[str, set[str]] = defaultdict(set)
         self._chain_users: dict[str, set[str]] = defaultdict(set)
         self._seen_sets: dict[str, AddressSet] = {}
-        self._seen_chains: dict[str, object] = {}
+        self._seen_chains: dict[str, Any] = {}  # name -> the compiled chain
         self._seen_endpoints: dict[str, tuple[Endpoint, ...]] = {}
         self._members: dict[str, frozenset[str]] = {}  # host -> its workload keys
 
@@ -84,8 +86,11 @@ class FleetPrograms:
         (None: no kept version has that digest; the caller sends the whole program)."""
         current = self.host(host)
         if digest == current.digest:
-            return current, diff(current.program, current.program)
-        for old in reversed(self._versions.get(host, ())):
+            return current, ProgramDelta(host=host)
+        versions = self._versions.get(host) or deque()
+        if len(versions) >= 2 and versions[-2].digest == digest and current.delta is not None:
+            return current, current.delta
+        for old in reversed(versions):
             if old.digest == digest:
                 return current, diff(old.program, current.program)
         return current, None
@@ -116,7 +121,7 @@ class FleetPrograms:
         self._apply(self.compiler, self.catalog, catalog)
         self.catalog = catalog
         self.revision = revision
-        return self._refresh(self._affected())
+        return self._advance_hosts()
 
     def what_if(self, catalog: Catalog) -> list[str]:
         """The hosts whose programs would change if the documents became `catalog`
@@ -144,82 +149,187 @@ class FleetPrograms:
         _sync_workloads(compiler, old.workloads, new.workloads)
 
     def _affected(self) -> set[str]:
+        """Hosts that may have to change (used by `what_if`)."""
+        changes = self._changes()
+        return changes.structural | changes.content
+
+    def _changes(self) -> _Changes:
+        """What changed in the compiler since the programs were assembled."""
         compiler = self.compiler
         assert compiler is not None
-        hosts: set[str] = set()
+        out = _Changes()
         for name, users in self._set_users.items():
-            if users and self._set_changed(compiler, name):
-                hosts |= users
+            if not users:
+                continue
+            try:
+                new_set: AddressSet | None = compiler.address_set(name)
+            except KeyError:  # no rule names the set any more
+                new_set = None
+            old_set = self._seen_sets.get(name)
+            if new_set is not old_set:
+                out.sets[name] = new_set
+                if new_set is None or old_set is None:
+                    out.structural |= users
+                else:
+                    out.content |= users
         for name, users in self._chain_users.items():
             if not users:
                 continue
             policy = name.partition(":")[2]
-            if policy not in compiler.config.policies or compiler.chain(name) is not (
-                self._seen_chains.get(name)
+            new = compiler.chain(name) if policy in compiler.config.policies else None
+            old = self._seen_chains.get(name)
+            if new is old:
+                continue
+            out.chains[name] = new
+            if (
+                new is None
+                or old is None
+                or (new.match_sets != old.match_sets or new.blocks.keys() != old.blocks.keys())
             ):
-                hosts |= users
+                out.structural |= users
+            else:
+                out.content |= users
         for host in set(self._members) | set(compiler.hosts()):
             members = frozenset(compiler.by_host.get(host, ()))
-            if members != self._members.get(host):
-                hosts.add(host)
-                continue
-            for wk in members:
-                if compiler.endpoints(wk) is not self._seen_endpoints.get(wk):
-                    hosts.add(host)
-                    break
-        return hosts
-
-    def _set_changed(self, compiler: FleetCompiler, name: str) -> bool:
-        try:
-            return compiler.address_set(name) is not self._seen_sets.get(name)
-        except KeyError:  # no rule names the set any more
-            return True
+            if members != self._members.get(host) or any(
+                compiler.endpoints(wk) is not self._seen_endpoints.get(wk) for wk in members
+            ):
+                out.structural.add(host)
+        out.content -= out.structural
+        return out
 
     def _refresh(self, hosts: Iterable[str]) -> list[str]:
-        changed = []
-        for host in sorted(set(hosts)):
-            if self._rebuild(host):
-                changed.append(host)
+        """Re-assemble `hosts` whole (host_program + diff)."""
+        changed = [host for host in sorted(set(hosts)) if self._rebuild(host)]
         return changed
+
+    def _advance_hosts(self) -> list[str]:
+        changes = self._changes()
+        shared = _SharedChanges.of(changes, self._seen_sets, self._seen_chains)
+        changed = [host for host in sorted(changes.content) if self._patch(host, shared)]
+        for name, new_set in changes.sets.items():
+            if new_set is not None:
+                self._seen_sets[name] = new_set
+        for name, compiled in changes.chains.items():
+            if compiled is not None:
+                self._seen_chains[name] = compiled
+        changed += self._refresh(changes.structural)
+        return sorted(changed)
+
+    def _patch(self, host: str, shared: _SharedChanges) -> bool:
+        """A host whose chains and sets are the same names as before, with new contents:
+        its new program is its old one with the changed objects swapped in, and its delta
+        is made of changes computed once for the whole fleet."""
+        old = self.host(host)
+        p = old.program
+        sets, chains, blocks = dict(p.address_sets), dict(p.chains), dict(p.block_sets)
+        set_changes, block_changes, chains_put = [], [], []
+        for name, (new_set, change) in shared.sets.items():
+            if name in sets:
+                sets[name] = new_set
+                set_changes.append(change)
+        for name, (compiled, block_deltas) in shared.chains.items():
+            if name not in chains:
+                continue
+            if compiled.chain != chains[name]:
+                chains_put.append(compiled.chain)
+            chains[name] = compiled.chain
+            blocks.update(compiled.blocks)
+            block_changes += block_deltas
+        delta = ProgramDelta(
+            address_elements=tuple(set_changes),
+            block_elements=tuple(block_changes),
+            chains_put=tuple(chains_put),
+            host=host,
+        )
+        if delta.is_empty():
+            return False
+        new = HostProgram(host, sets, blocks, chains, p.endpoints)
+        digest = updated_digest(old.digest, p, delta)
+        self._versions[host].append(HostVersion(self.revision, new, digest, delta))
+        return True
 
     def _rebuild(self, host: str) -> bool:
         compiler = self.compiler
         new = compiler.host_program(host) if compiler is not None else _empty(host)
         self._index(host, new)
         versions = self._versions.setdefault(host, deque(maxlen=self.keep))
-        if not versions:
-            versions.append(HostVersion(self.revision, new, program_digest(new)))
-            return bool(new.endpoints)
+        if not versions:  # a new host: its history starts from the empty program
+            versions.append(self.host(host))
         old = versions[-1]
         change = diff(old.program, new)
         if change.is_empty():
             return False
         digest = updated_digest(old.digest, old.program, change)
-        versions.append(HostVersion(self.revision, new, digest))
+        versions.append(HostVersion(self.revision, new, digest, change))
         return True
 
     def _index(self, host: str, program: HostProgram) -> None:
         """Record what `program` was assembled from (the objects seen now)."""
         compiler = self.compiler
         current = self._versions.get(host)
-        if current:
-            for name in current[-1].program.address_sets:
-                self._set_users[name].discard(host)
-            for name in current[-1].program.chains:
-                self._chain_users[name].discard(host)
+        old = current[-1].program if current else _empty(host)
+        for name in old.address_sets.keys() - program.address_sets.keys():
+            self._set_users[name].discard(host)
+        for name in old.chains.keys() - program.chains.keys():
+            self._chain_users[name].discard(host)
         for name, s in program.address_sets.items():
-            self._set_users[name].add(host)
+            if name not in old.address_sets:
+                self._set_users[name].add(host)
             self._seen_sets[name] = s
         if compiler is None:
             self._members[host] = frozenset()
             return
         for name in program.chains:
-            self._chain_users[name].add(host)
+            if name not in old.chains:
+                self._chain_users[name].add(host)
             self._seen_chains[name] = compiler.chain(name)
         members = frozenset(compiler.by_host.get(host, ()))
         self._members[host] = members
         for wk in members:
             self._seen_endpoints[wk] = compiler.endpoints(wk)
+
+
+@dataclass
+class _Changes:
+    sets: dict[str, AddressSet | None] = field(default_factory=dict)  # None: gone
+    chains: dict[str, Any] = field(default_factory=dict)  # name -> new compiled chain | None
+    structural: set[str] = field(default_factory=set)  # hosts to re-assemble whole
+    content: set[str] = field(default_factory=set)  # hosts to patch
+
+
+@dataclass
+class _SharedChanges:
+    """The element changes of every changed set and block, computed once for the fleet."""
+
+    sets: dict[str, tuple[AddressSet, ElementChange]]
+    chains: dict[str, tuple[Any, list[ElementChange]]]
+
+    @classmethod
+    def of(
+        cls, changes: _Changes, seen_sets: Mapping[str, AddressSet], seen_chains: Mapping[str, Any]
+    ) -> _SharedChanges:
+        sets = {}
+        for name, new in changes.sets.items():
+            old = seen_sets.get(name)
+            if new is not None and old is not None:
+                a, b = new.elements(), old.elements()
+                sets[name] = (new, ElementChange(name, a - b, b - a))
+        chains = {}
+        for name, compiled in changes.chains.items():
+            prev = seen_chains.get(name)
+            if compiled is None or prev is None or compiled.blocks.keys() != prev.blocks.keys():
+                continue  # a structural change: its users are re-assembled whole
+            deltas = []
+            for block_name, block in compiled.blocks.items():
+                before = prev.blocks[block_name]
+                if block is not before and block.elements != before.elements:
+                    added = block.elements - before.elements
+                    deltas.append(
+                        ElementChange(block_name, added, before.elements - block.elements)
+                    )
+            chains[name] = (compiled, deltas)
+        return cls(sets, chains)
 
 
 def _sync_workloads(
