@@ -134,6 +134,12 @@ class ManagerClient:
         body = {"role": role, "tenant": tenant, "host": host}
         return self.request("POST", "/v1/tokens", json=body)
 
+    def tokens(self) -> Any:
+        return self.request("GET", "/v1/tokens")
+
+    def revoke_token(self, token_id: str) -> None:
+        self.request("DELETE", f"/v1/tokens/{token_id}")
+
     # -- agent side (used by tests and tools) ----------------------------------------------
 
     def desired(self, host: str, after: int = 0, wait: float = 0) -> Any:
