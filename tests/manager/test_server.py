@@ -78,8 +78,8 @@ def test_sigterm_stops_promptly_with_a_long_poll_open(tmp_path: Path) -> None:
     """`hyperwall manager` with an agent's 60 s long-poll open: SIGTERM answers the poll
     (204, nothing newer) and the process exits 0, long before the poll would have ended."""
     manager = RealManager(tmp_path)
-    manager.start()
     try:
+        manager.start()
         token = manager.agent_token("hv1")
         current = manager._http("GET", "/v1/healthz")["revision"]
         conn = http.client.HTTPConnection("127.0.0.1", manager.port, timeout=30)
