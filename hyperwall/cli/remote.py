@@ -1,7 +1,7 @@
 """Client commands against a running manager: apply, get, delete, diff, history, rollback,
-status, token create. Each takes `--server` / `--token-file` (or HYPERWALL_SERVER /
+status, token create/list/revoke. Each takes `--server` / `--token-file` (or HYPERWALL_SERVER /
 HYPERWALL_TOKEN) and `--json`. Exit codes: 0 ok, 1 not the good state, 2 bad input,
-3 not allowed, 4 server unreachable."""
+3 not allowed, 4 server unreachable (or its store: a 503)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from hyperwall.cli.common import EXIT_INPUT, EXIT_VERDICT, err, fail, out, print_json
-from hyperwall.client import Invalid, ManagerClient, NotAllowed, NotFound, Unreachable
+from hyperwall.client import (
+    Invalid,
+    ManagerClient,
+    NotAllowed,
+    NotFound,
+    StoreUnavailable,
+    Unreachable,
+)
 from hyperwall.client.api import ClientError
 from hyperwall.io.files import read_documents
 
@@ -72,6 +79,8 @@ def connected(server: str, token_file: Path | None, as_json: bool) -> Iterator[M
     except NotAllowed as exc:
         what = "not authenticated" if exc.status == 401 else "not allowed"
         _report(f"{what}: {exc}", as_json, EXIT_NOT_ALLOWED)
+    except StoreUnavailable as exc:
+        _report(f"the manager cannot reach its store (503): {exc}", as_json, EXIT_UNREACHABLE)
     except Unreachable as exc:
         _report(f"server unreachable: {exc}", as_json, EXIT_UNREACHABLE)
     except NotFound as exc:
@@ -303,3 +312,38 @@ def token_create(
         print_json(result)
     else:
         out.print(result["token"])
+
+
+@token_app.command("list")
+def token_list(
+    server: str = ServerOpt,
+    token_file: Path | None = TokenFileOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """List tokens: id, role, tenant, host, creation time (never the secrets)."""
+    with connected(server, token_file, as_json) as client:
+        tokens = client.tokens()
+    if as_json:
+        print_json(tokens)
+        return
+    table = Table("ID", "ROLE", "TENANT", "HOST", "CREATED (UTC)")
+    for t in tokens:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t["created"]))
+        table.add_row(t["id"], t["role"], t["tenant"] or "-", t["host"] or "-", when)
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: str = typer.Argument(..., metavar="ID", help="the token's id (token list)"),
+    server: str = ServerOpt,
+    token_file: Path | None = TokenFileOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Revoke a token: refused (401) from its next request on."""
+    with connected(server, token_file, as_json) as client:
+        client.revoke_token(token_id)
+    if as_json:
+        print_json({"revoked": token_id})
+    else:
+        out.print(f"revoked token {escape(token_id)}")

@@ -7,6 +7,7 @@ from hyperwall.client.api import (
     NotAllowed,
     NotFound,
     ServerError,
+    StoreUnavailable,
     Unreachable,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "NotAllowed",
     "NotFound",
     "ServerError",
+    "StoreUnavailable",
     "Unreachable",
 ]

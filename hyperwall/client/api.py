@@ -1,5 +1,6 @@
 """A small synchronous httpx client of the manager API; each failure is a typed error the
-CLI maps to an exit code (Invalid 2, NotAllowed 3, Unreachable 4, others 1)."""
+CLI maps to an exit code (Invalid 2, NotAllowed 3, Unreachable 4 (also StoreUnavailable, a
+503: the manager is up but its store is not), others 1)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ class ClientError(Exception):
 
 class Unreachable(ClientError):
     """No answer from the server (connection refused, DNS, timeout, TLS, 503)."""
+
+
+class StoreUnavailable(Unreachable):
+    """503: the manager answers but cannot reach its store (etcd down). A write may or may
+    not have been committed if the store failed mid-request: re-running an apply is safe."""
 
 
 class NotAllowed(ClientError):
@@ -87,7 +93,7 @@ class ManagerClient:
         if status == 404:
             raise NotFound(_reason(response))
         if status == 503:
-            raise Unreachable(_reason(response))
+            raise StoreUnavailable(_reason(response))
         if status >= 400:
             raise ServerError(f"HTTP {status}: {_reason(response)}")
         return None if status == 204 or not response.content else response.json()
@@ -133,6 +139,12 @@ class ManagerClient:
     def create_token(self, role: str, tenant: str | None = None, host: str | None = None) -> Any:
         body = {"role": role, "tenant": tenant, "host": host}
         return self.request("POST", "/v1/tokens", json=body)
+
+    def tokens(self) -> Any:
+        return self.request("GET", "/v1/tokens")
+
+    def revoke_token(self, token_id: str) -> None:
+        self.request("DELETE", f"/v1/tokens/{token_id}")
 
     # -- agent side (used by tests and tools) ----------------------------------------------
 

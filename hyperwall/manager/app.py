@@ -21,11 +21,11 @@ from hyperwall.manager.auth import (
     TENANT_ADMIN,
     Principal,
     Refused,
-    check_token_request,
     create_token,
 )
 from hyperwall.manager.deps import Mgr, Who
 from hyperwall.manager.documents import key_json, matches, normalize_kind, request_error
+from hyperwall.manager.drain import Drain, LongPollDrain
 from hyperwall.manager.schemas import (
     ApplyRequest,
     ApplyResult,
@@ -39,10 +39,9 @@ from hyperwall.manager.schemas import (
     RollbackRequest,
     RollbackResult,
     StatusBody,
-    TokenCreated,
-    TokenRequest,
 )
 from hyperwall.manager.service import Manager, revision_json
+from hyperwall.manager.token_routes import router as token_router
 from hyperwall.store import DocKey, Store, open_store
 
 log = logging.getLogger("hyperwall.manager")
@@ -96,7 +95,11 @@ def create_app(store_url: str, bootstrap_token_file: pathlib.Path | None = None)
         responses=ERRORS,
     )
     errors.install(app)
+    drain = Drain()
+    app.state.drain = drain
+    app.add_middleware(LongPollDrain, drain=drain)
     app.include_router(router)
+    app.include_router(token_router)
     app.include_router(agent_router)
     return app
 
@@ -254,21 +257,11 @@ async def status(who: Who, manager: Mgr) -> dict[str, Any]:
     return await manager.status()
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["tokens"])
-async def tokens(body: TokenRequest, who: Who, manager: Mgr) -> dict[str, Any]:
-    """Create a token; the secret is in this answer only."""
-    who.require((PROVIDER_ADMIN,), "create tokens")
-    problem = check_token_request(body.role, body.tenant, body.host)
-    if problem:
-        raise request_error(problem)
-    record, secret = await create_token(manager.store, body.role, body.tenant, body.host)
-    return {
-        "id": record.id,
-        "token": secret,
-        "role": record.role,
-        "tenant": record.tenant,
-        "host": record.host,
-    }
+def drain_of(app: FastAPI) -> Drain:
+    """The app's shutdown signal for open long-polls (`drain.py`)."""
+    drain = app.state.drain
+    assert isinstance(drain, Drain)
+    return drain
 
 
-__all__ = ["bootstrap_token", "create_app"]
+__all__ = ["bootstrap_token", "create_app", "drain_of"]

@@ -116,9 +116,15 @@ class StatusBody(BaseModel):
     hosts: list[HostStatus]
 
 
-class TokenCreated(BaseModel):
+class TokenInfo(BaseModel):
+    """A stored token as listed: never its secret or its hash."""
+
     id: str
-    token: str = Field(description="the secret; shown only now, stored hashed")
     role: str
     tenant: str | None
     host: str | None
+    created: float = Field(description="creation time, seconds since the epoch (manager clock)")
+
+
+class TokenCreated(TokenInfo):
+    token: str = Field(description="the secret; shown only now, stored hashed")

@@ -101,13 +101,22 @@ def _mapped_errors() -> Iterator[None]:
         raise Unavailable("etcd: timed out") from exc
 
 
+MAX_RECONNECT_BACKOFF_MS = 2000
+
+
 class EtcdKV:
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self._client: Any = aetcd.Client(
             host=host,
             port=port,
             timeout=timeout,
-            options={"grpc.max_receive_message_length": -1},
+            options={
+                "grpc.max_receive_message_length": -1,
+                # gRPC's reconnect backoff grows to 120 s by default: after a long etcd
+                # outage the store would stay `Unavailable` that long after etcd is back
+                "grpc.initial_reconnect_backoff_ms": 200,
+                "grpc.max_reconnect_backoff_ms": MAX_RECONNECT_BACKOFF_MS,
+            },
         )
         self._closed = False
 

@@ -127,3 +127,26 @@ def test_status_and_apply_wait(live_sqlite: Live) -> None:
 @pytest.mark.parametrize("role", ["tenant-admin", "agent"])
 def test_token_create_needs_scope(live_sqlite: Live, role: str) -> None:
     assert hw(live_sqlite, "token", "create", "--role", role).exit_code == 2
+
+
+def test_token_list_and_revoke(live_sqlite: Live) -> None:
+    live = live_sqlite
+    r = hw(live, "token", "create", "--role", "agent", "--host", "hv2", "--json")
+    created = json.loads(r.stdout)
+    r = hw(live, "token", "list", "--json")
+    assert r.exit_code == 0, r.output
+    listed = json.loads(r.stdout)
+    assert {t["id"] for t in listed} >= {created["id"]}
+    assert created["token"] not in r.stdout and live.admin not in r.stdout
+    r = hw(live, "token", "list")
+    assert r.exit_code == 0 and created["id"] in r.output and "hv2" in r.output
+    assert created["token"] not in r.output
+
+    r = hw(live, "token", "revoke", created["id"])
+    assert r.exit_code == 0 and created["id"] in r.output
+    r = hw(live, "status", token=created["token"])
+    assert r.exit_code == 3 and "not authenticated" in r.output
+    r = hw(live, "token", "revoke", created["id"], "--json")
+    assert r.exit_code == 1 and "no token" in json.loads(r.stdout)["error"]
+    r = hw(live, "token", "list", token=created["token"])
+    assert r.exit_code == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 
-from hyperwall.client import ManagerClient, NotFound, ServerError, Unreachable
+from hyperwall.client import ManagerClient, NotFound, ServerError, StoreUnavailable, Unreachable
 from hyperwall.manager import errors
 from hyperwall.store import Compacted, Conflict, Unavailable, UnknownRevision
 
@@ -32,7 +32,7 @@ def failing_app() -> FastAPI:
 @pytest.mark.parametrize(
     ("what", "status", "error"),
     [
-        ("down", 503, Unreachable),
+        ("down", 503, StoreUnavailable),
         ("conflict", 409, ServerError),
         ("compacted", 410, ServerError),
         ("unknown", 404, NotFound),
@@ -45,5 +45,7 @@ def test_store_errors(what: str, status: int, error: type[Exception]) -> None:
     client.http = TestClient(failing_app(), base_url="http://manager")
     with pytest.raises(error):
         client.request("GET", f"/{what}")
+    if error is StoreUnavailable:  # a kind of Unreachable: the CLI exits 4
+        assert issubclass(error, Unreachable)
     response = client.http.get(f"/{what}")
     assert response.status_code == status and response.json()["error"]

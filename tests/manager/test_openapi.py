@@ -32,6 +32,7 @@ def test_every_route_is_documented_with_bearer_auth() -> None:
         "/v1/rollback/{number}",
         "/v1/status",
         "/v1/tokens",
+        "/v1/tokens/{token_id}",
         "/v1/agent/{host}/desired",
         "/v1/agent/{host}/status",
         "/v1/agent/{host}/inventory",

@@ -58,6 +58,8 @@ CASES: list[tuple[str, str, str, Any, dict[str, Any], tuple[int, ...]]] = [
     ("rollback", "POST", "/v1/rollback/1", None, {}, (401, 401, 200, 403, 403, 403)),
     ("status", "GET", "/v1/status", None, {}, (401, 401, 200, 200, 200, 403)),
     ("tokens", "POST", "/v1/tokens", {"role": "auditor"}, {}, (401, 401, 201, 403, 403, 403)),
+    ("tokens-list", "GET", "/v1/tokens", None, {}, (401, 401, 200, 403, 403, 403)),
+    ("tokens-revoke", "DELETE", "/v1/tokens/absent", None, {}, (401, 401, 404, 403, 403, 403)),
     ("agent-desired-own", "GET", "/v1/agent/hv1/desired", None, {"after": 0},
      (401, 401, 200, 403, 403, 200)),
     ("agent-desired-other", "GET", "/v1/agent/hv2/desired", None, {"after": 0},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import signal
 import subprocess
 import threading
 import time
@@ -12,6 +14,7 @@ import uvicorn
 
 from hyperwall.client import ManagerClient, Unreachable
 from hyperwall.manager.server import config, parse_listen
+from tests.agent.test_manager_source import RealManager, wait_for
 
 
 def test_parse_listen() -> None:
@@ -57,3 +60,42 @@ def test_tls(tmp_path: Path) -> None:
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+def _unread_bytes(server_port: int, client_port: int) -> int | None:
+    """Bytes the server has not yet read on its end of this loopback connection (from
+    /proc/net/tcp); None while the connection is not listed."""
+    local = f"0100007F:{server_port:04X}"
+    remote = f"0100007F:{client_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote:
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def test_sigterm_stops_promptly_with_a_long_poll_open(tmp_path: Path) -> None:
+    """`hyperwall manager` with an agent's 60 s long-poll open: SIGTERM answers the poll
+    (204, nothing newer) and the process exits 0, long before the poll would have ended."""
+    manager = RealManager(tmp_path)
+    try:
+        manager.start()
+        token = manager.agent_token("hv1")
+        current = manager._http("GET", "/v1/healthz")["revision"]
+        conn = http.client.HTTPConnection("127.0.0.1", manager.port, timeout=30)
+        conn.request(
+            "GET",
+            f"/v1/agent/hv1/desired?after={current}&wait=60",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        client_port = conn.sock.getsockname()[1]
+        # the server has read the request (so its handler runs) before the signal
+        wait_for(lambda: _unread_bytes(manager.port, client_port) == 0, "the poll to be read")
+        assert manager.proc is not None
+        manager.proc.send_signal(signal.SIGTERM)
+        assert manager.proc.wait(15) == 0, (tmp_path / "manager.log").read_text()
+        response = conn.getresponse()
+        assert response.status == 204
+        conn.close()
+    finally:
+        manager.stop()
