@@ -252,7 +252,7 @@ def run_store(
     result = StoreResult(kind)
     etcd: EtcdProcess | None = None
     if kind == "etcd":
-        etcd = EtcdProcess.launch(work / "etcd", ETCD_FLAGS)
+        etcd = EtcdProcess.start(work / "etcd", extra_args=ETCD_FLAGS)
         store = f"etcd://127.0.0.1:{etcd.port}/bench?max_txn_ops=30000&timeout=120"
     else:
         store = f"sqlite:///{work / 'manager.db'}"

@@ -54,9 +54,7 @@ def test_programs_follow_revisions(scenario: tuple[list[Doc], list[Step]]) -> No
     for revision, catalog in enumerate(history[1:], start=2):
         before = {h: programs.host(h).program for h in ALL_HOSTS}
         expected_changed = sorted(
-            h
-            for h in ALL_HOSTS
-            if compile_host(catalog.config, catalog.workloads, h) != before[h]
+            h for h in ALL_HOSTS if compile_host(catalog.config, catalog.workloads, h) != before[h]
         )
         assert programs.what_if(catalog) == expected_changed
         check(programs, history[revision - 2])  # what_if put everything back
