@@ -8,7 +8,7 @@ read by `hyperwall.io.files`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,15 +172,7 @@ class _Builder:
                 self.claim(macs, iface.mac, "MAC", key, source, f"spec.interfaces[{i}].mac")
                 for j, ip in enumerate(iface.ips):
                     self.claim(ips, ip, "IP", key, source, f"spec.interfaces[{i}].ips[{j}]")
-            out[key] = Workload(
-                name=doc.metadata.name,
-                tenant=doc.metadata.tenant,
-                host=doc.spec.host,
-                labels=dict(doc.metadata.labels),
-                interfaces=tuple(
-                    Interface(i.name, i.mac, tuple(i.ips)) for i in doc.spec.interfaces
-                ),
-            )
+            out[key] = workload_of(doc)
         return out
 
     def build_groups(self) -> dict[str, Group]:
@@ -288,11 +280,31 @@ class _Builder:
         return out
 
 
+def workload_of(doc: d.WorkloadDoc) -> Workload:
+    """The resolved Workload of a parsed Workload document (it references nothing)."""
+    return Workload(
+        name=doc.metadata.name,
+        tenant=doc.metadata.tenant,
+        host=doc.spec.host,
+        labels=dict(doc.metadata.labels),
+        interfaces=tuple(Interface(i.name, i.mac, tuple(i.ips)) for i in doc.spec.interfaces),
+    )
+
+
+Parsed = tuple[d.Document | None, Sequence[Issue], Source]
+"""One document after `documents.parse_document`: the model (None if refused), its issues,
+and where it came from."""
+
+
 def build_catalog(documents: Iterable[tuple[Any, Source]]) -> Catalog:
     """Validate decoded documents (with their sources) and resolve them, or raise."""
+    return build_parsed((*d.parse_document(raw, source), source) for raw, source in documents)
+
+
+def build_parsed(documents: Iterable[Parsed]) -> Catalog:
+    """`build_catalog` of documents already parsed (by a caller that keeps the models)."""
     builder = _Builder()
-    for raw, source in documents:
-        doc, issues = d.parse_document(raw, source)
+    for doc, issues, source in documents:
         builder.issues.extend(issues)
         if doc is not None:
             builder.add(doc, source)
