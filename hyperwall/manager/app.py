@@ -119,7 +119,7 @@ async def apply(body: ApplyRequest, who: Who, manager: Mgr) -> dict[str, Any]:
     validate. One new revision, or none (`created: false`) if nothing changes."""
     who.require((PROVIDER_ADMIN, TENANT_ADMIN), "change documents")
     if body.dryRun:
-        plan, _ = await manager.plan(who, body.documents, [])
+        plan = await manager.plan(who, body.documents, [])
         return {"revision": plan.base, "created": False, "dryRun": True, **plan.to_json()}
     plan, info = await manager.change(who, body.documents, [], body.message)
     revision = info.number if info else plan.base
@@ -130,7 +130,7 @@ async def apply(body: ApplyRequest, who: Who, manager: Mgr) -> dict[str, Any]:
 async def diff(body: DiffRequest, who: Who, manager: Mgr) -> dict[str, Any]:
     """What applying these documents would change, and which hosts' programs."""
     who.require(READERS, "compute diffs")
-    plan, _ = await manager.plan(_as_writer(who), body.documents, [])
+    plan = await manager.plan(_as_writer(who), body.documents, [])
     return plan.to_json()
 
 

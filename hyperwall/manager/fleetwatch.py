@@ -73,7 +73,7 @@ class FleetWatch:
 
     def _load(self, revision: int, documents: dict[Any, Any]) -> list[str]:
         try:
-            catalog: Catalog | None = self.tracker.load(documents)
+            catalog: Catalog | None = self.tracker.load(revision, documents)
             self.error = None
         except DocumentsInvalid as exc:
             catalog = None
@@ -83,7 +83,7 @@ class FleetWatch:
 
     def _advance(self, event: Revision) -> list[str] | None:
         try:
-            catalog = self.tracker.advance(event.changes)
+            catalog = self.tracker.advance(event.number, event.changes)
         except DocumentsInvalid as exc:
             self.error = f"stored revision {event.number} does not validate: {exc}"
             log.error("%s", self.error)

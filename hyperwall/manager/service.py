@@ -13,8 +13,10 @@ from typing import Any
 
 from hyperwall.compiler.digest import digest_text
 from hyperwall.manager.auth import Principal, Refused
-from hyperwall.manager.documents import key_json, keys_of, request_error, validate
+from hyperwall.manager.catalogs import View, state_key, stored_source
+from hyperwall.manager.documents import BadRequest, key_json, keys_of, request_error, validate
 from hyperwall.manager.fleetwatch import FleetWatch
+from hyperwall.policy.errors import DocumentsInvalid, Source
 from hyperwall.store import (
     Conflict,
     DocKey,
@@ -24,7 +26,7 @@ from hyperwall.store import (
     Store,
     Unavailable,
 )
-from hyperwall.store.changes import apply_changes, difference
+from hyperwall.store.changes import apply_changes, difference, touched_difference
 
 log = logging.getLogger("hyperwall.manager")
 
@@ -32,6 +34,7 @@ UNREACHABLE_AFTER = 30.0  # seconds without a report
 COMMIT_ATTEMPTS = 5
 MAX_WAIT = 60.0
 REALIZE_WAIT = 30.0  # how long apply waits for the fleet programs, to name the hosts changed
+VIEW_WAIT = 5.0  # how long apply waits for the fleet watch to reach the store's revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +128,7 @@ class Manager:
 
     async def plan(
         self, who: Principal, documents: list[Any], deletes: list[DocKey], what_if: bool = True
-    ) -> tuple[Plan, dict[DocKey, Document]]:
+    ) -> Plan:
         """Upsert `documents` and delete `deletes` over the current set; validate the whole
         result; refuse what the caller may not write. With `what_if`, name the hosts whose
         programs would change (compared with the programs the fleet watch holds)."""
@@ -136,20 +139,46 @@ class Manager:
                 raise Refused(403, f"{key}: {reason}")
         if len(set(keys)) != len(keys):
             raise request_error("a document is given twice in one request")
-        snap = await self.store.snapshot()
-        target = apply_changes(snap.documents, documents, deletes)
-        catalog = validate(target, {k: i + 1 for i, k in enumerate(keys)})
-        puts, gone = difference(snap.documents, target)
+        numbered = {k: i + 1 for i, k in enumerate(keys)}
+        view = await self._current_view()
+        if view is None:  # the fleet watch is not there yet: the whole set, from the store
+            snap = await self.store.snapshot()
+            target = apply_changes(snap.documents, documents, deletes)
+            catalog = validate(target, numbered)
+            puts, gone = difference(snap.documents, target)
+            base, current = snap.revision, dict(snap.documents)
+        else:  # validate the change against the validated set the fleet watch holds
+            base, current = view.revision, dict(view.documents)
+            puts, gone = touched_difference(current, documents, deletes)
+            try:
+                state = view.state.change(
+                    [(doc, Source("request", numbered[DocKey.of(doc)])) for doc in puts],
+                    [state_key(k) for k in gone],
+                    stored_source,
+                )
+            except DocumentsInvalid as exc:
+                raise BadRequest([i.to_json() for i in exc.issues]) from None
+            catalog = state.catalog
+        before = {k: current[k] for k in [*map(DocKey.of, puts), *gone] if k in current}
         hosts = await self.fleet.what_if(catalog) if what_if and (puts or gone) else []
-        plan = Plan(snap.revision, puts, gone, dict(snap.documents), hosts)
-        return plan, target
+        return Plan(base, puts, gone, before, hosts)
+
+    async def _current_view(self) -> View | None:
+        """The fleet watch's validated view if it is at the store's revision (waiting a
+        little for it to catch up); None if it is not."""
+        revision = await self.store.revision()
+        view = self.fleet.tracker.view
+        if view is None or view.revision != revision:
+            await self.fleet.wait_past(revision - 1, VIEW_WAIT)
+            view = self.fleet.tracker.view
+        return view if view is not None and view.revision == revision else None
 
     async def change(
         self, who: Principal, documents: list[Any], deletes: list[DocKey], message: str
     ) -> tuple[Plan, RevisionInfo | None]:
         """Validate and commit as one revision; re-plan on a concurrent commit."""
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            plan, _ = await self.plan(who, documents, deletes, what_if=False)
+            plan = await self.plan(who, documents, deletes, what_if=False)
             if not plan.puts and not plan.deletes:
                 return plan, None
             try:

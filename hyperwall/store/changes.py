@@ -112,3 +112,19 @@ def difference(
     ]
     deletes = [k for k in sorted_keys(list(current)) if k not in target]
     return puts, deletes
+
+
+def touched_difference(
+    current: Mapping[DocKey, Document],
+    puts: Iterable[Mapping[str, Any]],
+    deletes: Iterable[DocKey],
+) -> tuple[list[Document], list[DocKey]]:
+    """Like `difference(current, apply_changes(current, puts, deletes))`, in time
+    proportional to the change: only the named keys are compared."""
+    prepared = prepare(puts, deletes)
+    changed = [
+        decode(body)
+        for key, body in sorted(prepared.puts.items(), key=lambda kv: kv[0].sort_key())
+        if key not in current or canonical(current[key]) != body
+    ]
+    return changed, [k for k in sorted_keys(prepared.deletes) if k in current]
