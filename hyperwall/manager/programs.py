@@ -116,7 +116,7 @@ class FleetPrograms:
     def advance(self, revision: int, catalog: Catalog) -> list[str]:
         """Move to `revision` whose validated documents are `catalog`; the hosts whose
         programs changed."""
-        if self.compiler is None or self.catalog is None:
+        if self.compiler is None or self.catalog is None or _large(self.catalog, catalog):
             return self.load(revision, catalog)
         self._apply(self.compiler, self.catalog, catalog)
         self.catalog = catalog
@@ -126,9 +126,10 @@ class FleetPrograms:
     def what_if(self, catalog: Catalog) -> list[str]:
         """The hosts whose programs would change if the documents became `catalog`
         (nothing is kept: the compiler is put back)."""
-        if self.compiler is None or self.catalog is None:
+        if self.compiler is None or self.catalog is None or _large(self.catalog, catalog):
             fresh = FleetCompiler(catalog.config, catalog.workloads.values())
-            return sorted(h for h in fresh.hosts() if fresh.host_program(h).endpoints)
+            hosts = set(fresh.hosts()) | set(self.hosts())
+            return sorted(h for h in hosts if fresh.host_program(h) != self.host(h).program)
         current = self.catalog
         self._apply(self.compiler, current, catalog)
         try:
@@ -330,6 +331,19 @@ class _SharedChanges:
                     )
             chains[name] = (compiled, deltas)
         return cls(sets, chains)
+
+
+LARGE = 0.2  # a change of more than this share of the workloads is compiled from scratch
+
+
+def _large(old: Catalog, new: Catalog) -> bool:
+    """Whether the change is cheaper to compile from scratch than incrementally."""
+    if old.workloads is new.workloads:
+        return False
+    size = max(len(old.workloads), len(new.workloads), 1)
+    gone = len(old.workloads.keys() - new.workloads.keys())
+    added = len(new.workloads.keys() - old.workloads.keys())
+    return gone + added > LARGE * size and gone + added > 50
 
 
 def _sync_workloads(
