@@ -120,7 +120,8 @@ class Client:
         if have is not None:
             params["have"] = have
         query = urllib.parse.urlencode(params)
-        code, body = self._request("GET", f"/desired?{query}", timeout=wait + 15.0)
+        # generous: a whole program of a big host can take the manager a while to send
+        code, body = self._request("GET", f"/desired?{query}", timeout=wait + 120.0)
         if code == 204:
             return None
         if code != 200:

@@ -70,8 +70,12 @@ def _endpoint(ep: Endpoint) -> dict[str, Any]:
     }
 
 
+def _flat(intervals: tuple[Interval, ...]) -> list[int]:
+    return [bound for interval in intervals for bound in interval]
+
+
 def _aset(s: AddressSet) -> dict[str, Any]:
-    return {"v4": [list(i) for i in s.v4], "v6": [list(i) for i in s.v6]}
+    return {"v4": _flat(s.v4), "v6": _flat(s.v6)}
 
 
 def _elements(elements: Iterable[Any]) -> list[list[Any]]:
@@ -182,14 +186,15 @@ def _names(value: Any, path: str) -> tuple[str, ...]:
 
 
 def _intervals(value: Any, path: str, family: int) -> tuple[Interval, ...]:
+    """A flat list [low, high, low, high, ...] of one family's interval bounds."""
     top = (1 << 32) - 1 if family == 4 else (1 << 128) - 1
-    out = []
-    for i, pair in enumerate(_list(value, path)):
-        p = f"{path}[{i}]"
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise _fail(p, "expected [low, high]")
-        out.append((_int(pair[0], p, 0, top), _int(pair[1], p, 0, top)))
-    return tuple(out)
+    bounds = _list(value, path)
+    if len(bounds) % 2 or not all(type(b) is int for b in bounds):
+        raise _fail(path, "expected a flat list of integer bounds [low, high, ...]")
+    if bounds and (min(bounds) < 0 or max(bounds) > top):
+        raise _fail(path, f"expected bounds in [0, {top}]")
+    it = iter(bounds)
+    return tuple(zip(it, it, strict=True))
 
 
 def _address_set(name: str, value: Any, path: str) -> AddressSet:
@@ -312,10 +317,15 @@ def _decode_address_change(value: Any, path: str) -> ElementChange:
         out = []
         for i, v in enumerate(_list(_field(obj, key, path), f"{path}.{key}")):
             p = f"{path}.{key}[{i}]"
-            if not isinstance(v, list) or len(v) != 2 or not isinstance(v[1], list):
+            if (
+                not isinstance(v, list)
+                or len(v) != 2
+                or not isinstance(v[1], list)
+                or len(v[1]) != 2
+            ):
                 raise _fail(p, "expected [family, [low, high]]")
             family = _int(v[0], p, 4, 6)
-            out.append((family, _intervals([v[1]], p, family)[0]))
+            out.append((family, _intervals(v[1], p, family)[0]))
         return frozenset(out)
 
     return ElementChange(name, elements("added"), elements("removed"))

@@ -69,10 +69,12 @@ async def desired(
     }
     if change is not None:
         body.update(base=have, delta=delta_to_wire(change))
-        content = _encode(body)
-    else:
-        body.update(program=program_to_wire(version.program))
-        content = await asyncio.to_thread(_encode, body)
+        return Response(content=_encode(body), media_type="application/json")
+    cached = fleet.encoded.get(host)
+    if cached is None or cached[0] != version.digest:  # once per program, not per request
+        encoded = await asyncio.to_thread(_encode, program_to_wire(version.program))
+        cached = fleet.encoded[host] = (version.digest, encoded)
+    content = _encode(body)[:-1] + b',"program":' + cached[1] + b"}"
     return Response(content=content, media_type="application/json")
 
 

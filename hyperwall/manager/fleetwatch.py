@@ -43,6 +43,7 @@ class FleetWatch:
         self.revision = -1  # below every revision: not loaded yet
         self.error: str | None = None
         self.changed: OrderedDict[int, list[str]] = OrderedDict()
+        self.encoded: dict[str, tuple[int, bytes]] = {}  # host -> (digest, whole program JSON)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="hyperwall-fleet")
         self._cond = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None

@@ -94,7 +94,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
             "chains": {},
             "endpoints": {},
         },
-        "addressSets.s.v4[0]",
+        "addressSets.s.v4",
     ),
     (
         {
@@ -104,7 +104,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
             "chains": {},
             "endpoints": {},
         },
-        "addressSets.s.v4[0]",
+        "addressSets.s.v4",
     ),
     (
         {
