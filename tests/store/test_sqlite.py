@@ -121,3 +121,15 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(StoreError, match="schema version 99"):
         run(main())
+
+
+def test_reports_skip_the_fsync_but_commits_keep_it(tmp_path: Path) -> None:
+    from hyperwall.store import sqlite_db
+
+    conn = sqlite_db.connect(str(tmp_path / "sync.db"))
+    try:
+        sqlite_db.put_report(conn, "statuses", "hv1", {"revision": 1})
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+        assert sqlite_db.reports(conn, "statuses") == {"hv1": {"revision": 1}}
+    finally:
+        conn.close()
