@@ -22,7 +22,7 @@ each object it describes (an `id` cannot be reused while cached) and is cleared 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hyperwall.compiler.delta import ElementChange, ProgramDelta
@@ -131,42 +131,38 @@ def _change_sum(change: ElementChange, block: bool) -> int:
     return value
 
 
+def _replaced(
+    old: Mapping[str, Any], puts: Iterable[tuple[str, Any]], deletes: Iterable[str]
+) -> int:
+    """What replacing whole objects (puts) and removing others changes in a digest."""
+    gone = set(deletes)
+    total = -sum(_object_sum(old[name]) for name in gone)
+    for name, obj in puts:
+        prev = old.get(name)
+        if prev is not None and name not in gone:
+            total -= _object_sum(prev)
+        total += _object_sum(obj)
+    return total
+
+
 def updated_digest(digest: int, old: HostProgram, change: ProgramDelta) -> int:
     """The digest of `delta.apply(old, change)`, from `old`'s digest, in time proportional
     to the change (plus the size of deleted sets, whose elements are subtracted)."""
     total = digest
-    for name in change.address_sets_delete:
-        total -= _object_sum(old.address_sets[name])
-    for ec in change.address_elements:
-        total += _sum(_address_items(ec.name, ec.added)) - _sum(_address_items(ec.name, ec.removed))
-    for s in change.address_sets_put:
-        prev_set = old.address_sets.get(s.name)
-        if prev_set is not None and s.name not in change.address_sets_delete:
-            total -= _object_sum(prev_set)
-        total += _object_sum(s)
-    for name in change.block_sets_delete:
-        total -= _object_sum(old.block_sets[name])
-    for ec in change.block_elements:
-        total += _change_sum(ec, block=True)
-    for b in change.block_sets_put:
-        prev_block = old.block_sets.get(b.name)
-        if prev_block is not None and b.name not in change.block_sets_delete:
-            total -= _object_sum(prev_block)
-        total += _object_sum(b)
-    for chain_name in change.chains_delete:
-        total -= _object_sum(old.chains[chain_name])
-    for c in change.chains_put:
-        prev = old.chains.get(c.name)
-        if prev is not None:
-            total -= _object_sum(prev)
-        total += _object_sum(c)
-    for key in change.endpoints_delete:
-        total -= _object_sum(old.endpoints[key])
-    for ep in change.endpoints_put:
-        prev_ep = old.endpoints.get(ep.key)
-        if prev_ep is not None:
-            total -= _object_sum(prev_ep)
-        total += _object_sum(ep)
+    total += _replaced(
+        old.address_sets,
+        ((s.name, s) for s in change.address_sets_put),
+        change.address_sets_delete,
+    )
+    total += _replaced(
+        old.block_sets, ((b.name, b) for b in change.block_sets_put), change.block_sets_delete
+    )
+    total += _replaced(old.chains, ((c.name, c) for c in change.chains_put), change.chains_delete)
+    total += _replaced(
+        old.endpoints, ((e.key, e) for e in change.endpoints_put), change.endpoints_delete
+    )
+    total += sum(_change_sum(ec, block=False) for ec in change.address_elements)
+    total += sum(_change_sum(ec, block=True) for ec in change.block_elements)
     if change.host and change.host != old.host:
         total += _h(f"H|{change.host}") - _h(f"H|{old.host}")
     return total % MOD
