@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, TypeVar
 
 from hyperwall.compiler.intervals import Interval, merge
@@ -159,4 +160,8 @@ def apply(old: HostProgram, delta: ProgramDelta) -> HostProgram:
 
 
 def _sorted(items: dict[str, T]) -> dict[str, T]:
+    """Sorted by name; skipped when already sorted (replacing objects keeps the order)."""
+    keys = list(items)
+    if all(a < b for a, b in pairwise(keys)):
+        return items
     return dict(sorted(items.items()))
