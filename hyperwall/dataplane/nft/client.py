@@ -1,5 +1,8 @@
 """The one place that talks to the kernel's nftables: libnftables' JSON API (python3-nftables).
 
+Transactions are sent as JSON text (`wire.encode`), not through `json_cmd`, which would
+`json.dumps` a whole object tree first.
+
 A context binds to the network namespace current when it is created: create the client
 inside the host's namespace (the agent runs there).
 """
@@ -10,6 +13,7 @@ import json
 from typing import Any
 
 from hyperwall.dataplane.nft.render import FAMILY, TABLE
+from hyperwall.dataplane.nft.wire import encode
 
 
 class NftError(RuntimeError):
@@ -31,7 +35,8 @@ class NftClient:
         """Send `commands` as one transaction (all or nothing)."""
         if not commands:
             return
-        rc, _, err = self._nft.json_cmd({"nftables": commands})
+        # JSON output on: libnftables then reads the input as JSON (nft 1.0.6)
+        rc, _, err = self._nft.cmd(encode(commands))
         if rc != 0:
             raise NftError(err.strip() or f"nft returned {rc}")
 

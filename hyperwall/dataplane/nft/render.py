@@ -50,7 +50,7 @@ LOG_RATE = 200  # log lines per second per rule before the kernel's limit drops 
 # (pipapo: p ports, i ICMP types, a any protocol) take ranges, but cost grows with their
 # size (measured: 10k elements took 3.6 s of kernel time to load and slowed every lookup).
 SHAPES = tuple(f"{f}{k}" for f in (4, 6) for k in "esdpia")
-_PROTO_BY_NUMBER = {v: k for k, v in PROTO_NUMBERS.items()}
+PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
 
 Expr = list[dict[str, Any]]
 Element = tuple[Any, ...]
@@ -130,7 +130,7 @@ def _ip(family: int) -> str:
     return "ip" if family == 4 else "ip6"
 
 
-def _addr(family: int, value: int) -> str:
+def address_text(family: int, value: int) -> str:
     if family == 4:  # hot for 100k-element sets: no ipaddress objects
         return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
     return str(ipaddress.IPv6Address(value))
@@ -138,8 +138,8 @@ def _addr(family: int, value: int) -> str:
 
 def _range(family: int, low: int, high: int) -> Any:
     if low == high:
-        return _addr(family, low)
-    return {"range": [_addr(family, low), _addr(family, high)]}
+        return address_text(family, low)
+    return {"range": [address_text(family, low), address_text(family, high)]}
 
 
 def _verdict(action: str) -> dict[str, Any]:
@@ -279,7 +279,8 @@ def render_block_set(b: BlockSet) -> list[tuple[SetSpec, set[Element]]]:
 
 
 def element_json(spec: SetSpec, element: Element) -> Any:
-    """An element of our canonical form as nftables JSON."""
+    """An element of our canonical form as nftables JSON: the readable reference of
+    `wire.element_encoder`, which writes the same as text without the objects."""
     kind = spec.name[:2]
     if spec.verdict_map:
         return [element[0], {"jump": {"target": element[1]}}]
@@ -290,13 +291,13 @@ def element_json(spec: SetSpec, element: Element) -> Any:
         family = 4 if spec.type[0] == "ipv4_addr" else 6
         shape = spec.name[-1]
         addrs = {"e": [element[0], element[2]], "s": [element[0]], "d": [element[2]]}[shape]
-        proto = _PROTO_BY_NUMBER.get(element[4], element[4])
-        return {"concat": [*(_addr(family, a) for a in addrs), proto, element[5]]}
+        proto = PROTO_NAMES.get(element[4], element[4])
+        return {"concat": [*(address_text(family, a) for a in addrs), proto, element[5]]}
     if kind == "k_":
         family = 4 if spec.type[0] == "ipv4_addr" else 6
         parts = [_range(family, element[0], element[1]), _range(family, element[2], element[3])]
         if len(element) == 7:
-            parts.append(_PROTO_BY_NUMBER.get(element[4], element[4]))
+            parts.append(PROTO_NAMES.get(element[4], element[4]))
             parts.append({"range": [element[5], element[6]]})
         elif len(element) == 6:
             parts.append({"range": [element[4], element[5]]})
