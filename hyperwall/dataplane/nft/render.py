@@ -213,13 +213,9 @@ def render_address_set(s: AddressSet) -> list[tuple[SetSpec, set[Element]]]:
 EXPAND = 64  # a block element over small address ranges becomes this many exact ones at most
 
 
-def _singles(low: int, high: int, full: int) -> list[int] | None:
-    """The addresses of a small range; [] for "any"; None if too many for exact sets."""
-    if (low, high) == (0, full):
-        return []
-    if high - low < EXPAND:
-        return list(range(low, high + 1))
-    return None
+_NO_PORT = (0, 1, 58)  # any protocol, ICMP, ICMPv6: no port to match exactly
+_FULL = {4: V4_MAX, 6: V6_MAX}
+_EXACT = {f: (f"{f}e", f"{f}s", f"{f}d") for f in (4, 6)}
 
 
 def block_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
@@ -228,18 +224,26 @@ def block_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
     A single port with single or few addresses on each side (a group's merged range of a few
     VMs) goes to the exact-match hash sets, expanded address by address; anything else to
     the interval sets as it is. The compiler keeps a block's elements disjoint per protocol,
-    so the expanded values are unique."""
+    so the expanded values are unique. (Hot: called once per rule on a full load.)"""
     family, sl, sh, dl, dh, proto, low, high, _ = element
-    if proto not in (0, 1, 58) and low == high:
-        full = V4_MAX if family == 4 else V6_MAX
-        srcs, dsts = _singles(sl, sh, full), _singles(dl, dh, full)
-        if srcs is not None and dsts is not None and len(srcs) * max(len(dsts), 1) <= EXPAND:
+    if low == high and proto not in _NO_PORT:
+        full = _FULL[family]
+        srcs = 0 if sl == 0 and sh == full else sh - sl + 1  # 0: any
+        dsts = 0 if dl == 0 and dh == full else dh - dl + 1
+        if srcs <= EXPAND and dsts <= EXPAND and srcs * max(dsts, 1) <= EXPAND:
+            e, s, d = _EXACT[family]
+            if srcs == 1 and dsts == 1:
+                return [(e, (sl, sl, dl, dl, proto, low, low))]
             if srcs and dsts:
-                return [(f"{family}e", (s, s, d, d, proto, low, high)) for s in srcs for d in dsts]
+                return [
+                    (e, (a, a, b, b, proto, low, low))
+                    for a in range(sl, sh + 1)
+                    for b in range(dl, dh + 1)
+                ]
             if srcs:
-                return [(f"{family}s", (s, s, 0, full, proto, low, high)) for s in srcs]
+                return [(s, (a, a, 0, full, proto, low, low)) for a in range(sl, sh + 1)]
             if dsts:
-                return [(f"{family}d", (0, full, d, d, proto, low, high)) for d in dsts]
+                return [(d, (0, full, b, b, proto, low, low)) for b in range(dl, dh + 1)]
     return [_interval_shape(element)]
 
 
@@ -272,8 +276,9 @@ def block_set_specs(name: str) -> list[SetSpec]:
 
 def render_block_set(b: BlockSet) -> list[tuple[SetSpec, set[Element]]]:
     by_shape: dict[str, set[Element]] = {shape: set() for shape in SHAPES}
+    shapes = block_shapes
     for e in b.elements:
-        for shape, value in block_shapes(e):
+        for shape, value in shapes(e):
             by_shape[shape].add(value)
     return [(spec, by_shape[spec.name[-2:]]) for spec in block_set_specs(b.name)]
 
