@@ -46,33 +46,55 @@ def _value(value: Any) -> str:
     return json.dumps(value)
 
 
-def elements_raw(spec: SetSpec, elements: Iterable[Element]) -> Raw | None:
-    """The JSON list of `elements` in `spec`'s nftables form; None if there are none."""
-    text = ",".join(map(element_encoder(spec), elements))
-    return Raw(f"[{text}]") if text else None
-
-
 # -- elements ----------------------------------------------------------------------------
 
-_CACHE_MAX = 1 << 16  # addresses per family whose text is kept
-_CACHES: dict[int, dict[int, str]] = {4: {}, 6: {}}
+
+class _Texts(dict[int, str]):
+    """Address -> its JSON string literal, for one family; filled on first use, bounded."""
+
+    LIMIT = 1 << 16
+
+    def __init__(self, family: int) -> None:
+        super().__init__()
+        self.family = family
+
+    def __missing__(self, value: int) -> str:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        text = self[value] = f'"{address_text(self.family, value)}"'
+        return text
+
+
+_TEXTS = {4: _Texts(4), 6: _Texts(6)}
 _PROTO_TEXT = [json.dumps(PROTO_NAMES.get(n, n)) for n in range(256)]
 _q = json.dumps
 
 
+def elements_raw(spec: SetSpec, elements: Iterable[Element]) -> Raw | None:
+    """The JSON list of `elements` in `spec`'s nftables form; None if there are none.
+
+    The exact block shapes (nearly all elements of a big host) are written by a list
+    comprehension of their own; the rest one `element_encoder` call each."""
+    texts: list[str]
+    if spec.name[:2] == "k_" and not spec.interval:
+        a, p, shape = _TEXTS[4 if spec.type[0] == "ipv4_addr" else 6], _PROTO_TEXT, spec.name[-1]
+        if shape == "e":
+            texts = [
+                f'{{"concat":[{a[s]},{a[d]},{p[pr]},{port}]}}'
+                for s, _, d, _, pr, port, _ in elements
+            ]
+        elif shape == "s":
+            texts = [f'{{"concat":[{a[s]},{p[pr]},{pt}]}}' for s, _, _, _, pr, pt, _ in elements]
+        else:
+            texts = [f'{{"concat":[{a[d]},{p[pr]},{pt}]}}' for _, _, d, _, pr, pt, _ in elements]
+    else:
+        texts = list(map(element_encoder(spec), elements))
+    return Raw(f"[{','.join(texts)}]") if texts else None
+
+
 def _address(family: int) -> Callable[[int], str]:
     """The JSON string literal of an address of `family` (cached)."""
-    cache = _CACHES[family]
-
-    def text(value: int) -> str:
-        found = cache.get(value)
-        if found is None:
-            if len(cache) >= _CACHE_MAX:
-                cache.clear()
-            found = cache[value] = f'"{address_text(family, value)}"'
-        return found
-
-    return text
+    return _TEXTS[family].__getitem__
 
 
 def _ranged(addr: Callable[[int], str]) -> Callable[[int, int], str]:
