@@ -25,6 +25,7 @@ from hyperwall.dataplane.nft.render import (
     block_set_specs,
     block_shapes,
     element_json,
+    split_block,
 )
 from hyperwall.dataplane.nft.wire import Raw, element_encoder, encode
 
@@ -85,7 +86,16 @@ def _reference_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
 
 @given(block_elements())
 def test_block_shapes_equal_the_plain_version(element: tuple[Any, ...]) -> None:
-    assert block_shapes(element) == _reference_shapes(element)
+    assert sorted(block_shapes(element)) == sorted(_reference_shapes(element))
+
+
+@given(st.lists(block_elements(), max_size=20))
+def test_split_block_groups_the_shapes_of_each_element(elements: list[tuple[Any, ...]]) -> None:
+    expected: dict[str, set[Element]] = {}
+    for element in elements:
+        for shape, value in _reference_shapes(element):
+            expected.setdefault(shape, set()).add(value)
+    assert split_block(elements) == expected
 
 
 @given(block_elements())

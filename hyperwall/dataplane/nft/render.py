@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,32 +219,53 @@ _EXACT = {f: (f"{f}e", f"{f}s", f"{f}d") for f in (4, 6)}
 
 
 def block_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
-    """The nft set shapes of a block element and its values there (without the rule id).
+    """The nft set shapes of a block element and its values there (without the rule id)."""
+    return [(shape, v) for shape, values in split_block([element]).items() for v in values]
+
+
+def split_block(elements: Iterable[tuple[Any, ...]]) -> dict[str, set[Element]]:
+    """Block elements by nft set shape, as that shape's values (without the rule id).
 
     A single port with single or few addresses on each side (a group's merged range of a few
     VMs) goes to the exact-match hash sets, expanded address by address; anything else to
     the interval sets as it is. The compiler keeps a block's elements disjoint per protocol,
-    so the expanded values are unique. (Hot: called once per rule on a full load.)"""
-    family, sl, sh, dl, dh, proto, low, high, _ = element
-    if low == high and proto not in _NO_PORT:
-        full = _FULL[family]
-        srcs = 0 if sl == 0 and sh == full else sh - sl + 1  # 0: any
-        dsts = 0 if dl == 0 and dh == full else dh - dl + 1
-        if srcs <= EXPAND and dsts <= EXPAND and srcs * max(dsts, 1) <= EXPAND:
-            e, s, d = _EXACT[family]
-            if srcs == 1 and dsts == 1:
-                return [(e, (sl, sl, dl, dl, proto, low, low))]
-            if srcs and dsts:
-                return [
-                    (e, (a, a, b, b, proto, low, low))
-                    for a in range(sl, sh + 1)
-                    for b in range(dl, dh + 1)
-                ]
-            if srcs:
-                return [(s, (a, a, 0, full, proto, low, low)) for a in range(sl, sh + 1)]
-            if dsts:
-                return [(d, (0, full, b, b, proto, low, low)) for b in range(dl, dh + 1)]
-    return [_interval_shape(element)]
+    so the expanded values are unique. (Hot: one loop turn per rule on a full load.)"""
+    out: dict[str, set[Element]] = {}
+    for element in elements:
+        family, sl, sh, dl, dh, proto, low, high, _ = element
+        if low == high and proto not in _NO_PORT:
+            full = _FULL[family]
+            srcs = 0 if sl == 0 and sh == full else sh - sl + 1  # 0: any
+            dsts = 0 if dl == 0 and dh == full else dh - dl + 1
+            if srcs <= EXPAND and dsts <= EXPAND and srcs * (dsts or 1) <= EXPAND and srcs + dsts:
+                e, s, d = _EXACT[family]
+                if srcs == 1 and dsts == 1:
+                    _values(out, e).add((sl, sl, dl, dl, proto, low, low))
+                elif srcs and dsts:
+                    _values(out, e).update(
+                        (a, a, b, b, proto, low, low)
+                        for a in range(sl, sh + 1)
+                        for b in range(dl, dh + 1)
+                    )
+                elif srcs:
+                    _values(out, s).update(
+                        (a, a, 0, full, proto, low, low) for a in range(sl, sh + 1)
+                    )
+                else:
+                    _values(out, d).update(
+                        (0, full, b, b, proto, low, low) for b in range(dl, dh + 1)
+                    )
+                continue
+        shape, value = _interval_shape(element)
+        _values(out, shape).add(value)
+    return out
+
+
+def _values(by_shape: dict[str, set[Element]], shape: str) -> set[Element]:
+    found = by_shape.get(shape)
+    if found is None:
+        found = by_shape[shape] = set()
+    return found
 
 
 def _interval_shape(element: tuple[Any, ...]) -> tuple[str, Element]:
@@ -275,12 +296,8 @@ def block_set_specs(name: str) -> list[SetSpec]:
 
 
 def render_block_set(b: BlockSet) -> list[tuple[SetSpec, set[Element]]]:
-    by_shape: dict[str, set[Element]] = {shape: set() for shape in SHAPES}
-    shapes = block_shapes
-    for e in b.elements:
-        for shape, value in shapes(e):
-            by_shape[shape].add(value)
-    return [(spec, by_shape[spec.name[-2:]]) for spec in block_set_specs(b.name)]
+    by_shape = split_block(b.elements)
+    return [(spec, by_shape.get(spec.name[-2:], set())) for spec in block_set_specs(b.name)]
 
 
 def element_json(spec: SetSpec, element: Element) -> Any:
