@@ -30,6 +30,9 @@ class NftClient:
             ) from exc
         self._nft = nftables.Nftables()
         self._nft.set_json_output(True)
+        # Protocols as numbers: by name, nft reads /etc/protocols once per element listed
+        # (measured: 1.6 s of system time to list 200,000 elements).
+        self._nft.set_numeric_proto_output(True)
 
     def run(self, commands: list[dict[str, Any]]) -> None:
         """Send `commands` as one transaction (all or nothing)."""

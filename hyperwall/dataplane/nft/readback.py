@@ -31,9 +31,25 @@ class ReadbackError(ValueError):
     """The kernel's table holds something this version does not understand."""
 
 
+class _Addresses(dict[str, int]):
+    """Address text -> its number; filled on first use, bounded (a big table repeats the
+    same few addresses in most of its elements, and `ipaddress` is slow)."""
+
+    LIMIT = 1 << 16
+
+    def __missing__(self, text: str) -> int:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        n = self[text] = int(ipaddress.ip_address(text))
+        return n
+
+
+_ADDRESSES = _Addresses()
+
+
 def _interval(value: Any) -> tuple[int, int]:
     if isinstance(value, str):
-        n = int(ipaddress.ip_address(value))
+        n = _ADDRESSES[value]
         return n, n
     if "prefix" in value:
         net = ipaddress.ip_network(f"{value['prefix']['addr']}/{value['prefix']['len']}")

@@ -37,7 +37,7 @@ from hyperwall.compiler.program import (
     LookupRule,
     MatchRule,
 )
-from hyperwall.policy.ports import PORT_PROTOS, PROTO_NUMBERS, PortMatch
+from hyperwall.policy.ports import PORT_PROTOS, PortMatch
 
 TABLE = "hyperwall"
 FAMILY = "inet"
@@ -50,7 +50,6 @@ LOG_RATE = 200  # log lines per second per rule before the kernel's limit drops 
 # (pipapo: p ports, i ICMP types, a any protocol) take ranges, but cost grows with their
 # size (measured: 10k elements took 3.6 s of kernel time to load and slowed every lookup).
 SHAPES = tuple(f"{f}{k}" for f in (4, 6) for k in "esdpia")
-PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
 
 Expr = list[dict[str, Any]]
 Element = tuple[Any, ...]
@@ -302,7 +301,8 @@ def render_block_set(b: BlockSet) -> list[tuple[SetSpec, set[Element]]]:
 
 def element_json(spec: SetSpec, element: Element) -> Any:
     """An element of our canonical form as nftables JSON: the readable reference of
-    `wire.element_encoder`, which writes the same as text without the objects."""
+    `wire.element_encoder`, which writes the same as text without the objects. Protocols
+    are numbers: nft looks a name up in /etc/protocols for every element."""
     kind = spec.name[:2]
     if spec.verdict_map:
         return [element[0], {"jump": {"target": element[1]}}]
@@ -313,13 +313,12 @@ def element_json(spec: SetSpec, element: Element) -> Any:
         family = 4 if spec.type[0] == "ipv4_addr" else 6
         shape = spec.name[-1]
         addrs = {"e": [element[0], element[2]], "s": [element[0]], "d": [element[2]]}[shape]
-        proto = PROTO_NAMES.get(element[4], element[4])
-        return {"concat": [*(address_text(family, a) for a in addrs), proto, element[5]]}
+        return {"concat": [*(address_text(family, a) for a in addrs), element[4], element[5]]}
     if kind == "k_":
         family = 4 if spec.type[0] == "ipv4_addr" else 6
         parts = [_range(family, element[0], element[1]), _range(family, element[2], element[3])]
         if len(element) == 7:
-            parts.append(PROTO_NAMES.get(element[4], element[4]))
+            parts.append(element[4])
             parts.append({"range": [element[5], element[6]]})
         elif len(element) == 6:
             parts.append({"range": [element[4], element[5]]})

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hyperwall.dataplane.nft.render import PROTO_NAMES, Element, SetSpec, address_text
+from hyperwall.dataplane.nft.render import Element, SetSpec, address_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ class _Texts(dict[int, str]):
 
 
 _TEXTS = {4: _Texts(4), 6: _Texts(6)}
-_PROTO_TEXT = [json.dumps(PROTO_NAMES.get(n, n)) for n in range(256)]
+_PROTO_TEXT = [str(n) for n in range(256)]  # numbers: see `render.element_json`
 _q = json.dumps
 
 
