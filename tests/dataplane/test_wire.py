@@ -23,6 +23,7 @@ from hyperwall.dataplane.nft.render import (
     SetSpec,
     TableState,
     block_set_specs,
+    block_shape,
     block_shapes,
     element_json,
     split_block,
@@ -59,7 +60,8 @@ def block_elements(draw: st.DrawFn) -> tuple[Any, ...]:
 
 
 def _reference_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
-    """`block_shapes` as first written: lists of the addresses of each side."""
+    """`block_shapes` as first written (lists of the addresses of each side), with one exact
+    set per port protocol."""
 
     def singles(low: int, high: int, full: int) -> list[int] | None:
         if (low, high) == (0, full):
@@ -67,16 +69,17 @@ def _reference_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
         return list(range(low, high + 1)) if high - low < EXPAND else None
 
     family, sl, sh, dl, dh, proto, low, high, _ = element
-    if proto not in (0, 1, 58) and low == high:
+    if proto in (6, 17, 132) and low == high:
         full = FULL[family]
         srcs, dsts = singles(sl, sh, full), singles(dl, dh, full)
         if srcs is not None and dsts is not None and len(srcs) * max(len(dsts), 1) <= EXPAND:
+            e, s, d = (f"{family}{kind}{proto}" for kind in "esd")
             if srcs and dsts:
-                return [(f"{family}e", (s, s, d, d, proto, low, high)) for s in srcs for d in dsts]
+                return [(e, (a, a, b, b, proto, low, high)) for a in srcs for b in dsts]
             if srcs:
-                return [(f"{family}s", (s, s, 0, full, proto, low, high)) for s in srcs]
+                return [(s, (a, a, 0, full, proto, low, high)) for a in srcs]
             if dsts:
-                return [(f"{family}d", (0, full, d, d, proto, low, high)) for d in dsts]
+                return [(d, (0, full, b, b, proto, low, high)) for b in dsts]
     if proto == 0:
         return [(f"{family}a", (sl, sh, dl, dh))]
     if proto in (1, 58):
@@ -100,7 +103,7 @@ def test_split_block_groups_the_shapes_of_each_element(elements: list[tuple[Any,
 
 @given(block_elements())
 def test_block_elements_encode_as_the_reference(element: tuple[Any, ...]) -> None:
-    specs = {spec.name[-2:]: spec for spec in block_set_specs("b:t")}
+    specs = {block_shape(spec.name): spec for spec in block_set_specs("b:t")}
     for shape, value in block_shapes(element):
         spec = specs[shape]
         assert json.loads(element_encoder(spec)(value)) == element_json(spec, value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from hyperwall.dataplane.nft.render import ChainSpec, Element, SetSpec, TableState
+from hyperwall.dataplane.nft.render import ChainSpec, Element, SetSpec, TableState, block_shape
 from hyperwall.policy.ports import ICMP_TYPES, ICMPV6_TYPES, PROTO_NUMBERS
 
 _NFT_ICMP_EXTRA = {
@@ -111,18 +111,19 @@ def _element(spec: SetSpec, raw: Any) -> Element:
 
 
 def _exact(spec: SetSpec, parts: list[Any]) -> Element:
-    """An exact-shape block element (`render.block_shape`) back in canonical form."""
+    """An exact-shape block element back in canonical form: addresses and port from the
+    element, the protocol from the set's shape (`render.SHAPES`)."""
     family_max = 2**32 - 1 if spec.type[0] == "ipv4_addr" else 2**128 - 1
-    shape = spec.name[-1]
+    shape = block_shape(spec.name)
+    kind, proto = shape[1], int(shape[2:])
     first = _interval(parts[0])
-    if shape == "e":
+    if kind == "e":
         src, dst, rest = first, _interval(parts[1]), parts[2:]
-    elif shape == "s":
+    elif kind == "s":
         src, dst, rest = first, (0, family_max), parts[1:]
     else:
         src, dst, rest = (0, family_max), first, parts[1:]
-    proto = _number(rest[0], PROTO_NUMBERS)[0]
-    port = _number(rest[1], {})
+    port = _number(rest[0], {})
     return (*src, *dst, proto, *port)
 
 

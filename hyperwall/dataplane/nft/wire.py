@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hyperwall.dataplane.nft.render import Element, SetSpec, address_text
+from hyperwall.dataplane.nft.render import Element, SetSpec, address_text, block_shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,6 @@ class _Texts(dict[int, str]):
 
 
 _TEXTS = {4: _Texts(4), 6: _Texts(6)}
-_PROTO_TEXT = [str(n) for n in range(256)]  # numbers: see `render.element_json`
 _q = json.dumps
 
 
@@ -75,21 +74,21 @@ def elements_raw(spec: SetSpec, elements: Iterable[Element]) -> Raw | None:
 
     The exact block shapes (nearly all elements of a big host) are written by a list
     comprehension of their own; the rest one `element_encoder` call each."""
-    texts: list[str]
     if spec.name[:2] == "k_" and not spec.interval:
-        a, p, shape = _TEXTS[4 if spec.type[0] == "ipv4_addr" else 6], _PROTO_TEXT, spec.name[-1]
-        if shape == "e":
-            texts = [
-                f'{{"concat":[{a[s]},{a[d]},{p[pr]},{port}]}}'
-                for s, _, d, _, pr, port, _ in elements
-            ]
-        elif shape == "s":
-            texts = [f'{{"concat":[{a[s]},{p[pr]},{pt}]}}' for s, _, _, _, pr, pt, _ in elements]
-        else:
-            texts = [f'{{"concat":[{a[d]},{p[pr]},{pt}]}}' for _, _, d, _, pr, pt, _ in elements]
+        texts = _exact_texts(spec, elements)
     else:
         texts = list(map(element_encoder(spec), elements))
     return Raw(f"[{','.join(texts)}]") if texts else None
+
+
+def _exact_texts(spec: SetSpec, elements: Iterable[Element]) -> list[str]:
+    """Elements of an exact block set: addresses and port (the protocol is the set's)."""
+    a, kind = _TEXTS[4 if spec.type[0] == "ipv4_addr" else 6], block_shape(spec.name)[1]
+    if kind == "e":
+        return [f'{{"concat":[{a[s]},{a[d]},{pt}]}}' for s, _, d, _, _, pt, _ in elements]
+    if kind == "s":
+        return [f'{{"concat":[{a[s]},{pt}]}}' for s, _, _, _, _, pt, _ in elements]
+    return [f'{{"concat":[{a[d]},{pt}]}}' for _, _, d, _, _, pt, _ in elements]
 
 
 def _address(family: int) -> Callable[[int], str]:
@@ -114,20 +113,14 @@ def element_encoder(spec: SetSpec) -> Callable[[Element], str]:
     family = 4 if spec.type[0] == "ipv4_addr" else 6
     addr = _address(family)
     ranged = _ranged(addr)
-    proto = _PROTO_TEXT
     if kind == "a_":
         return lambda e: ranged(e[0], e[1])
     if kind == "k_" and not spec.interval:
-        shape = spec.name[-1]
-        if shape == "e":
-            return lambda e: f'{{"concat":[{addr(e[0])},{addr(e[2])},{proto[e[4]]},{e[5]}]}}'
-        if shape == "s":
-            return lambda e: f'{{"concat":[{addr(e[0])},{proto[e[4]]},{e[5]}]}}'
-        return lambda e: f'{{"concat":[{addr(e[2])},{proto[e[4]]},{e[5]}]}}'
+        return lambda e: _exact_texts(spec, [e])[0]
     if kind == "k_":
         if len(spec.type) == 4:
             return lambda e: (
-                f'{{"concat":[{ranged(e[0], e[1])},{ranged(e[2], e[3])},{proto[e[4]]},'
+                f'{{"concat":[{ranged(e[0], e[1])},{ranged(e[2], e[3])},{e[4]},'
                 f'{{"range":[{e[5]},{e[6]}]}}]}}'
             )
         if len(spec.type) == 3:
