@@ -253,3 +253,7 @@ def test_every_set_kind_reads_back_as_rendered(nft: NftClient, catalog: Catalog)
     assert in_sync(nft, after) == []
     assert backend.apply(prog).mode == "incremental"
     assert in_sync(nft, prog) == []
+    blocks = {k: v for k, v in prog.block_sets.items() if k != "b:test"}
+    gone_block = dataclasses.replace(prog, block_sets=blocks)
+    assert backend.apply(gone_block).mode == "incremental"
+    assert in_sync(nft, gone_block) == []

@@ -27,6 +27,7 @@ from hyperwall.dataplane.nft.render import (
     TableState,
     address_set_name,
     block_set_name,
+    block_set_specs,
     block_shapes,
     passing_chains,
     render_address_set,
@@ -157,7 +158,7 @@ class NftBackend:
             for spec, elements in render_block_set(b):
                 step.put(spec, elements)
         for name in delta.block_sets_delete:
-            for spec, _ in render_block_set(old.block_sets[name]):
+            for spec in block_set_specs(name):
                 step.drop(spec.name)
         for name in (*delta.chains_delete, *(c.name for c in delta.chains_put)):
             if name in old.chains:
