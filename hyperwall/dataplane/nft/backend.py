@@ -169,9 +169,13 @@ class NftBackend:
             for made in render_policy_chain(chain):
                 state.chains[made.name] = made
                 touched.add(made.name)
-        passing = passing_chains(program)
-        if delta.endpoints_put or delta.endpoints_delete or passing != passing_chains(old):
+        # Which chains can pass changes only with the chains (and is a walk of all of them).
+        chains_changed = bool(delta.chains_put or delta.chains_delete)
+        passing = passing_chains(program) if chains_changed else None
+        if passing is not None and passing != passing_chains(old):
             self._render_endpoints(step, program, passing)
+        elif delta.endpoints_put or delta.endpoints_delete:
+            self._render_endpoints(step, program, passing or passing_chains(program))
         return step
 
     def _render_endpoints(self, step: Step, program: HostProgram, passing: frozenset[str]) -> None:

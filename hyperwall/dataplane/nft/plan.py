@@ -16,6 +16,7 @@ then costs what the change touches, not the size of the sets it touches.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,6 +44,10 @@ def where(name: str) -> tuple[dict[str, str], str]:
 
 def families(state: TableState) -> set[str]:
     return {where(n)[0]["family"] for n in (*state.sets, *state.chains)}
+
+
+def _holds_family(state: TableState, family: str) -> bool:
+    return any(where(n)[0]["family"] == family for n in itertools.chain(state.sets, state.chains))
 
 
 def _obj(name: str) -> dict[str, str]:
@@ -121,8 +126,15 @@ def plan(
         return sorted(n for n in only if n in a or n in b)
 
     cmds: list[Command] = []
-    present = families(actual) if existing is None else existing
-    for family in sorted(families(desired) - present):
+    if only is None:
+        needed = families(desired)
+    else:  # the steady path: only the touched names may need a table
+        needed = {where(n)[0]["family"] for n in only if n in desired.sets or n in desired.chains}
+    if existing is not None:
+        needed -= existing
+    else:
+        needed = {f for f in needed if not _holds_family(actual, f)}
+    for family in sorted(needed):
         cmds.append({"add": {"table": {"family": family, "name": TABLE}}})
     set_names = wanted(desired.sets, actual.sets)
     chain_names = sorted(wanted(desired.chains, actual.chains), key=_chain_order)
