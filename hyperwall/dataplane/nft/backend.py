@@ -238,8 +238,6 @@ class Step:
             return
         gone, new = self.elements.get(name, (set(), set()))
         for e in removed:
-            if e in added:
-                continue
             if e in new:
                 new.discard(e)
             elif e in current:
