@@ -257,3 +257,23 @@ def test_every_set_kind_reads_back_as_rendered(nft: NftClient, catalog: Catalog)
     gone_block = dataclasses.replace(prog, block_sets=blocks)
     assert backend.apply(gone_block).mode == "incremental"
     assert in_sync(nft, gone_block) == []
+
+
+def test_sync_replaces_an_earlier_versions_block_sets(nft: NftClient, catalog: Catalog) -> None:
+    """Before one exact set per protocol, exact block sets had the protocol as a key field
+    (`k_<hash>_4e`); an upgraded agent's first sync removes them and what refers to them."""
+    prog = program(catalog)
+    NftBackend(nft).apply(prog)
+    old = "k_000000000000_4e"
+    nft.command(
+        f"add set inet hyperwall {old} {{ type ipv4_addr . ipv4_addr . inet_proto . "
+        "inet_service; elements = { 10.0.0.1 . 10.0.0.2 . tcp . 80 } }"
+    )
+    nft.command("add chain inet hyperwall p_000000000000")
+    nft.command(
+        "add rule inet hyperwall p_000000000000 "
+        f"ip saddr . ip daddr . meta l4proto . th dport @{old} accept"
+    )
+    assert in_sync(nft, prog) != []
+    assert NftBackend(nft).sync(prog).mode == "sync"
+    assert in_sync(nft, prog) == []

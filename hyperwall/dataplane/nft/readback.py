@@ -10,7 +10,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from hyperwall.dataplane.nft.render import ChainSpec, Element, SetSpec, TableState, block_shape
+from hyperwall.dataplane.nft.render import (
+    SHAPES,
+    ChainSpec,
+    Element,
+    SetSpec,
+    TableState,
+    block_shape,
+)
 from hyperwall.policy.ports import ICMP_TYPES, ICMPV6_TYPES, PROTO_NUMBERS
 
 _NFT_ICMP_EXTRA = {
@@ -141,6 +148,11 @@ def parse_table(
             spec = SetSpec(
                 prefix + raw["name"], tuple(types), "interval" in raw.get("flags", []), "map" in raw
             )
+            if spec.name.startswith("k_") and block_shape(spec.name) not in SHAPES:
+                # an earlier version's block set: never wanted, so deleted whole by the
+                # sync; its elements need not (and may not) parse
+                state.put_set(spec, set())
+                continue
             state.put_set(spec, {_element(spec, e) for e in raw.get("elem", [])})
         elif "chain" in entry:
             raw = entry["chain"]
