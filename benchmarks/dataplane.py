@@ -63,6 +63,7 @@ from hyperwall.dataplane.nft.render import (
     policy_chain_name,
     render_program,
 )
+from hyperwall.dataplane.nft.wire import encode
 from hyperwall.policy.catalog import build_catalog
 from hyperwall.policy.errors import Source
 from hyperwall.policy.model import Catalog
@@ -540,12 +541,12 @@ def _profile(work: Callable[[], object], top: int) -> list[dict[str, Any]]:
 
 
 def profile_scratch(catalog: Catalog, top: int = 12) -> list[dict[str, Any]]:
-    """cProfile of the Python side of a from-scratch host: compile, render, plan."""
+    """cProfile of the Python side of a from-scratch host: compile, render, plan, encode."""
 
     def work() -> None:
         compiler = FleetCompiler(catalog.config, catalog.workloads.values())
         program = compiler.host_program(policy.HOST_A)
-        planner.plan(TableState(), render_program(program, OPTIONS))
+        encode(planner.plan(TableState(), render_program(program, OPTIONS)))
 
     return _profile(work, top)
 

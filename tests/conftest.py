@@ -14,11 +14,13 @@ from hyperwall.dataplane.netns import inside
 from hyperwall.dataplane.nft.client import NftClient
 
 _counter = itertools.count()
+# Namespaces are named with this prefix (several runs on one machine keep apart by it).
+PREFIX = os.environ.get("HW_TEST_NETNS_PREFIX", "hwx-")
 
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"hwx-{os.getpid()}-{next(_counter)}"
+    name = f"{PREFIX}{os.getpid()}-{next(_counter)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         yield name

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hyperwall.compiler.fleet import FleetCompiler
-from hyperwall.compiler.program import HostProgram
+from hyperwall.compiler.program import AddressSet, BlockSet, HostProgram
 from hyperwall.dataplane.nft import plan as planner
 from hyperwall.dataplane.nft.backend import NftBackend
 from hyperwall.dataplane.nft.client import NftClient
@@ -191,3 +191,89 @@ def test_bridge_mode_tables(nft: NftClient, catalog: Catalog) -> None:
     assert NftBackend(nft, options).sync(after).mode == "noop"
     backend.rebuild(after)
     assert in_sync(nft, after, options) == []
+
+
+V4, V6 = 0x0A000000, 0xFD00 << 112  # 10.0.0.0, fd00::
+
+
+def every_set_kind(prog: HostProgram) -> HostProgram:
+    """`prog` plus an address set and a block with elements of every nft shape (exact hash
+    sets single and expanded, any-source and any-destination; pipapo with ranges, ICMP types
+    and any protocol), in both families."""
+    v4max, v6max = 2**32 - 1, 2**128 - 1
+    elements = {
+        (4, V4 + 1, V4 + 1, V4 + 2, V4 + 2, 6, 80, 80),  # 4e
+        (4, V4 + 16, V4 + 18, V4 + 32, V4 + 33, 17, 53, 53),  # 4e, expanded to 6
+        (4, V4 + 1, V4 + 1, 0, v4max, 132, 22, 22),  # 4s
+        (4, 0, v4max, V4 + 2, V4 + 2, 6, 443, 443),  # 4d
+        (4, 0, v4max, 0, v4max, 6, 8080, 8080),  # 4p: any to any, one port
+        (4, V4, V4 + 255, V4 + 2, V4 + 2, 6, 1000, 2000),  # 4p
+        (4, V4 + 1, V4 + 1, V4 + 2, V4 + 2, 1, 8, 8),  # 4i
+        (4, V4 + 3, V4 + 3, V4 + 4, V4 + 4, 1, 3, 4),  # 4i, a range of types
+        (4, V4 + 5, V4 + 6, V4 + 512, V4 + 767, 0, 0, 65535),  # 4a
+        (6, V6 + 1, V6 + 1, V6 + 2, V6 + 2, 6, 80, 80),  # 6e
+        (6, V6 + 1, V6 + 1, 0, v6max, 17, 53, 53),  # 6s
+        (6, 0, v6max, V6 + 2, V6 + 2, 6, 443, 443),  # 6d
+        (6, V6, V6 + 2**64 - 1, V6 + 2, V6 + 2, 6, 1, 1023),  # 6p
+        (6, V6 + 1, V6 + 1, V6 + 2, V6 + 2, 58, 128, 128),  # 6i
+        (6, V6 + 5, V6 + 5, V6 + 9, V6 + 9, 0, 0, 65535),  # 6a
+    }
+    block = BlockSet("b:test", frozenset((*e, "t/p/r") for e in elements))
+    addresses = AddressSet(
+        "test", ((V4 + 1, V4 + 1), (V4 + 8, V4 + 15), (V4 + 100, V4 + 130)), ((V6, V6 + 255),)
+    )
+    return dataclasses.replace(
+        prog,
+        block_sets={**prog.block_sets, block.name: block},
+        address_sets={**prog.address_sets, addresses.name: addresses},
+    )
+
+
+def test_every_set_kind_reads_back_as_rendered(nft: NftClient, catalog: Catalog) -> None:
+    """The element texts `wire` writes load into the kernel as exactly what `render` holds,
+    on a full load and through incremental element changes."""
+    prog = every_set_kind(program(catalog))
+    backend = NftBackend(nft)
+    assert backend.apply(prog).mode == "sync"
+    assert in_sync(nft, prog) == []
+    block = prog.block_sets["b:test"]
+    gone = {e for e in block.elements if e[0] == 4 and e[5] == 6}
+    new = {(4, V4 + 7, V4 + 7, V4 + 2, V4 + 2, 6, 9999, 9999, "t/p/r2")}
+    addresses = prog.address_sets["test"]
+    after = dataclasses.replace(
+        prog,
+        block_sets={**prog.block_sets, "b:test": BlockSet("b:test", (block.elements - gone) | new)},
+        address_sets={
+            **prog.address_sets,
+            "test": dataclasses.replace(addresses, v4=((V4 + 1, V4 + 1), (V4 + 200, V4 + 201))),
+        },
+    )
+    result = backend.apply(after)
+    assert result.mode == "incremental" and result.commands > 0
+    assert in_sync(nft, after) == []
+    assert backend.apply(prog).mode == "incremental"
+    assert in_sync(nft, prog) == []
+    blocks = {k: v for k, v in prog.block_sets.items() if k != "b:test"}
+    gone_block = dataclasses.replace(prog, block_sets=blocks)
+    assert backend.apply(gone_block).mode == "incremental"
+    assert in_sync(nft, gone_block) == []
+
+
+def test_sync_replaces_an_earlier_versions_block_sets(nft: NftClient, catalog: Catalog) -> None:
+    """Before one exact set per protocol, exact block sets had the protocol as a key field
+    (`k_<hash>_4e`); an upgraded agent's first sync removes them and what refers to them."""
+    prog = program(catalog)
+    NftBackend(nft).apply(prog)
+    old = "k_000000000000_4e"
+    nft.command(
+        f"add set inet hyperwall {old} {{ type ipv4_addr . ipv4_addr . inet_proto . "
+        "inet_service; elements = { 10.0.0.1 . 10.0.0.2 . tcp . 80 } }"
+    )
+    nft.command("add chain inet hyperwall p_000000000000")
+    nft.command(
+        "add rule inet hyperwall p_000000000000 "
+        f"ip saddr . ip daddr . meta l4proto . th dport @{old} accept"
+    )
+    assert in_sync(nft, prog) != []
+    assert NftBackend(nft).sync(prog).mode == "sync"
+    assert in_sync(nft, prog) == []

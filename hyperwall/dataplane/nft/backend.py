@@ -1,17 +1,18 @@
 """The nftables data plane: applies host programs to the kernel, incrementally and atomically.
 
 Counterpart of `compiler.delta` (what changed) and `nft.plan` (how to say it to the kernel).
-Steady path: the program delta is rendered object by object into the desired table state and
-only the touched names are planned, so a change costs what it touches. Startup and recovery:
-`sync` reads the table back, compares everything and converges; it never touches other
-tables. After a failed incremental apply it syncs; after a failed sync it rebuilds the whole
-table in one transaction (`add table; delete table; add everything`).
+Steady path: the program delta is rendered object by object into a `Step` (the desired
+table as a shallow copy of the current one, plus exact element changes) and only the touched
+names are planned, so a change costs what it touches, not the size of the sets it touches.
+Startup and recovery: `sync` reads the table back, compares everything and converges; it
+never touches other tables. After a failed incremental apply it syncs; after a failed sync it
+rebuilds the whole table in one transaction (`add table; delete table; add everything`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from hyperwall.compiler.delta import ProgramDelta, diff
@@ -22,9 +23,11 @@ from hyperwall.dataplane.nft.readback import parse_table
 from hyperwall.dataplane.nft.render import (
     Element,
     Options,
+    SetSpec,
     TableState,
     address_set_name,
     block_set_name,
+    block_set_specs,
     block_shapes,
     passing_chains,
     render_address_set,
@@ -97,56 +100,45 @@ class NftBackend:
                 return self.sync(program)
             except NftError:
                 return self.rebuild(program)
-        if self.program is program or self.program == program:
+        if self.program is program:
             return ApplyResult("noop", 0, 0.0)
         start = time.perf_counter()
         try:
-            desired, touched = self._desired_after(diff(self.program, program), program)
-            commands = planner.plan(self.state, desired, only=touched)
+            step = self._step(diff(self.program, program), program)
+            commands = planner.plan(
+                self.state, step.state, only=step.touched, elements=step.elements
+            )
             self.client.run(commands)
         except NftError:
             try:
                 return self.sync(program)
             except NftError:
                 return self.rebuild(program)
-        self.state, self.program = desired, program
-        return ApplyResult("incremental", len(commands), time.perf_counter() - start)
+        self.state, self.program = step.commit(), program
+        mode: Mode = "incremental" if commands else "noop"
+        return ApplyResult(mode, len(commands), time.perf_counter() - start)
 
-    def _desired_after(
-        self, delta: ProgramDelta, program: HostProgram
-    ) -> tuple[TableState, set[str]]:
-        """The desired table after `delta`, re-rendering only what it touches."""
+    def _step(self, delta: ProgramDelta, program: HostProgram) -> Step:
+        """The table after `delta`, re-rendering only what it touches."""
         assert self.state is not None and self.program is not None
         old = self.program
-        state = TableState(
-            dict(self.state.sets), dict(self.state.elements), dict(self.state.chains)
+        step = Step(
+            TableState(dict(self.state.sets), dict(self.state.elements), dict(self.state.chains))
         )
-        touched: set[str] = set()
-
-        def replace(name: str, removed: set[Element], added: set[Element]) -> None:
-            elements = set(state.elements[name])
-            elements -= removed
-            elements |= added
-            state.elements[name] = elements
-            touched.add(name)
-
+        state, touched = step.state, step.touched
         for change in delta.address_elements:
             for family in (4, 6):
-                replace(
+                step.change(
                     address_set_name(change.name, family),
                     {i for f, i in change.removed if f == family},
                     {i for f, i in change.added if f == family},
                 )
         for name in delta.address_sets_delete:
             for family in (4, 6):
-                n = address_set_name(name, family)
-                state.sets.pop(n, None)
-                state.elements.pop(n, None)
-                touched.add(n)
+                step.drop(address_set_name(name, family))
         for s in delta.address_sets_put:
             for spec, elements in render_address_set(s):
-                state.put_set(spec, elements)
-                touched.add(spec.name)
+                step.put(spec, elements)
         for change in delta.block_elements:
             removed: dict[str, set[Element]] = {}
             added: dict[str, set[Element]] = {}
@@ -156,21 +148,18 @@ class NftBackend:
             for e in change.added:
                 for shape, value in block_shapes(e):
                     added.setdefault(shape, set()).add(value)
-            for shape in set(removed) | set(added):
-                replace(
+            for shape in removed.keys() | added.keys():
+                step.change(
                     block_set_name(change.name, shape),
                     removed.get(shape, set()),
                     added.get(shape, set()),
                 )
         for b in delta.block_sets_put:
             for spec, elements in render_block_set(b):
-                state.put_set(spec, elements)
-                touched.add(spec.name)
+                step.put(spec, elements)
         for name in delta.block_sets_delete:
-            for spec, _ in render_block_set(old.block_sets[name]):
-                state.sets.pop(spec.name, None)
-                state.elements.pop(spec.name, None)
-                touched.add(spec.name)
+            for spec in block_set_specs(name):
+                step.drop(spec.name)
         for name in (*delta.chains_delete, *(c.name for c in delta.chains_put)):
             if name in old.chains:
                 for gone in render_policy_chain(old.chains[name]):
@@ -180,17 +169,20 @@ class NftBackend:
             for made in render_policy_chain(chain):
                 state.chains[made.name] = made
                 touched.add(made.name)
-        passing = passing_chains(program)
-        if delta.endpoints_put or delta.endpoints_delete or passing != passing_chains(old):
-            touched |= self._render_endpoints(state, program, passing)
-        return state, touched
+        # Which chains can pass changes only with the chains (and is a walk of all of them).
+        chains_changed = bool(delta.chains_put or delta.chains_delete)
+        passing = passing_chains(program) if chains_changed else None
+        if passing is not None and passing != passing_chains(old):
+            self._render_endpoints(step, program, passing)
+        elif delta.endpoints_put or delta.endpoints_delete:
+            self._render_endpoints(step, program, passing or passing_chains(program))
+        return step
 
-    def _render_endpoints(
-        self, state: TableState, program: HostProgram, passing: frozenset[str]
-    ) -> set[str]:
+    def _render_endpoints(self, step: Step, program: HostProgram, passing: frozenset[str]) -> None:
         """Re-render every endpoint's dispatch (a host has tens to hundreds)."""
+        state = step.state
         sets = [n for n in ENDPOINT_SETS if n in state.sets]
-        touched = {n for n in state.chains if n[:2] in ("d_", "t_")} | set(sets)
+        step.touched |= {n for n in state.chains if n[:2] in ("d_", "t_")}
         for n in list(state.chains):
             if n[:2] in ("d_", "t_"):
                 del state.chains[n]
@@ -199,9 +191,68 @@ class NftBackend:
             chains, elements = render_endpoint(ep, self.options, passing)
             for c in chains:
                 state.chains[c.name] = c
-                touched.add(c.name)
+                step.touched.add(c.name)
             for table, values in elements.items():
                 fresh[table] |= values
         for table, values in fresh.items():
-            state.elements[table] = values
-        return touched
+            step.put(state.sets[table], values)
+
+
+@dataclass
+class Step:
+    """One steady-path change of the table, built on a shallow copy of the current state.
+
+    Sets and chains that change whole are replaced in `state`. A set whose elements change
+    keeps sharing its element set with the current state until `commit`, which changes it in
+    place: copying a 20,000-element set to add one element would cost more than the change.
+    `elements` holds those changes exactly (what to delete is there, what to add is not), so
+    `plan` needs no set difference either."""
+
+    state: TableState
+    touched: set[str] = field(default_factory=set)
+    elements: dict[str, planner.ElementChange] = field(default_factory=dict)
+    fresh: set[str] = field(default_factory=set)  # sets put whole by this step
+
+    def put(self, spec: SetSpec, elements: set[Element]) -> None:
+        self.elements.pop(spec.name, None)
+        self.state.put_set(spec, elements)
+        self.touched.add(spec.name)
+        self.fresh.add(spec.name)
+
+    def drop(self, name: str) -> None:
+        self.elements.pop(name, None)
+        self.fresh.discard(name)
+        self.state.sets.pop(name, None)
+        self.state.elements.pop(name, None)
+        self.touched.add(name)
+
+    def change(self, name: str, removed: set[Element], added: set[Element]) -> None:
+        """Remove then add elements of a set (a set that was put is changed directly)."""
+        self.touched.add(name)
+        if name not in self.state.sets:
+            return  # only in a set dropped by the same delta
+        current = self.state.elements[name]
+        if name in self.fresh:  # put by this step: a set of its own
+            current -= removed - added
+            current |= added
+            return
+        gone, new = self.elements.get(name, (set(), set()))
+        for e in removed:
+            if e in new:
+                new.discard(e)
+            elif e in current:
+                gone.add(e)
+        for e in added:
+            if e in gone:
+                gone.discard(e)
+            elif e not in current:
+                new.add(e)
+        self.elements[name] = (gone, new)
+
+    def commit(self) -> TableState:
+        """The state after the kernel accepted the change (element sets changed in place)."""
+        for name, (gone, new) in self.elements.items():
+            current = self.state.elements[name]
+            current -= gone
+            current |= new
+        return self.state

@@ -1,5 +1,8 @@
 """The one place that talks to the kernel's nftables: libnftables' JSON API (python3-nftables).
 
+Transactions are sent as JSON text (`wire.encode`), not through `json_cmd`, which would
+`json.dumps` a whole object tree first.
+
 A context binds to the network namespace current when it is created: create the client
 inside the host's namespace (the agent runs there).
 """
@@ -10,6 +13,7 @@ import json
 from typing import Any
 
 from hyperwall.dataplane.nft.render import FAMILY, TABLE
+from hyperwall.dataplane.nft.wire import encode
 
 
 class NftError(RuntimeError):
@@ -26,12 +30,16 @@ class NftClient:
             ) from exc
         self._nft = nftables.Nftables()
         self._nft.set_json_output(True)
+        # Protocols as numbers: by name, nft reads /etc/protocols once per element listed
+        # (measured: 1.6 s of system time to list 200,000 elements).
+        self._nft.set_numeric_proto_output(True)
 
     def run(self, commands: list[dict[str, Any]]) -> None:
         """Send `commands` as one transaction (all or nothing)."""
         if not commands:
             return
-        rc, _, err = self._nft.json_cmd({"nftables": commands})
+        # JSON output on: libnftables then reads the input as JSON (nft 1.0.6)
+        rc, _, err = self._nft.cmd(encode(commands))
         if rc != 0:
             raise NftError(err.strip() or f"nft returned {rc}")
 

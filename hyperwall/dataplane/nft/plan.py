@@ -8,12 +8,16 @@ The kernel applies the batch atomically: all of it or none.
 
 Every rule carries its chain's digest as comment, so a chain read back from the kernel is
 known to be current without comparing expressions that nft normalises.
+
+Set elements and rule expressions go into the commands as `wire.Raw` JSON text (see `wire`).
+On the steady path the caller may say how a set's elements change (`elements`): the plan
+then costs what the change touches, not the size of the sets it touches.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hyperwall.dataplane.nft.render import (
@@ -23,10 +27,11 @@ from hyperwall.dataplane.nft.render import (
     Element,
     SetSpec,
     TableState,
-    element_json,
 )
+from hyperwall.dataplane.nft.wire import Raw, elements_raw
 
 Command = dict[str, Any]
+ElementChange = tuple[set[Element], set[Element]]  # (to delete, to add), both exact
 BRIDGE = "br:"  # objects named with this prefix live in `bridge hyperwall` (bridge mode)
 
 
@@ -39,6 +44,10 @@ def where(name: str) -> tuple[dict[str, str], str]:
 
 def families(state: TableState) -> set[str]:
     return {where(n)[0]["family"] for n in (*state.sets, *state.chains)}
+
+
+def _holds_family(state: TableState, family: str) -> bool:
+    return any(where(n)[0]["family"] == family for n in itertools.chain(state.sets, state.chains))
 
 
 def _obj(name: str) -> dict[str, str]:
@@ -58,8 +67,8 @@ def set_command(spec: SetSpec, elements: Iterable[Element] = ()) -> Command:
     body["type"] = spec.type[0] if len(spec.type) == 1 else list(spec.type)
     if spec.interval:
         body["flags"] = ["interval"]
-    elems = [element_json(spec, e) for e in elements]
-    if elems:
+    elems = elements_raw(spec, elements)
+    if elems is not None:
         body["elem"] = elems
     if spec.verdict_map:
         body["map"] = "verdict"
@@ -68,8 +77,8 @@ def set_command(spec: SetSpec, elements: Iterable[Element] = ()) -> Command:
 
 
 def element_command(verb: str, spec: SetSpec, elements: Iterable[Element]) -> Command | None:
-    elems = [element_json(spec, e) for e in elements]
-    if not elems:
+    elems = elements_raw(spec, elements)
+    if elems is None:
         return None
     return {verb: {"element": {**_obj(spec.name), "elem": elems}}}
 
@@ -84,7 +93,7 @@ def chain_command(spec: ChainSpec) -> Command:
 def rule_commands(spec: ChainSpec) -> list[Command]:
     table, name = where(spec.name)
     return [
-        {"add": {"rule": {**table, "chain": name, "expr": json.loads(r), "comment": spec.digest}}}
+        {"add": {"rule": {**table, "chain": name, "expr": Raw(r), "comment": spec.digest}}}
         for r in spec.rules
     ]
 
@@ -103,18 +112,32 @@ def plan(
     desired: TableState,
     existing: set[str] | None = None,
     only: set[str] | None = None,
+    elements: Mapping[str, ElementChange] | None = None,
 ) -> list[Command]:
-    """Commands that turn `actual` into `desired`, looking only at names in `only` if given."""
+    """Commands that turn `actual` into `desired`, looking only at names in `only` if given.
 
-    def wanted(names: Iterable[str]) -> list[str]:
-        return sorted(n for n in names if only is None or n in only)
+    `elements` gives, for sets present in both, the exact element change (what to delete is
+    in `actual`, what to add is not); `desired.elements` of those sets is then not read."""
+    changes = elements or {}
+
+    def wanted(a: Mapping[str, object], b: Mapping[str, object]) -> list[str]:
+        if only is None:
+            return sorted(a.keys() | b.keys())
+        return sorted(n for n in only if n in a or n in b)
 
     cmds: list[Command] = []
-    present = families(actual) if existing is None else existing
-    for family in sorted(families(desired) - present):
+    if only is None:
+        needed = families(desired)
+    else:  # the steady path: only the touched names may need a table
+        needed = {where(n)[0]["family"] for n in only if n in desired.sets or n in desired.chains}
+    if existing is not None:
+        needed -= existing
+    else:
+        needed = {f for f in needed if not _holds_family(actual, f)}
+    for family in sorted(needed):
         cmds.append({"add": {"table": {"family": family, "name": TABLE}}})
-    set_names = wanted(set(desired.sets) | set(actual.sets))
-    chain_names = sorted(wanted(set(desired.chains) | set(actual.chains)), key=_chain_order)
+    set_names = wanted(desired.sets, actual.sets)
+    chain_names = sorted(wanted(desired.chains, actual.chains), key=_chain_order)
     new_sets = [n for n in set_names if n in desired.sets and n not in actual.sets]
     retyped = [
         n
@@ -134,6 +157,14 @@ def plan(
         want = desired.elements[name]
         have = actual.elements.get(name, set()) if name in actual.sets else set()
         if name in new_sets and not spec.verdict_map:
+            continue
+        if name in changes:
+            removed = element_command("delete", spec, changes[name][0])
+            added = element_command("add", spec, changes[name][1])
+            if removed:
+                cmds.append(removed)
+            if added:
+                adds.append(added)
             continue
         removed = element_command("delete", spec, have - want)
         if removed:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ from hyperwall.compiler.program import (
     LookupRule,
     MatchRule,
 )
-from hyperwall.policy.ports import PORT_PROTOS, PROTO_NUMBERS, PortMatch
+from hyperwall.policy.ports import PORT_PROTOS, PortMatch
 
 TABLE = "hyperwall"
 FAMILY = "inet"
@@ -45,12 +45,18 @@ PASS_MARK = 0x80000000
 LOG_GROUP = 100
 LOG_RATE = 200  # log lines per second per rule before the kernel's limit drops them
 # Block set shapes, per family: exact-match hash sets for single addresses and ports
-# (e: src . dst . proto . port, s: src . proto . port with any dst, d: dst . proto . port
-# with any src) stay O(1) to look up and to load; the kernel's concatenated interval sets
-# (pipapo: p ports, i ICMP types, a any protocol) take ranges, but cost grows with their
-# size (measured: 10k elements took 3.6 s of kernel time to load and slowed every lookup).
-SHAPES = tuple(f"{f}{k}" for f in (4, 6) for k in "esdpia")
-_PROTO_BY_NUMBER = {v: k for k, v in PROTO_NUMBERS.items()}
+# (e: src . dst . port, s: src . port with any dst, d: dst . port with any src), one set per
+# port protocol (the shape name ends in its number: "4e6" is IPv4 TCP), stay O(1) to look
+# up and to load; the kernel's concatenated interval sets (pipapo: p ports, i ICMP types,
+# a any protocol) take ranges, but cost grows with their size (measured: 10k elements took
+# 3.6 s of kernel time to load and slowed every lookup). The protocol is in the set's name
+# rather than a key field because every field costs: loading 240,000 elements of three
+# fields took ~20% less CPU (libnftables and kernel) than of four.
+EXACT_PROTOS = (6, 17, 132)  # tcp, udp, sctp: the protocols with ports
+SHAPES = tuple(
+    [f"{f}{k}{p}" for f in (4, 6) for k in "esd" for p in EXACT_PROTOS]
+    + [f"{f}{k}" for f in (4, 6) for k in "pia"]
+)
 
 Expr = list[dict[str, Any]]
 Element = tuple[Any, ...]
@@ -130,7 +136,7 @@ def _ip(family: int) -> str:
     return "ip" if family == 4 else "ip6"
 
 
-def _addr(family: int, value: int) -> str:
+def address_text(family: int, value: int) -> str:
     if family == 4:  # hot for 100k-element sets: no ipaddress objects
         return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
     return str(ipaddress.IPv6Address(value))
@@ -138,8 +144,8 @@ def _addr(family: int, value: int) -> str:
 
 def _range(family: int, low: int, high: int) -> Any:
     if low == high:
-        return _addr(family, low)
-    return {"range": [_addr(family, low), _addr(family, high)]}
+        return address_text(family, low)
+    return {"range": [address_text(family, low), address_text(family, high)]}
 
 
 def _verdict(action: str) -> dict[str, Any]:
@@ -213,34 +219,63 @@ def render_address_set(s: AddressSet) -> list[tuple[SetSpec, set[Element]]]:
 EXPAND = 64  # a block element over small address ranges becomes this many exact ones at most
 
 
-def _singles(low: int, high: int, full: int) -> list[int] | None:
-    """The addresses of a small range; [] for "any"; None if too many for exact sets."""
-    if (low, high) == (0, full):
-        return []
-    if high - low < EXPAND:
-        return list(range(low, high + 1))
-    return None
+_FULL = {4: V4_MAX, 6: V6_MAX}
+_EXACT = {(f, p): (f"{f}e{p}", f"{f}s{p}", f"{f}d{p}") for f in (4, 6) for p in EXACT_PROTOS}
+
+
+def block_shape(set_name: str) -> str:
+    """The shape of a block set from its name (`block_set_name`): "4e6", "6p", ..."""
+    return set_name.rsplit("_", 1)[1]
 
 
 def block_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
-    """The nft set shapes of a block element and its values there (without the rule id).
+    """The nft set shapes of a block element and its values there (without the rule id)."""
+    return [(shape, v) for shape, values in split_block([element]).items() for v in values]
+
+
+def split_block(elements: Iterable[tuple[Any, ...]]) -> dict[str, set[Element]]:
+    """Block elements by nft set shape, as that shape's values (without the rule id).
 
     A single port with single or few addresses on each side (a group's merged range of a few
     VMs) goes to the exact-match hash sets, expanded address by address; anything else to
     the interval sets as it is. The compiler keeps a block's elements disjoint per protocol,
-    so the expanded values are unique."""
-    family, sl, sh, dl, dh, proto, low, high, _ = element
-    if proto not in (0, 1, 58) and low == high:
-        full = V4_MAX if family == 4 else V6_MAX
-        srcs, dsts = _singles(sl, sh, full), _singles(dl, dh, full)
-        if srcs is not None and dsts is not None and len(srcs) * max(len(dsts), 1) <= EXPAND:
-            if srcs and dsts:
-                return [(f"{family}e", (s, s, d, d, proto, low, high)) for s in srcs for d in dsts]
-            if srcs:
-                return [(f"{family}s", (s, s, 0, full, proto, low, high)) for s in srcs]
-            if dsts:
-                return [(f"{family}d", (0, full, d, d, proto, low, high)) for d in dsts]
-    return [_interval_shape(element)]
+    so the expanded values are unique. (Hot: one loop turn per rule on a full load.)"""
+    out: dict[str, set[Element]] = {}
+    for element in elements:
+        family, sl, sh, dl, dh, proto, low, high, _ = element
+        if low == high and proto in EXACT_PROTOS:
+            full = _FULL[family]
+            srcs = 0 if sl == 0 and sh == full else sh - sl + 1  # 0: any
+            dsts = 0 if dl == 0 and dh == full else dh - dl + 1
+            if srcs <= EXPAND and dsts <= EXPAND and srcs * (dsts or 1) <= EXPAND and srcs + dsts:
+                e, s, d = _EXACT[family, proto]
+                if srcs == 1 and dsts == 1:
+                    _values(out, e).add((sl, sl, dl, dl, proto, low, low))
+                elif srcs and dsts:
+                    _values(out, e).update(
+                        (a, a, b, b, proto, low, low)
+                        for a in range(sl, sh + 1)
+                        for b in range(dl, dh + 1)
+                    )
+                elif srcs:
+                    _values(out, s).update(
+                        (a, a, 0, full, proto, low, low) for a in range(sl, sh + 1)
+                    )
+                else:
+                    _values(out, d).update(
+                        (0, full, b, b, proto, low, low) for b in range(dl, dh + 1)
+                    )
+                continue
+        shape, value = _interval_shape(element)
+        _values(out, shape).add(value)
+    return out
+
+
+def _values(by_shape: dict[str, set[Element]], shape: str) -> set[Element]:
+    found = by_shape.get(shape)
+    if found is None:
+        found = by_shape[shape] = set()
+    return found
 
 
 def _interval_shape(element: tuple[Any, ...]) -> tuple[str, Element]:
@@ -259,9 +294,9 @@ def block_set_specs(name: str) -> list[SetSpec]:
         addr = "ipv4_addr" if family == 4 else "ipv6_addr"
         port = ("inet_proto", "inet_service")
         types = {
-            "e": (addr, addr, *port),
-            "s": (addr, *port),
-            "d": (addr, *port),
+            "e": (addr, addr, "inet_service"),
+            "s": (addr, "inet_service"),
+            "d": (addr, "inet_service"),
             "p": (addr, addr, *port),
             "i": (addr, addr, "icmp_type" if family == 4 else "icmpv6_type"),
             "a": (addr, addr),
@@ -271,15 +306,14 @@ def block_set_specs(name: str) -> list[SetSpec]:
 
 
 def render_block_set(b: BlockSet) -> list[tuple[SetSpec, set[Element]]]:
-    by_shape: dict[str, set[Element]] = {shape: set() for shape in SHAPES}
-    for e in b.elements:
-        for shape, value in block_shapes(e):
-            by_shape[shape].add(value)
-    return [(spec, by_shape[spec.name[-2:]]) for spec in block_set_specs(b.name)]
+    by_shape = split_block(b.elements)
+    return [(spec, by_shape.get(block_shape(spec.name), set())) for spec in block_set_specs(b.name)]
 
 
 def element_json(spec: SetSpec, element: Element) -> Any:
-    """An element of our canonical form as nftables JSON."""
+    """An element of our canonical form as nftables JSON: the readable reference of
+    `wire.element_encoder`, which writes the same as text without the objects. Protocols
+    are numbers: nft looks a name up in /etc/protocols for every element."""
     kind = spec.name[:2]
     if spec.verdict_map:
         return [element[0], {"jump": {"target": element[1]}}]
@@ -288,15 +322,14 @@ def element_json(spec: SetSpec, element: Element) -> Any:
         return _range(family, element[0], element[1])
     if kind == "k_" and not spec.interval:  # exact shapes: plain values
         family = 4 if spec.type[0] == "ipv4_addr" else 6
-        shape = spec.name[-1]
-        addrs = {"e": [element[0], element[2]], "s": [element[0]], "d": [element[2]]}[shape]
-        proto = _PROTO_BY_NUMBER.get(element[4], element[4])
-        return {"concat": [*(_addr(family, a) for a in addrs), proto, element[5]]}
+        kind = block_shape(spec.name)[1]  # the protocol is the set's (render.SHAPES)
+        addrs = {"e": [element[0], element[2]], "s": [element[0]], "d": [element[2]]}[kind]
+        return {"concat": [*(address_text(family, a) for a in addrs), element[5]]}
     if kind == "k_":
         family = 4 if spec.type[0] == "ipv4_addr" else 6
         parts = [_range(family, element[0], element[1]), _range(family, element[2], element[3])]
         if len(element) == 7:
-            parts.append(_PROTO_BY_NUMBER.get(element[4], element[4]))
+            parts.append(element[4])
             parts.append({"range": [element[5], element[6]]})
         elif len(element) == 6:
             parts.append({"range": [element[4], element[5]]})
@@ -367,11 +400,16 @@ def _lookup_rule(item: LookupRule) -> Iterator[Expr]:
             keys = [_payload(ip, "saddr")]
         elif kind == "d":
             keys = [_payload(ip, "daddr")]
-        if kind in "esdp":
+        proto: Expr = []
+        if kind in "esd":
+            proto = [_match(_meta("l4proto"), int(shape[2:]))]
+            keys.append(_payload("th", "dport"))
+        elif kind == "p":
             keys += [_meta("l4proto"), _payload("th", "dport")]
         elif kind == "i":
             keys.append(_payload("icmp" if family == 4 else "icmpv6", "type"))
-        yield [_match({"concat": keys}, "@" + block_set_name(item.block, shape)), *decision]
+        lookup = _match({"concat": keys}, "@" + block_set_name(item.block, shape))
+        yield [*proto, lookup, *decision]
 
 
 def render_policy_chain(chain: Chain) -> list[ChainSpec]:
