@@ -24,7 +24,7 @@ from hyperwall.policy.catalog import build_catalog
 from hyperwall.policy.catalog_state import CatalogState, Key, key_of, same
 from hyperwall.policy.errors import DocumentsInvalid, Issue, Source
 from hyperwall.policy.model import Catalog
-from tests.fleetgen import API, HOSTS, TENANT_NAMES, V4_POOL, V6_POOL, Doc, doc, fleets, sample
+from tests.fleetgen import API, HOSTS, V4_POOL, V6_POOL, Doc, doc, fleets, sample
 
 SETTINGS = settings(
     max_examples=150,
@@ -79,6 +79,14 @@ def reference(current: dict[Key, Doc], puts: Puts, deletes: list[Key]) -> Catalo
         return exc.issues
 
 
+def workloads_only(current: dict[Key, Doc], puts: Puts, deletes: list[Key]) -> bool:
+    """Whether the change really puts or deletes only Workloads (the fast path's domain)."""
+    real = [key_of(p) for p in puts if not same(p, current.get(key_of(p)))]  # type: ignore[arg-type]
+    return all(k is not None and k[0] == "Workload" for k in real) and all(
+        k[0] == "Workload" for k in deletes if k in current
+    )
+
+
 def answer(state: CatalogState, puts: Puts, deletes: list[Key]) -> CatalogState | list[Issue]:
     try:
         return state.change(request(puts), deletes, rest)
@@ -91,54 +99,106 @@ def answer(state: CatalogState, puts: Puts, deletes: list[Key]) -> CatalogState 
 
 MACS = tuple(f"52:54:00:00:00:{i:02x}" for i in range(1, 12))  # fleetgen's come from here
 IPS = V4_POOL[-12:] + V6_POOL[-6:] + ("10.0.0.200", "fd00::c8")
+BAD_MACS = ("52:54:00:00:00:0A", "01:00:5e:00:00:01")  # 0A: taken once lower-cased; multicast
+
+
+class Addresses:
+    """Addresses a change may give: `clean` changes take only free ones (free in the set,
+    or freed by this change), so they mostly pass; dirty ones take any, and bad ones."""
+
+    def __init__(self, current: dict[Key, Doc], clean: bool) -> None:
+        self.clean = clean
+        self.used = {
+            a
+            for k, raw in current.items()
+            if k[0] == "Workload"
+            for i in raw["spec"]["interfaces"]
+            for a in (i["mac"].lower(), *i["ips"])
+        }
+
+    def mac(self, draw: st.DrawFn) -> str:
+        if not self.clean:  # taken, taken once lower-cased, multicast, or free
+            return draw(sample([*MACS, *BAD_MACS, "52:54:00:00:02:01"]))
+        fresh = [*MACS, *(f"52:54:00:00:02:{i:02x}" for i in range(1, 9))]
+        return self.claim(draw(sample([m for m in fresh if m not in self.used])))
+
+    def ips(self, draw: st.DrawFn) -> list[str]:
+        if not self.clean:
+            free = [ip for ip in IPS if ip not in self.used] or ["10.0.0.201"]
+            return draw(  # an IP given twice, or any (maybe taken)
+                sample(free).map(lambda ip: [ip, ip]) | st.lists(sample(IPS), max_size=2)
+            )
+        free = [ip for ip in IPS if ip not in self.used]
+        return [self.claim(ip) for ip in draw(st.lists(sample(free), max_size=2, unique=True))]
+
+    def claim(self, address: str) -> str:
+        self.used.add(address)
+        return address
+
+    def release(self, raw: Doc) -> None:
+        """`raw` leaves the set: its addresses are free for the rest of the change."""
+        if self.clean:
+            for i in raw["spec"]["interfaces"]:
+                self.used -= {i["mac"].lower(), *i["ips"]}
 
 
 @st.composite
-def interfaces(draw: st.DrawFn) -> list[Doc]:
-    out = []
-    for i in range(draw(st.integers(1, 2))):
-        mac = draw(sample([*MACS, "52:54:00:00:02:01", "52:54:00:00:02:02", "52:54:00:00:00:0A"]))
-        ips = draw(st.lists(sample(IPS), max_size=2))  # may repeat: an IP given twice
-        out.append({"name": f"eth{i}", "mac": mac, "ips": ips})
-    return out
+def interfaces(draw: st.DrawFn, addresses: Addresses) -> list[Doc]:
+    return [
+        {"name": f"eth{i}", "mac": addresses.mac(draw), "ips": addresses.ips(draw)}
+        for i in range(draw(st.integers(1, 2)))
+    ]
 
 
 @st.composite
-def workload_change(draw: st.DrawFn, current: dict[Key, Doc], taken: set[Key]) -> Doc | Key | None:
+def workload_change(
+    draw: st.DrawFn, current: dict[Key, Doc], taken: set[Key], addresses: Addresses
+) -> Doc | Key | None:
     """A put (Doc) or a delete (Key) of a Workload, on a key not in `taken`."""
     workloads = [k for k in current if k[0] == "Workload" and k not in taken]
+    clean = addresses.clean
     edits = ["add", "add"]
     if workloads:
-        edits += ["labels", "labels", "host", "ips", "mac", "interfaces", "delete", "bad"]
+        edits += ["labels", "labels", "host", "ips", "mac", "interfaces", "delete"]
+        edits += [] if clean else ["bad"]
     edit = draw(sample(edits))
-    if edit == "add":
-        tenant = draw(sample([None, *TENANT_NAMES, "initech"]))  # initech: no such Tenant
+    if edit == "add":  # dirty: one fault, an unknown tenant or addresses that may be taken
+        fault = None if clean else draw(sample(["tenant", "addresses"]))
+        tenants = [k[2] for k in current if k[0] == "Tenant"]
+        tenant = "initech" if fault == "tenant" else draw(sample([None, *tenants]))
         name = draw(sample(["a", "b", "x", "y", "z"]))
         key: Key = ("Workload", tenant, name)
         if key in taken:
             return None
-        spec = {"host": draw(sample(HOSTS)), "interfaces": draw(interfaces())}
+        if key in current:
+            addresses.release(current[key])
+        addresses.clean = fault != "addresses"
+        spec = {"host": draw(sample(HOSTS)), "interfaces": draw(interfaces(addresses))}
+        addresses.clean = clean
         return doc("Workload", name, tenant, labels={"role": "web"}, spec=spec)
     key = draw(sample(workloads))
     if edit == "delete":
+        addresses.release(current[key])
         return key
     new = copy.deepcopy(current[key])
     meta, spec = new["metadata"], new["spec"]
     if edit == "labels":
         labels = meta.setdefault("labels", {})
-        labels[draw(sample(["role", "env", "tier", "hyperwall.io/name"]))] = draw(
-            sample(["web", "db", "x" * 300])
+        bad = [] if clean else ["hyperwall.io/name"]
+        labels[draw(sample(["role", "env", "tier", *bad]))] = draw(
+            sample(["web", "db", *([] if clean else ["x" * 300])])
         )
     elif edit == "host":
-        spec["host"] = draw(sample([*HOSTS, "hv3", "HV-bad"]))
+        spec["host"] = draw(sample([*HOSTS, "hv3", *([] if clean else ["HV-bad"])]))
     elif edit == "ips":
-        spec["interfaces"][0]["ips"] = draw(st.lists(sample(IPS), max_size=2))
+        addresses.release({"spec": {"interfaces": [{**spec["interfaces"][0], "mac": ""}]}})
+        spec["interfaces"][0]["ips"] = addresses.ips(draw)
     elif edit == "mac":
-        spec["interfaces"][-1]["mac"] = draw(
-            sample([*MACS, "52:54:00:00:03:01", "01:00:5e:00:00:01"])
-        )
+        addresses.release({"spec": {"interfaces": [{**spec["interfaces"][-1], "ips": []}]}})
+        spec["interfaces"][-1]["mac"] = addresses.mac(draw)
     elif edit == "interfaces":
-        spec["interfaces"] = draw(interfaces())
+        addresses.release(current[key])
+        spec["interfaces"] = draw(interfaces(addresses))
     else:
         where = draw(sample(["spec", "iface", "empty", "type"]))
         if where == "spec":
@@ -186,9 +246,17 @@ def changes(draw: st.DrawFn, current: dict[Key, Doc]) -> Change:
     puts: Puts = []
     deletes: list[Key] = []
     taken: set[Key] = set()
-    for _ in range(draw(st.integers(1, 4))):
-        other = draw(st.integers(0, 4)) == 0
-        item = draw(other_change(current, taken) if other else workload_change(current, taken))
+    mode = draw(sample(["clean", "clean", "one dirty", "one dirty", "dirty"]))
+    addresses = Addresses(current, mode != "dirty")
+    count = draw(st.integers(1, 4))
+    dirty = draw(st.integers(0, count - 1)) if mode == "one dirty" else -1
+    for i in range(count):
+        if mode == "one dirty":  # one edit that may break the set, the others clean
+            addresses.clean = i != dirty
+        other = draw(st.integers(0, 6 if addresses.clean else 3)) == 0
+        item = draw(
+            other_change(current, taken) if other else workload_change(current, taken, addresses)
+        )
         if isinstance(item, tuple):
             if item not in taken:
                 taken.add(item)
@@ -212,8 +280,9 @@ def test_change_answers_like_build_catalog(data: st.DataObject) -> None:
     current = keyed(docs)
     first = CatalogState.build(request(docs))
     history: list[tuple[CatalogState, dict[Key, Doc]]] = [(first, current)]
-    for _ in range(data.draw(st.integers(1, 4))):
-        state, current = history[data.draw(st.integers(0, len(history) - 1))]
+    for _ in range(data.draw(st.integers(1, 6))):
+        back = data.draw(st.integers(0, 3))  # mostly from the latest state
+        state, current = history[max(0, len(history) - 1 - back)]
         puts, deletes = data.draw(changes(current))
         expected = reference(current, puts, deletes)
         got = answer(state, puts, deletes)
@@ -222,6 +291,8 @@ def test_change_answers_like_build_catalog(data: st.DataObject) -> None:
         else:
             assert isinstance(got, CatalogState)
             assert got.catalog == expected
+            if workloads_only(current, puts, deletes):  # taken fast, the config is shared
+                assert got.catalog.config is state.catalog.config
             after = [raw for raw, _ in resulting(current, puts, deletes)]
             assert all(map(same, got.documents(), after))
             history.append((got, keyed(after)))
