@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
