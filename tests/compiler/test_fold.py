@@ -25,7 +25,7 @@ from hyperwall.compiler import fold as fold_module
 from hyperwall.compiler.boxes import BoxIndex
 from hyperwall.compiler.fold import Entry, Fold, fold, refold
 from hyperwall.compiler.program import BlockElement
-from hyperwall.policy.model import RuleDef
+from hyperwall.policy.model import Action, RuleDef
 
 SETTINGS = settings(
     max_examples=300,
@@ -56,8 +56,8 @@ def elements(draw: st.DrawFn, rule_id: str) -> tuple[BlockElement, ...]:
 def entries(draw: st.DrawFn, rule: RuleDef | None = None) -> Entry:
     if rule is None:
         n = next(_ids)
-        action = draw(st.sampled_from(["allow", "allow", "allow", "drop"]))
-        rule = RuleDef(f"p/r{n}", f"r{n}", action, "in", (), (), None, False)  # type: ignore[arg-type]
+        action: Action = draw(st.sampled_from(["allow", "allow", "allow", "drop"]))
+        rule = RuleDef(f"p/r{n}", f"r{n}", action, "in", (), (), None, False)
     src = draw(st.sampled_from([None, "g:a", "g:b"]))
     has = draw(st.integers(0, 5)) > 0
     return Entry(rule, src, None, draw(elements(rule.id)) if has else None)
@@ -77,8 +77,8 @@ def edited(draw: st.DrawFn, old: list[Entry]) -> list[Entry]:
         if kind == "elements":
             new[at] = draw(entries(e.rule))
         elif kind == "action":
-            action = "drop" if e.rule.action == "allow" else "allow"
-            new[at] = replace(e, rule=replace(e.rule, action=action))
+            flipped: Action = "drop" if e.rule.action == "allow" else "allow"
+            new[at] = replace(e, rule=replace(e.rule, action=flipped))
         elif kind == "none":
             new[at] = replace(e, elements=None if e.elements is not None else ())
         else:
