@@ -65,7 +65,15 @@ class BoxIndex:
     def add(self, e: BlockElement) -> None:
         shape = (e[0], e[5])
         low, high = e[6], e[7]
-        if high - low <= _NARROW:
+        if low == high:  # the common case, without a range
+            narrow = self._narrow.get(shape)
+            if narrow is None:
+                self._narrow[shape] = {low: [e]}
+            elif low in narrow:
+                narrow[low].append(e)
+            else:
+                narrow[low] = [e]
+        elif high - low <= _NARROW:
             narrow = self._narrow.get(shape)
             if narrow is None:
                 narrow = self._narrow[shape] = {}

@@ -70,11 +70,22 @@ def peer_set_name(peer: Peer) -> str:
     return f"s:{peer.scope or '*'}:{selector_id(peer.selector)}"
 
 
-@lru_cache(maxsize=65536)
+_PLAIN_PREFIX = {"group": "g:", "workload": "w:", "cidr": "c:"}
+
+
 def peers_set_name(peers: tuple[Peer, ...]) -> str | None:
     """Name of the address set matching any of `peers`; None for 'any' (no peers)."""
     if not peers:
         return None
+    if len(peers) == 1:  # the common case, without hashing the peer
+        prefix = _PLAIN_PREFIX.get(peers[0].kind)
+        if prefix is not None:
+            return prefix + peers[0].value
+    return _peers_set_name(peers)
+
+
+@lru_cache(maxsize=65536)
+def _peers_set_name(peers: tuple[Peer, ...]) -> str:
     names = sorted({peer_set_name(p) for p in peers})
     if len(names) == 1:
         return names[0]
@@ -484,23 +495,54 @@ class FleetCompiler:
     def _intervals(self, name: str | None) -> tuple[tuple[Interval, ...], tuple[Interval, ...]]:
         if name is None:
             return FULL_V4, FULL_V6
-        s = self.address_set(name)
+        s = self._sets.get(name) or self.address_set(name)
         return s.v4, s.v6
 
     def _entry(self, rule: RuleDef) -> Entry:
         """The rule as folding sees it, from the current address sets."""
-        src, dst = self._rule_sets(rule)
+        sources, destinations = rule.sources, rule.destinations
+        if not sources:
+            src = None
+        elif len(sources) == 1 and sources[0].kind in _PLAIN_PREFIX:
+            src = _PLAIN_PREFIX[sources[0].kind] + sources[0].value
+        else:
+            src = peers_set_name(sources)
+        if not destinations:
+            dst = None
+        elif len(destinations) == 1 and destinations[0].kind in _PLAIN_PREFIX:
+            dst = _PLAIN_PREFIX[destinations[0].kind] + destinations[0].value
+        else:
+            dst = peers_set_name(destinations)
+        if src is not None and src not in self._set_peers:
+            self._register_set(src, sources)
+        if dst is not None and dst not in self._set_peers:
+            self._register_set(dst, destinations)
         return Entry(rule, src, dst, None if rule.log else self._expand(rule, src, dst))
 
     def _expand(
         self, rule: RuleDef, src: str | None, dst: str | None
     ) -> tuple[BlockElement, ...] | None:
-        """The rule's block elements, or None if there are more than `fold_limit`."""
-        (s4, s6), (d4, d6) = self._intervals(src), self._intervals(dst)
+        """The rule's block elements, or None if there are more than `fold_limit`.
+        (Called once per rule of a fresh compile: written for speed.)"""
+        sets = self._sets
+        if src is None:
+            s4, s6 = FULL_V4, FULL_V6
+        else:
+            found = sets.get(src) or self.address_set(src)
+            s4, s6 = found.v4, found.v6
+        if dst is None:
+            d4, d6 = FULL_V4, FULL_V6
+        else:
+            found = sets.get(dst) or self.address_set(dst)
+            d4, d6 = found.v4, found.v6
         k4, k6 = _services_by_family(rule.services)
-        if len(s4) * len(d4) * len(k4) + len(s6) * len(d6) * len(k6) > self.fold_limit:
+        n4, n6 = len(s4) * len(d4) * len(k4), len(s6) * len(d6) * len(k6)
+        if n4 + n6 > self.fold_limit:
             return None
         rid = rule.id
+        if n4 == 1 and n6 == 0:  # the common case, without comprehensions
+            (sl, sh), (dl, dh), (proto, low, high) = s4[0], d4[0], k4[0]
+            return ((4, sl, sh, dl, dh, proto, low, high, rid),)
         out = [
             (4, sl, sh, dl, dh, proto, low, high, rid)
             for sl, sh in s4

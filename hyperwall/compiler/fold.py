@@ -33,6 +33,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from hyperwall.compiler.boxes import BoxIndex
 from hyperwall.compiler.program import (
@@ -48,9 +49,9 @@ from hyperwall.policy.model import RuleDef
 _PATCH_SHARE = 4  # patch a run in place only if at most 1/_PATCH_SHARE of its rules changed
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One rule of a chain as folding sees it; `elements` None: it stays a MatchRule."""
+class Entry(NamedTuple):
+    """One rule of a chain as folding sees it; `elements` None: it stays a MatchRule.
+    (A named tuple: a chain of 100,000 rules makes as many, and they are cheap to make.)"""
 
     rule: RuleDef
     src: str | None
@@ -129,12 +130,21 @@ def _greedy(chain: str, entries: Sequence[Entry], start: int) -> _Run:
     action = first.rule.action
     end = start + 1
     count = len(entries)
+    overlaps, add = index.overlaps, index.add
     while end < count:
         e = entries[end]
         elements = e.elements
-        if elements is None or e.rule.action != action or index.overlaps_any(elements):
+        if elements is None or e.rule.action != action:
             break
-        index.add_all(elements)
+        if len(elements) == 1:  # the common case, without a loop
+            element = elements[0]
+            if overlaps(element):
+                break
+            add(element)
+        elif index.overlaps_any(elements):
+            break
+        else:
+            index.add_all(elements)
         end += 1
     return _make_run(chain, entries, start, end, index)
 

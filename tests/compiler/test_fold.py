@@ -78,9 +78,9 @@ def edited(draw: st.DrawFn, old: list[Entry]) -> list[Entry]:
             new[at] = draw(entries(e.rule))
         elif kind == "action":
             flipped: Action = "drop" if e.rule.action == "allow" else "allow"
-            new[at] = replace(e, rule=replace(e.rule, action=flipped))
+            new[at] = e._replace(rule=replace(e.rule, action=flipped))
         elif kind == "none":
-            new[at] = replace(e, elements=None if e.elements is not None else ())
+            new[at] = e._replace(elements=None if e.elements is not None else ())
         else:
             del new[at : at + draw(st.integers(1, 3))]
     return new
