@@ -19,6 +19,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import compress, count, islice
+from operator import attrgetter, is_not
 from typing import Literal
 
 from hyperwall.compiler.fold import Entry, Fold, fold, refold
@@ -70,6 +72,7 @@ def peer_set_name(peer: Peer) -> str:
     return f"s:{peer.scope or '*'}:{selector_id(peer.selector)}"
 
 
+_direction = attrgetter("direction")
 _PLAIN_PREFIX = {"group": "g:", "workload": "w:", "cidr": "c:"}
 
 
@@ -133,19 +136,27 @@ def _service_keys(
 
 
 def common_ends(old: Sequence[RuleDef], new: Sequence[RuleDef]) -> tuple[int, int]:
-    """Lengths of the longest common prefix and suffix of two rule lists (not overlapping)."""
-    if old is new or old == new:  # compares identical items at C speed
+    """Lengths of the longest common prefix and suffix of two rule lists (not overlapping).
+    Identical rules are skipped at C speed; only rules that are not the same object are
+    compared field by field."""
+    if old is new or old == new:
         return len(old), 0
     limit = min(len(old), len(new))
-    prefix = 0
-    while prefix < limit and (old[prefix] is new[prefix] or old[prefix] == new[prefix]):
-        prefix += 1
-    suffix = 0
-    while suffix < limit - prefix and (
-        old[-1 - suffix] is new[-1 - suffix] or old[-1 - suffix] == new[-1 - suffix]
-    ):
-        suffix += 1
+    prefix = _common_run(old, new, limit)
+    suffix = _common_run(old[::-1], new[::-1], limit - prefix)
     return prefix, suffix
+
+
+def _common_run(a: Sequence[RuleDef], b: Sequence[RuleDef], limit: int) -> int:
+    """How many leading rules of `a` and `b`, at most `limit`, are equal."""
+    k = 0
+    while k < limit:
+        differ = compress(count(k), map(is_not, islice(a, k, limit), islice(b, k, limit)))
+        k = next(differ, limit)
+        if k == limit or a[k] != b[k]:
+            return k
+        k += 1
+    return k
 
 
 def _selectors(rules: Iterable[RuleDef], policy: PolicyDef) -> list[Selector]:
@@ -314,7 +325,7 @@ class FleetCompiler:
         """Register `policy`; `selectors`: those to reference (default: all it names)."""
         for selector in _selectors(policy.rules, policy) if selectors is None else selectors:
             self._ref_selector(selector)
-        self._directions[policy.key] = frozenset(r.direction for r in policy.rules)
+        self._directions[policy.key] = frozenset(map(_direction, policy.rules))
         target = policy.applied_to
         if target is None:
             self._scope_policies.add(policy.key)
@@ -572,6 +583,8 @@ class FleetCompiler:
         state = self._chain_states.get(name)
         if state is not None and state.policy_rules is policy.rules:
             rules = state.rules
+        elif self._directions[key] <= {direction, "both"}:
+            rules = policy.rules
         else:
             rules = tuple(r for r in policy.rules if r.direction in (direction, "both"))
         if state is None:

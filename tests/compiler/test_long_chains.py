@@ -17,7 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hyperwall.compiler.fleet import FleetCompiler, compile_host
+from hyperwall.compiler.fleet import FleetCompiler, common_ends, compile_host
+from hyperwall.policy.model import RuleDef
 from tests.compiler.test_fold import patch_share
 from tests.fleetgen import Doc, doc, load
 
@@ -134,3 +135,26 @@ def test_long_chains_stay_equal_to_fresh_compiles(data: st.DataObject, docs: lis
 def test_long_chains_patched_in_place_stay_equal(data: st.DataObject, docs: list[Doc]) -> None:
     with patch_share(1):
         replay(data, docs)
+
+
+def _rule(n: int) -> RuleDef:
+    return RuleDef(f"p/r{n}", f"r{n}", "allow", "in", (), (), None, False)
+
+
+@SETTINGS
+@given(st.lists(st.integers(0, 3), max_size=12), st.lists(st.integers(0, 3), max_size=12))
+def test_common_ends_match_a_plain_scan(a: list[int], b: list[int]) -> None:
+    """Rules equal but not identical count as common, like identical ones."""
+    shared = {n: _rule(n) for n in range(4)}
+    old = tuple(shared[n] for n in a)
+    new = tuple(shared[n] if i % 2 else _rule(n) for i, n in enumerate(b))
+    prefix, suffix = common_ends(old, new)
+    limit = min(len(a), len(b))
+    want_prefix = next((k for k in range(limit) if a[k] != b[k]), limit)
+    if a == b:
+        assert (prefix, suffix) == (len(a), 0)
+        return
+    want_suffix = next(
+        (k for k in range(limit - want_prefix) if a[-1 - k] != b[-1 - k]), limit - want_prefix
+    )
+    assert (prefix, suffix) == (want_prefix, want_suffix)
