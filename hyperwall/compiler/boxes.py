@@ -27,12 +27,25 @@ def _crosses(a: BlockElement, b: BlockElement) -> bool:
     return a[1] <= b[2] and b[1] <= a[2] and a[3] <= b[4] and b[3] <= a[4]
 
 
+# A port's bucket: the one element there, or a list of them (most ports hold one element,
+# and a chain of 100,000 rules would otherwise make as many one-element lists).
+Bucket = BlockElement | list[BlockElement]
+
+
+def _bucket_crosses(e: BlockElement, bucket: Bucket | None) -> bool:
+    if bucket is None:
+        return False
+    if type(bucket) is list:
+        return any(_crosses(e, o) for o in bucket)
+    return _crosses(e, bucket)  # type: ignore[arg-type]
+
+
 class BoxIndex:
     __slots__ = ("_narrow", "_wide")
 
     def __init__(self) -> None:
-        # (family, proto) -> port -> elements; and -> elements with a wide port range
-        self._narrow: dict[tuple[int, int], dict[int, list[BlockElement]]] = {}
+        # (family, proto) -> port -> bucket; and -> elements with a wide port range
+        self._narrow: dict[tuple[int, int], dict[int, Bucket]] = {}
         self._wide: dict[tuple[int, int], list[BlockElement]] = {}
 
     def overlaps(self, e: BlockElement) -> bool:
@@ -47,17 +60,10 @@ class BoxIndex:
         if not narrow:
             return False
         if low == high:
-            bucket = narrow.get(low)
-            return bucket is not None and any(_crosses(e, o) for o in bucket)
+            return _bucket_crosses(e, narrow.get(low))
         if high - low <= _NARROW:
-            for p in range(low, high + 1):
-                bucket = narrow.get(p)
-                if bucket is not None and any(_crosses(e, o) for o in bucket):
-                    return True
-            return False
-        return any(
-            _crosses(e, o) for p, bucket in narrow.items() if low <= p <= high for o in bucket
-        )
+            return any(_bucket_crosses(e, narrow.get(p)) for p in range(low, high + 1))
+        return any(_bucket_crosses(e, b) for p, b in narrow.items() if low <= p <= high)
 
     def overlaps_any(self, elements: Iterable[BlockElement]) -> bool:
         return any(self.overlaps(e) for e in elements)
@@ -65,24 +71,18 @@ class BoxIndex:
     def add(self, e: BlockElement) -> None:
         shape = (e[0], e[5])
         low, high = e[6], e[7]
-        if low == high:  # the common case, without a range
-            narrow = self._narrow.get(shape)
-            if narrow is None:
-                self._narrow[shape] = {low: [e]}
-            elif low in narrow:
-                narrow[low].append(e)
-            else:
-                narrow[low] = [e]
-        elif high - low <= _NARROW:
+        if high - low <= _NARROW:
             narrow = self._narrow.get(shape)
             if narrow is None:
                 narrow = self._narrow[shape] = {}
-            for p in range(low, high + 1):
+            for p in range(low, high + 1) if low != high else (low,):
                 bucket = narrow.get(p)
                 if bucket is None:
-                    narrow[p] = [e]
-                else:
+                    narrow[p] = e
+                elif type(bucket) is list:
                     bucket.append(e)
+                else:
+                    narrow[p] = [bucket, e]  # type: ignore[list-item]
         else:
             self._wide.setdefault(shape, []).append(e)
 
@@ -98,8 +98,12 @@ class BoxIndex:
             narrow = self._narrow[shape]
             for p in range(low, high + 1):
                 bucket = narrow[p]
-                bucket.remove(e)
-                if not bucket:
+                if type(bucket) is list:
+                    bucket.remove(e)
+                    if len(bucket) == 1:
+                        narrow[p] = bucket[0]
+                else:
+                    assert bucket == e
                     del narrow[p]
         else:
             self._wide[shape].remove(e)
