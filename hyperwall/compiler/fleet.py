@@ -284,11 +284,12 @@ class FleetCompiler:
                 touched |= self._add_policy(after, ())
             elif before is not None:
                 touched |= self._remove_policy(before)
+                for direction in ("in", "out"):  # a policy that is gone: its chains' states
+                    self._chain_states.pop(f"{direction}:{key}", None)
             elif after is not None:
                 touched |= self._add_policy(after)
             for wk in touched:
                 self._endpoints.pop(wk, None)
-        self._prune_chain_states()
 
     def _ref_selector(self, selector: Selector) -> str:
         sid = selector_id(selector)

@@ -118,6 +118,8 @@ def replay(docs: list[Doc], steps: list[Step]) -> None:
             compiler.set_workload(step.workload)
         after = {h: compiler.host_program(h) for h in ALL_HOSTS}
         assert after == programs(config, workloads), step
+        # chain states (kept to update chains) do not outlive their policies
+        assert {n.partition(":")[2] for n in compiler._chain_states} <= set(config.policies)
         for h in ALL_HOSTS:
             check_roundtrip(before[h], after[h])
         before = after

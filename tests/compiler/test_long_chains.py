@@ -6,7 +6,7 @@ label puts them into groups `g0`..`g3` (by selector), policies of many rules `fr
 (or a CIDR, or anyone) to group servers on tcp/PORT`, few distinct ports so that rules often
 overlap and runs break. Random steps relabel or readdress a source, or edit, insert, delete
 or reorder rules of a policy; after each, every host's program from the warm compiler must
-equal a fresh `compile_host`, and the fold state must not outlive removed policies.
+equal a fresh `compile_host`.
 """
 
 from __future__ import annotations
