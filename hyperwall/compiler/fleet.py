@@ -135,6 +135,21 @@ def _service_keys(
     return tuple((proto, lo, hi) for proto, rs in sorted(ranges.items()) for lo, hi in merge(rs))
 
 
+def _product(
+    rule_id: str,
+    v4: tuple[tuple[Interval, ...], tuple[Interval, ...], tuple[tuple[int, int, int], ...]],
+    v6: tuple[tuple[Interval, ...], tuple[Interval, ...], tuple[tuple[int, int, int], ...]],
+) -> tuple[BlockElement, ...]:
+    """Block elements: per family, sources x destinations x (protocol, ports)."""
+    return tuple(
+        (family, sl, sh, dl, dh, proto, low, high, rule_id)
+        for family, (ss, ds, ks) in ((4, v4), (6, v6))
+        for sl, sh in ss
+        for dl, dh in ds
+        for proto, low, high in ks
+    )
+
+
 def common_ends(old: Sequence[RuleDef], new: Sequence[RuleDef]) -> tuple[int, int]:
     """Lengths of the longest common prefix and suffix of two rule lists (not overlapping).
     Identical rules are skipped at C speed; only rules that are not the same object are
@@ -504,71 +519,55 @@ class FleetCompiler:
             self._register_set(dst, rule.destinations)
         return src, dst
 
-    def _intervals(self, name: str | None) -> tuple[tuple[Interval, ...], tuple[Interval, ...]]:
-        if name is None:
-            return FULL_V4, FULL_V6
-        s = self._sets.get(name) or self.address_set(name)
-        return s.v4, s.v6
-
-    def _entry(self, rule: RuleDef) -> Entry:
-        """The rule as folding sees it, from the current address sets."""
-        sources, destinations = rule.sources, rule.destinations
-        if not sources:
-            src = None
-        elif len(sources) == 1 and sources[0].kind in _PLAIN_PREFIX:
-            src = _PLAIN_PREFIX[sources[0].kind] + sources[0].value
-        else:
-            src = peers_set_name(sources)
-        if not destinations:
-            dst = None
-        elif len(destinations) == 1 and destinations[0].kind in _PLAIN_PREFIX:
-            dst = _PLAIN_PREFIX[destinations[0].kind] + destinations[0].value
-        else:
-            dst = peers_set_name(destinations)
-        if src is not None and src not in self._set_peers:
-            self._register_set(src, sources)
-        if dst is not None and dst not in self._set_peers:
-            self._register_set(dst, destinations)
-        return Entry(rule, src, dst, None if rule.log else self._expand(rule, src, dst))
-
-    def _expand(
-        self, rule: RuleDef, src: str | None, dst: str | None
-    ) -> tuple[BlockElement, ...] | None:
-        """The rule's block elements, or None if there are more than `fold_limit`.
-        (Called once per rule of a fresh compile: written for speed.)"""
-        sets = self._sets
-        if src is None:
-            s4, s6 = FULL_V4, FULL_V6
-        else:
-            found = sets.get(src) or self.address_set(src)
-            s4, s6 = found.v4, found.v6
-        if dst is None:
-            d4, d6 = FULL_V4, FULL_V6
-        else:
-            found = sets.get(dst) or self.address_set(dst)
-            d4, d6 = found.v4, found.v6
-        k4, k6 = _services_by_family(rule.services)
-        n4, n6 = len(s4) * len(d4) * len(k4), len(s6) * len(d6) * len(k6)
-        if n4 + n6 > self.fold_limit:
-            return None
-        rid = rule.id
-        if n4 == 1 and n6 == 0:  # the common case, without comprehensions
-            (sl, sh), (dl, dh), (proto, low, high) = s4[0], d4[0], k4[0]
-            return ((4, sl, sh, dl, dh, proto, low, high, rid),)
-        out = [
-            (4, sl, sh, dl, dh, proto, low, high, rid)
-            for sl, sh in s4
-            for dl, dh in d4
-            for proto, low, high in k4
-        ]
-        if s6 and d6:
-            out += [
-                (6, sl, sh, dl, dh, proto, low, high, rid)
-                for sl, sh in s6
-                for dl, dh in d6
-                for proto, low, high in k6
-            ]
-        return tuple(out)
+    def _entries(self, rules: Iterable[RuleDef]) -> list[Entry]:
+        """Each rule as folding sees it (`Entry`), from the current address sets: its set
+        names (registered) and block elements, or None for a rule with `log` or more than
+        `fold_limit` elements. Runs once per rule of a fresh compile, so it is written for
+        speed: one loop, locals, the common shapes without calls."""
+        sets, registered, limit, plain = self._sets, self._set_peers, self.fold_limit, _PLAIN_PREFIX
+        out: list[Entry] = []
+        for rule in rules:
+            sources, destinations = rule.sources, rule.destinations
+            if not sources:
+                src = None
+                s4, s6 = FULL_V4, FULL_V6
+            else:
+                prefix = plain.get(sources[0].kind) if len(sources) == 1 else None
+                src = prefix + sources[0].value if prefix is not None else peers_set_name(sources)
+                assert src is not None
+                if src not in registered:
+                    self._register_set(src, sources)
+                found = sets.get(src) or self.address_set(src)
+                s4, s6 = found.v4, found.v6
+            if not destinations:
+                dst = None
+                d4, d6 = FULL_V4, FULL_V6
+            else:
+                prefix = plain.get(destinations[0].kind) if len(destinations) == 1 else None
+                dst = (
+                    prefix + destinations[0].value
+                    if prefix is not None
+                    else peers_set_name(destinations)
+                )
+                assert dst is not None
+                if dst not in registered:
+                    self._register_set(dst, destinations)
+                found = sets.get(dst) or self.address_set(dst)
+                d4, d6 = found.v4, found.v6
+            if rule.log:
+                out.append(Entry(rule, src, dst, None))
+                continue
+            k4, k6 = _services_by_family(rule.services)
+            n4, n6 = len(s4) * len(d4) * len(k4), len(s6) * len(d6) * len(k6)
+            if n4 + n6 > limit:
+                out.append(Entry(rule, src, dst, None))
+            elif n4 == 1 and n6 == 0:
+                (sl, sh), (dl, dh), (proto, low, high) = s4[0], d4[0], k4[0]
+                element = (4, sl, sh, dl, dh, proto, low, high, rule.id)
+                out.append(Entry(rule, src, dst, (element,)))
+            else:
+                out.append(Entry(rule, src, dst, _product(rule.id, (s4, d4, k4), (s6, d6, k6))))
+        return out
 
     def chain(self, name: str) -> _CompiledChain:
         found = self._chains.get(name)
@@ -589,7 +588,7 @@ class FleetCompiler:
         else:
             rules = tuple(r for r in policy.rules if r.direction in (direction, "both"))
         if state is None:
-            entries = [self._entry(r) for r in rules]
+            entries = self._entries(rules)
             readers, read = self._readers(entries)
             state = _ChainState(policy.rules, rules, entries, readers, read, fold(name, entries))
         else:
@@ -617,7 +616,7 @@ class FleetCompiler:
         shift = n - n_old
         entries = [
             *state.entries[:prefix],
-            *(self._entry(r) for r in rules[prefix : n - suffix]),
+            *self._entries(rules[prefix : n - suffix]),
             *state.entries[n_old - suffix :],
         ]
         dirty: set[int] = set()
@@ -634,8 +633,9 @@ class FleetCompiler:
             self._rule_sets(rules[kept[0]])  # registers the set again if it was forgotten
             if self.address_set(set_name) is not state.read[set_name]:
                 dirty.update(kept)
-        for k in dirty:
-            entries[k] = self._entry(rules[k])
+        stale = sorted(dirty)
+        for k, entry in zip(stale, self._entries(rules[k] for k in stale), strict=True):
+            entries[k] = entry
         if shift or any(
             (entries[k].src, entries[k].dst) != (state.entries[k].src, state.entries[k].dst)
             for k in range(prefix, n - suffix)
