@@ -255,6 +255,7 @@ class FleetCompiler:
         self._chains: dict[str, _CompiledChain] = {}
         self._chains_by_set: dict[str, set[str]] = defaultdict(set)
         self._applies: dict[str, frozenset[str]] = {}
+        self._applied: dict[str, set[str]] = defaultdict(set)  # workload -> policies (reverse)
         self._policies_by_sid: dict[str, set[str]] = defaultdict(set)
         self._policies_by_group: dict[str, set[str]] = defaultdict(set)
         self._policies_by_wpeer: dict[str, set[str]] = defaultdict(set)
@@ -353,7 +354,7 @@ class FleetCompiler:
         else:
             self._policies_by_wpeer[target.value].add(policy.key)
         applies = self._compute_applies(policy)
-        self._applies[policy.key] = applies
+        self._set_applies(policy.key, applies)
         return set(applies)
 
     def _remove_policy(
@@ -372,7 +373,8 @@ class FleetCompiler:
             self._policies_by_group[target.value].discard(policy.key)
         elif target is not None:
             self._policies_by_wpeer[target.value].discard(policy.key)
-        applies = self._applies.pop(policy.key, frozenset())
+        applies = self._applies.get(policy.key, frozenset())
+        self._set_applies(policy.key, None)
         for selector in _selectors(policy.rules, policy) if selectors is None else selectors:
             self._unref_selector(selector)
         return set(applies)
@@ -666,6 +668,20 @@ class FleetCompiler:
             picked = {target.value} if target.value in self.workloads else set()
         return frozenset(scope & set(picked))
 
+    def _set_applies(self, key: str, applies: frozenset[str] | None) -> None:
+        """Policy `key` applies to `applies` now (None: the policy is gone); keeps the
+        reverse map (workload -> policies) that endpoints are built from."""
+        old = self._applies.get(key, frozenset())
+        new = applies or frozenset()
+        for wk in old - new:
+            self._applied[wk].discard(key)
+        for wk in new - old:
+            self._applied[wk].add(key)
+        if applies is None:
+            self._applies.pop(key, None)
+        else:
+            self._applies[key] = applies
+
     def _refresh_applies(self, policies: set[str]) -> set[str]:
         """Recompute applied-to of `policies`; return the workloads whose policy list changed."""
         touched: set[str] = set()
@@ -677,7 +693,7 @@ class FleetCompiler:
             new = self._compute_applies(policy)
             if new == old:
                 continue
-            self._applies[key] = new
+            self._set_applies(key, new)
             touched |= old ^ new
         return touched
 
@@ -692,7 +708,7 @@ class FleetCompiler:
 
     def _build_endpoints(self, w: Workload) -> tuple[Endpoint, ...]:
         policies = sorted(
-            (self.config.policies[k] for k, applies in self._applies.items() if w.key in applies),
+            (self.config.policies[k] for k in self._applied.get(w.key, ())),
             key=PolicyDef.order_key,
         )
         dispatch: dict[Dir, list[list[str]]] = {"in": [[] for _ in range(TIERS)], "out": []}
@@ -827,6 +843,10 @@ class FleetCompiler:
                 continue
             applies = self._applies[key]
             self._applies[key] = applies | {wk} if present else applies - {wk}
+            if present:
+                self._applied[wk].add(key)
+            else:
+                self._applied[wk].discard(key)
 
     # -- assembly -----------------------------------------------------------------------
 
