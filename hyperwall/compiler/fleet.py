@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import compress, count, islice
+from operator import attrgetter, is_not
 from typing import Literal
 
-from hyperwall.compiler.boxes import BoxIndex
+from hyperwall.compiler.fold import Entry, Fold, fold, refold
 from hyperwall.compiler.intervals import FULL_V4, FULL_V6, Interval, merge, split_families
 from hyperwall.compiler.program import (
     TIERS,
@@ -29,11 +31,8 @@ from hyperwall.compiler.program import (
     BlockElement,
     BlockSet,
     Chain,
-    ChainItem,
     Endpoint,
     HostProgram,
-    LookupRule,
-    MatchRule,
 )
 from hyperwall.policy.model import (
     TIER_ORDER,
@@ -44,7 +43,7 @@ from hyperwall.policy.model import (
     RuleDef,
     Workload,
 )
-from hyperwall.policy.ports import PROTO_NUMBERS, PortMatch
+from hyperwall.policy.ports import PORT_PROTOS, PROTO_NUMBERS, PortMatch
 from hyperwall.policy.selector import Selector
 from hyperwall.policy.selector_index import SelectorIndex
 
@@ -73,15 +72,46 @@ def peer_set_name(peer: Peer) -> str:
     return f"s:{peer.scope or '*'}:{selector_id(peer.selector)}"
 
 
-@lru_cache(maxsize=65536)
+_direction = attrgetter("direction")
+_PLAIN_PREFIX = {"group": "g:", "workload": "w:", "cidr": "c:"}
+
+
 def peers_set_name(peers: tuple[Peer, ...]) -> str | None:
     """Name of the address set matching any of `peers`; None for 'any' (no peers)."""
     if not peers:
         return None
+    if len(peers) == 1:  # the common case, without hashing the peer
+        prefix = _PLAIN_PREFIX.get(peers[0].kind)
+        if prefix is not None:
+            return prefix + peers[0].value
+    return _peers_set_name(peers)
+
+
+@lru_cache(maxsize=65536)
+def _peers_set_name(peers: tuple[Peer, ...]) -> str:
     names = sorted({peer_set_name(p) for p in peers})
     if len(names) == 1:
         return names[0]
     return "u:" + hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
+
+
+_PORT_PROTO_NUMBERS = {p: PROTO_NUMBERS[p] for p in PORT_PROTOS}
+_ANY_BOTH = (_ANY_SERVICE, _ANY_SERVICE)
+
+
+def _services_by_family(
+    services: tuple[PortMatch, ...] | None,
+) -> tuple[tuple[tuple[int, int, int], ...], tuple[tuple[int, int, int], ...]]:
+    """`_service_keys` for IPv4 and IPv6; one port protocol's range is computed inline."""
+    if services is None:
+        return _ANY_BOTH
+    if len(services) == 1:
+        s = services[0]
+        number = _PORT_PROTO_NUMBERS.get(s.proto)
+        if number is not None:
+            keys = ((number, 0, 65535) if s.any_value else (number, s.low, s.high),)
+            return keys, keys
+    return _service_keys(services, 4), _service_keys(services, 6)
 
 
 @lru_cache(maxsize=65536)
@@ -105,6 +135,69 @@ def _service_keys(
     return tuple((proto, lo, hi) for proto, rs in sorted(ranges.items()) for lo, hi in merge(rs))
 
 
+def _product(
+    rule_id: str,
+    v4: tuple[tuple[Interval, ...], tuple[Interval, ...], tuple[tuple[int, int, int], ...]],
+    v6: tuple[tuple[Interval, ...], tuple[Interval, ...], tuple[tuple[int, int, int], ...]],
+) -> tuple[BlockElement, ...]:
+    """Block elements: per family, sources x destinations x (protocol, ports)."""
+    return tuple(
+        (family, sl, sh, dl, dh, proto, low, high, rule_id)
+        for family, (ss, ds, ks) in ((4, v4), (6, v6))
+        for sl, sh in ss
+        for dl, dh in ds
+        for proto, low, high in ks
+    )
+
+
+def common_ends(old: Sequence[RuleDef], new: Sequence[RuleDef]) -> tuple[int, int]:
+    """Lengths of the longest common prefix and suffix of two rule lists (not overlapping).
+    Identical rules are skipped at C speed; only rules that are not the same object are
+    compared field by field."""
+    if old is new or old == new:
+        return len(old), 0
+    limit = min(len(old), len(new))
+    prefix = _common_run(old, new, limit)
+    suffix = _common_run(old[::-1], new[::-1], limit - prefix)
+    return prefix, suffix
+
+
+def _common_run(a: Sequence[RuleDef], b: Sequence[RuleDef], limit: int) -> int:
+    """How many leading rules of `a` and `b`, at most `limit`, are equal."""
+    k = 0
+    while k < limit:
+        differ = compress(count(k), map(is_not, islice(a, k, limit), islice(b, k, limit)))
+        k = next(differ, limit)
+        if k == limit or a[k] != b[k]:
+            return k
+        k += 1
+    return k
+
+
+def _selectors(rules: Iterable[RuleDef], policy: PolicyDef) -> list[Selector]:
+    """The selectors `rules` name, and the selector of `policy`'s appliedTo."""
+    found = [
+        p.selector for r in rules for p in (*r.sources, *r.destinations) if p.selector is not None
+    ]
+    if policy.applied_to is not None and policy.applied_to.selector is not None:
+        found.append(policy.applied_to.selector)
+    return found
+
+
+@dataclass(slots=True)
+class _ChainState:
+    """What a chain was compiled from, to compile it again in proportion to a change:
+    the policy's rules, those of the chain's direction, their entries, which entries read which
+    address set (`readers`: positions) and the set objects they were computed from."""
+
+    policy_rules: tuple[RuleDef, ...]  # all the policy's rules
+    rules: tuple[RuleDef, ...]  # those of the chain's direction
+    entries: list[Entry]
+    readers: dict[str, list[int]]
+    read: dict[str, AddressSet]
+    fold: Fold
+
+
 @dataclass(frozen=True, slots=True)
 class _CompiledChain:
     chain: Chain
@@ -125,6 +218,7 @@ class FleetCompiler:
         self.by_host: dict[str, set[str]] = defaultdict(set)
         self.by_tenant: dict[str | None, set[str]] = defaultdict(set)
         self.index = SelectorIndex()
+        self._chain_states: dict[str, _ChainState] = {}  # outlive dropped chains: see design
         for w in workloads:
             self._place(w)
             self.index.set_workload(w.key, w.selector_labels())
@@ -160,17 +254,24 @@ class FleetCompiler:
         self._sets_by_wpeer: dict[str, set[str]] = defaultdict(set)
         self._chains: dict[str, _CompiledChain] = {}
         self._chains_by_set: dict[str, set[str]] = defaultdict(set)
-        self._rule_elements: dict[
-            str, tuple[RuleDef, object, object, list[BlockElement] | None]
-        ] = {}
         self._applies: dict[str, frozenset[str]] = {}
+        self._applied: dict[str, set[str]] = defaultdict(set)  # workload -> policies (reverse)
         self._policies_by_sid: dict[str, set[str]] = defaultdict(set)
         self._policies_by_group: dict[str, set[str]] = defaultdict(set)
         self._policies_by_wpeer: dict[str, set[str]] = defaultdict(set)
         self._scope_policies: set[str] = set()
+        self._directions: dict[str, frozenset[str]] = {}  # policy -> directions of its rules
         self._endpoints: dict[str, tuple[Endpoint, ...]] = {}
         for policy in config.policies.values():
             self._add_policy(policy)
+        self._prune_chain_states()
+
+    def _prune_chain_states(self) -> None:
+        """Forget the fold states of policies that are gone."""
+        for name in [
+            n for n in self._chain_states if n[n.index(":") + 1 :] not in self.config.policies
+        ]:
+            del self._chain_states[name]
 
     def set_config(self, config: PolicyConfig) -> None:
         """Replace the policy config; policy edits are incremental, others rebuild."""
@@ -187,9 +288,21 @@ class FleetCompiler:
             if before == after:
                 continue
             touched: set[str] = set()
-            if before is not None:
+            if before is not None and after is not None:
+                # only the selectors of the rules that differ change their references; new
+                # ones first, so that a selector in both keeps its index entry and sets
+                prefix, suffix = common_ends(before.rules, after.rules)
+                gained = _selectors(after.rules[prefix : len(after.rules) - suffix], after)
+                for selector in gained:
+                    self._ref_selector(selector)
+                lost = _selectors(before.rules[prefix : len(before.rules) - suffix], before)
+                touched |= self._remove_policy(before, lost)
+                touched |= self._add_policy(after, ())
+            elif before is not None:
                 touched |= self._remove_policy(before)
-            if after is not None:
+                for direction in ("in", "out"):  # a policy that is gone: its chains' states
+                    self._chain_states.pop(f"{direction}:{key}", None)
+            elif after is not None:
                 touched |= self._add_policy(after)
             for wk in touched:
                 self._endpoints.pop(wk, None)
@@ -223,15 +336,13 @@ class FleetCompiler:
         for chain in list(self._chains_by_set.pop(name, ())):
             self._drop_chain(chain)
 
-    def _peer_selectors(self, policy: PolicyDef) -> list[Selector]:
-        peers = [p for r in policy.rules for p in (*r.sources, *r.destinations)]
-        if policy.applied_to is not None:
-            peers.append(policy.applied_to)
-        return [p.selector for p in peers if p.selector is not None]
-
-    def _add_policy(self, policy: PolicyDef) -> set[str]:
-        for selector in self._peer_selectors(policy):
+    def _add_policy(
+        self, policy: PolicyDef, selectors: Iterable[Selector] | None = None
+    ) -> set[str]:
+        """Register `policy`; `selectors`: those to reference (default: all it names)."""
+        for selector in _selectors(policy.rules, policy) if selectors is None else selectors:
             self._ref_selector(selector)
+        self._directions[policy.key] = frozenset(map(_direction, policy.rules))
         target = policy.applied_to
         if target is None:
             self._scope_policies.add(policy.key)
@@ -243,10 +354,14 @@ class FleetCompiler:
         else:
             self._policies_by_wpeer[target.value].add(policy.key)
         applies = self._compute_applies(policy)
-        self._applies[policy.key] = applies
+        self._set_applies(policy.key, applies)
         return set(applies)
 
-    def _remove_policy(self, policy: PolicyDef) -> set[str]:
+    def _remove_policy(
+        self, policy: PolicyDef, selectors: Iterable[Selector] | None = None
+    ) -> set[str]:
+        """Unregister `policy`; `selectors`: those to release (default: all it names)."""
+        self._directions.pop(policy.key, None)
         for direction in ("in", "out"):
             self._drop_chain(f"{direction}:{policy.key}")
         target = policy.applied_to
@@ -258,8 +373,9 @@ class FleetCompiler:
             self._policies_by_group[target.value].discard(policy.key)
         elif target is not None:
             self._policies_by_wpeer[target.value].discard(policy.key)
-        applies = self._applies.pop(policy.key, frozenset())
-        for selector in self._peer_selectors(policy):
+        applies = self._applies.get(policy.key, frozenset())
+        self._set_applies(policy.key, None)
+        for selector in _selectors(policy.rules, policy) if selectors is None else selectors:
             self._unref_selector(selector)
         return set(applies)
 
@@ -405,47 +521,55 @@ class FleetCompiler:
             self._register_set(dst, rule.destinations)
         return src, dst
 
-    def _intervals(self, name: str | None) -> tuple[tuple[Interval, ...], tuple[Interval, ...]]:
-        if name is None:
-            return FULL_V4, FULL_V6
-        s = self.address_set(name)
-        return s.v4, s.v6
-
-    def _elements(
-        self, rule: RuleDef, src: str | None, dst: str | None
-    ) -> list[BlockElement] | None:
-        """The rule as block elements, or None if it should stay a MatchRule (cached while
-        the rule and the address sets it reads are the same)."""
-        if rule.log:
-            return None
-        src_set = self.address_set(src) if src is not None else None
-        dst_set = self.address_set(dst) if dst is not None else None
-        cached = self._rule_elements.get(rule.id)
-        if (
-            cached is not None
-            and cached[1] is src_set
-            and cached[2] is dst_set
-            and (cached[0] is rule or cached[0] == rule)
-        ):
-            return cached[3]
-        elements = self._expand(rule, src, dst)
-        self._rule_elements[rule.id] = (rule, src_set, dst_set, elements)
-        return elements
-
-    def _expand(self, rule: RuleDef, src: str | None, dst: str | None) -> list[BlockElement] | None:
-        (s4, s6), (d4, d6) = self._intervals(src), self._intervals(dst)
-        by_family = ((4, s4, d4), (6, s6, d6))
-        services = {family: _service_keys(rule.services, family) for family in (4, 6)}
-        count = sum(len(s) * len(d) * len(services[f]) for f, s, d in by_family)
-        if count > self.fold_limit:
-            return None
-        return [
-            (f, sl, sh, dl, dh, proto, low, high, rule.id)
-            for f, ss, ds in by_family
-            for sl, sh in ss
-            for dl, dh in ds
-            for proto, low, high in services[f]
-        ]
+    def _entries(self, rules: Iterable[RuleDef]) -> list[Entry]:
+        """Each rule as folding sees it (`Entry`), from the current address sets: its set
+        names (registered) and block elements, or None for a rule with `log` or more than
+        `fold_limit` elements. Runs once per rule of a fresh compile, so it is written for
+        speed: one loop, locals, the common shapes without calls."""
+        sets, registered, limit, plain = self._sets, self._set_peers, self.fold_limit, _PLAIN_PREFIX
+        out: list[Entry] = []
+        for rule in rules:
+            sources, destinations = rule.sources, rule.destinations
+            if not sources:
+                src = None
+                s4, s6 = FULL_V4, FULL_V6
+            else:
+                prefix = plain.get(sources[0].kind) if len(sources) == 1 else None
+                src = prefix + sources[0].value if prefix is not None else peers_set_name(sources)
+                assert src is not None
+                if src not in registered:
+                    self._register_set(src, sources)
+                found = sets.get(src) or self.address_set(src)
+                s4, s6 = found.v4, found.v6
+            if not destinations:
+                dst = None
+                d4, d6 = FULL_V4, FULL_V6
+            else:
+                prefix = plain.get(destinations[0].kind) if len(destinations) == 1 else None
+                dst = (
+                    prefix + destinations[0].value
+                    if prefix is not None
+                    else peers_set_name(destinations)
+                )
+                assert dst is not None
+                if dst not in registered:
+                    self._register_set(dst, destinations)
+                found = sets.get(dst) or self.address_set(dst)
+                d4, d6 = found.v4, found.v6
+            if rule.log:
+                out.append(Entry(rule, src, dst, None))
+                continue
+            k4, k6 = _services_by_family(rule.services)
+            n4, n6 = len(s4) * len(d4) * len(k4), len(s6) * len(d6) * len(k6)
+            if n4 + n6 > limit:
+                out.append(Entry(rule, src, dst, None))
+            elif n4 == 1 and n6 == 0:
+                (sl, sh), (dl, dh), (proto, low, high) = s4[0], d4[0], k4[0]
+                element = (4, sl, sh, dl, dh, proto, low, high, rule.id)
+                out.append(Entry(rule, src, dst, (element,)))
+            else:
+                out.append(Entry(rule, src, dst, _product(rule.id, (s4, d4, k4), (s6, d6, k6))))
+        return out
 
     def chain(self, name: str) -> _CompiledChain:
         found = self._chains.get(name)
@@ -458,49 +582,74 @@ class FleetCompiler:
     def _compile_chain(self, name: str) -> _CompiledChain:
         direction, _, key = name.partition(":")
         policy = self.config.policies[key]
-        items: list[ChainItem] = []
-        blocks: dict[str, BlockSet] = {}
-        match_sets: set[str] = set()
-        all_sets: set[str] = set()
-        run: list[tuple[RuleDef, str | None, str | None, list[BlockElement]]] = []
-        boxes = BoxIndex()  # the run's elements: a block's elements must not overlap
+        state = self._chain_states.get(name)
+        if state is not None and state.policy_rules is policy.rules:
+            rules = state.rules
+        elif self._directions[key] <= {direction, "both"}:
+            rules = policy.rules
+        else:
+            rules = tuple(r for r in policy.rules if r.direction in (direction, "both"))
+        if state is None:
+            entries = self._entries(rules)
+            readers, read = self._readers(entries)
+            state = _ChainState(policy.rules, rules, entries, readers, read, fold(name, entries))
+        else:
+            state = self._update_chain(state, policy.rules, rules)
+        self._chain_states[name] = state
+        f = state.fold
+        return _CompiledChain(f.chain, f.blocks, f.match_sets, frozenset(state.readers))
 
-        def flush() -> None:
-            nonlocal boxes
-            boxes = BoxIndex()
-            if len(run) >= 2:
-                block = f"b:{name}:{run[0][0].name}"
-                elements = frozenset(e for *_, es in run for e in es)
-                blocks[block] = BlockSet(block, elements)
-                items.append(LookupRule(block, run[0][0].action, tuple(r.id for r, *_ in run)))
-            else:
-                for r, src, dst, _ in run:
-                    items.append(MatchRule(r.id, r.action, r.log, src, dst, r.services))
-                    match_sets.update(s for s in (src, dst) if s is not None)
-            run.clear()
+    def _readers(self, entries: list[Entry]) -> tuple[dict[str, list[int]], dict[str, AddressSet]]:
+        readers: dict[str, list[int]] = {}
+        for k, e in enumerate(entries):
+            if e.src is not None:
+                readers.setdefault(e.src, []).append(k)
+            if e.dst is not None and e.dst != e.src:
+                readers.setdefault(e.dst, []).append(k)
+        return readers, {name: self.address_set(name) for name in readers}
 
-        for rule in policy.rules:
-            if rule.direction not in (direction, "both"):
+    def _update_chain(
+        self, state: _ChainState, policy_rules: tuple[RuleDef, ...], rules: tuple[RuleDef, ...]
+    ) -> _ChainState:
+        """The chain again after a change: only rules that changed, or read an address set
+        that changed, are expanded again; the fold is patched (`fold.refold`)."""
+        n_old, n = len(state.rules), len(rules)
+        prefix, suffix = common_ends(state.rules, rules)
+        shift = n - n_old
+        entries = [
+            *state.entries[:prefix],
+            *self._entries(rules[prefix : n - suffix]),
+            *state.entries[n_old - suffix :],
+        ]
+        dirty: set[int] = set()
+        for set_name, positions in state.readers.items():
+            if self._sets.get(set_name) is state.read[set_name]:
                 continue
-            src, dst = self._rule_sets(rule)
-            all_sets.update(s for s in (src, dst) if s is not None)
-            elements = self._elements(rule, src, dst)
-            if run and (
-                elements is None
-                or run[0][0].action != rule.action
-                or any(boxes.overlaps(e) for e in elements)
-            ):
-                flush()
-            if elements is None:
-                items.append(MatchRule(rule.id, rule.action, rule.log, src, dst, rule.services))
-                match_sets.update(s for s in (src, dst) if s is not None)
-            else:
-                run.append((rule, src, dst, elements))
-                for e in elements:
-                    boxes.add(e)
-        flush()
-        return _CompiledChain(
-            Chain(name, tuple(items)), blocks, frozenset(match_sets), frozenset(all_sets)
+            kept = [
+                k if k < prefix else k + shift
+                for k in positions
+                if k < prefix or k >= n_old - suffix
+            ]
+            if not kept:
+                continue
+            self._rule_sets(rules[kept[0]])  # registers the set again if it was forgotten
+            if self.address_set(set_name) is not state.read[set_name]:
+                dirty.update(kept)
+        stale = sorted(dirty)
+        for k, entry in zip(stale, self._entries(rules[k] for k in stale), strict=True):
+            entries[k] = entry
+        if shift or any(
+            (entries[k].src, entries[k].dst) != (state.entries[k].src, state.entries[k].dst)
+            for k in range(prefix, n - suffix)
+        ):
+            readers, read = self._readers(entries)
+        else:
+            readers, read = state.readers, state.read
+            for set_name in read:
+                read[set_name] = self.address_set(set_name)
+        maybe_changed = dirty.union(range(prefix, n - suffix)) if n == n_old else None
+        return _ChainState(
+            policy_rules, rules, entries, readers, read, refold(state.fold, entries, maybe_changed)
         )
 
     # -- applied-to and endpoints -------------------------------------------------------
@@ -519,6 +668,20 @@ class FleetCompiler:
             picked = {target.value} if target.value in self.workloads else set()
         return frozenset(scope & set(picked))
 
+    def _set_applies(self, key: str, applies: frozenset[str] | None) -> None:
+        """Policy `key` applies to `applies` now (None: the policy is gone); keeps the
+        reverse map (workload -> policies) that endpoints are built from."""
+        old = self._applies.get(key, frozenset())
+        new = applies or frozenset()
+        for wk in old - new:
+            self._applied[wk].discard(key)
+        for wk in new - old:
+            self._applied[wk].add(key)
+        if applies is None:
+            self._applies.pop(key, None)
+        else:
+            self._applies[key] = applies
+
     def _refresh_applies(self, policies: set[str]) -> set[str]:
         """Recompute applied-to of `policies`; return the workloads whose policy list changed."""
         touched: set[str] = set()
@@ -530,12 +693,12 @@ class FleetCompiler:
             new = self._compute_applies(policy)
             if new == old:
                 continue
-            self._applies[key] = new
+            self._set_applies(key, new)
             touched |= old ^ new
         return touched
 
     def _has_rules(self, policy: PolicyDef, direction: Dir) -> bool:
-        return any(r.direction in (direction, "both") for r in policy.rules)
+        return not self._directions[policy.key].isdisjoint((direction, "both"))
 
     def endpoints(self, wk: str) -> tuple[Endpoint, ...]:
         found = self._endpoints.get(wk)
@@ -545,7 +708,7 @@ class FleetCompiler:
 
     def _build_endpoints(self, w: Workload) -> tuple[Endpoint, ...]:
         policies = sorted(
-            (self.config.policies[k] for k, applies in self._applies.items() if w.key in applies),
+            (self.config.policies[k] for k in self._applied.get(w.key, ())),
             key=PolicyDef.order_key,
         )
         dispatch: dict[Dir, list[list[str]]] = {"in": [[] for _ in range(TIERS)], "out": []}
@@ -680,6 +843,10 @@ class FleetCompiler:
                 continue
             applies = self._applies[key]
             self._applies[key] = applies | {wk} if present else applies - {wk}
+            if present:
+                self._applied[wk].add(key)
+            else:
+                self._applied[wk].discard(key)
 
     # -- assembly -----------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 - `delta.apply(a, delta.diff(a, b)) == b` for the host programs of random related fleets,
   and of unrelated ones; `diff(p, p)` is empty.
 - A `FleetCompiler` kept current through `set_workload` / `remove_workload` / `set_config`
-  hands out, after every change, exactly the program a fresh `compile_host` computes.
+  hands out, after every change, exactly the program a fresh `compile_host` computes (also
+  with in-place block patches forced wherever `fold.refold` can make them).
 - The size of a delta follows the size of the change, not the size of the fleet.
 
 Random fleets and their edits come from `tests/fleetgen.py`.
@@ -23,6 +24,7 @@ from hyperwall.compiler.delta import apply, diff
 from hyperwall.compiler.fleet import FleetCompiler, compile_host
 from hyperwall.compiler.program import HostProgram
 from hyperwall.policy.model import PolicyConfig, Workload
+from tests.compiler.test_fold import patch_share
 from tests.fleetgen import HOSTS, Doc, doc, fleets, load, policy_edits, workload_edits
 
 ALL_HOSTS = (*HOSTS, "hv3")  # hv3: only reached by migration
@@ -116,6 +118,8 @@ def replay(docs: list[Doc], steps: list[Step]) -> None:
             compiler.set_workload(step.workload)
         after = {h: compiler.host_program(h) for h in ALL_HOSTS}
         assert after == programs(config, workloads), step
+        # chain states (kept to update chains) do not outlive their policies
+        assert {n.partition(":")[2] for n in compiler._chain_states} <= set(config.policies)
         for h in ALL_HOSTS:
             check_roundtrip(before[h], after[h])
         before = after
@@ -125,6 +129,17 @@ def replay(docs: list[Doc], steps: list[Step]) -> None:
 @given(scenarios())
 def test_incremental_compiler_equals_fresh_compile(scenario: tuple[list[Doc], list[Step]]) -> None:
     replay(*scenario)
+
+
+@settings(SETTINGS, max_examples=50)
+@given(scenarios())
+def test_incremental_compiler_patching_every_run_equals_fresh_compile(
+    scenario: tuple[list[Doc], list[Step]],
+) -> None:
+    """The same, with `fold.refold` patching a run in place whenever it can (the generated
+    policies are too short for its default share)."""
+    with patch_share(1):
+        replay(*scenario)
 
 
 @settings(SETTINGS, max_examples=60)
