@@ -155,7 +155,9 @@ class FleetPrograms:
         return changes.structural | changes.content
 
     def _changes(self) -> _Changes:
-        """What changed in the compiler since the programs were assembled."""
+        """What changed in the compiler since the programs were assembled. Hosts whose
+        endpoints (or set of workloads) changed are re-assembled whole (`structural`); hosts
+        that only use changed sets or chains are patched (`content`)."""
         compiler = self.compiler
         assert compiler is not None
         out = _Changes()
@@ -164,29 +166,20 @@ class FleetPrograms:
                 continue
             try:
                 new_set: AddressSet | None = compiler.address_set(name)
-            except KeyError:  # no rule names the set any more
+            except KeyError:  # no rule names the set any more (its chains changed too)
                 new_set = None
-            old_set = self._seen_sets.get(name)
-            if new_set is not old_set:
+            if new_set is not self._seen_sets.get(name):
                 out.sets[name] = new_set
-                if new_set is None or old_set is None:
-                    out.structural |= users
-                else:
-                    out.content |= users
+                out.content |= users
         for name, users in self._chain_users.items():
             if not users:
                 continue
             policy = name.partition(":")[2]
             new = compiler.chain(name) if policy in compiler.config.policies else None
-            old = self._seen_chains.get(name)
-            if new is old:
+            if new is self._seen_chains.get(name):
                 continue
             out.chains[name] = new
-            if (
-                new is None
-                or old is None
-                or (new.match_sets != old.match_sets or new.blocks.keys() != old.blocks.keys())
-            ):
+            if new is None:  # the policy is gone: its users' endpoints changed too
                 out.structural |= users
             else:
                 out.content |= users
@@ -218,37 +211,71 @@ class FleetPrograms:
         return sorted(changed)
 
     def _patch(self, host: str, shared: _SharedChanges) -> bool:
-        """A host whose chains and sets are the same names as before, with new contents:
-        its new program is its old one with the changed objects swapped in, and its delta
-        is made of changes computed once for the whole fleet."""
+        """A host with the same endpoints, some of whose chains or sets changed: its new
+        program is its old one with the changed objects swapped in (and the sets its chains
+        now name), its delta made of element changes computed once for the whole fleet."""
+        compiler = self.compiler
+        assert compiler is not None
         old = self.host(host)
         p = old.program
-        sets, chains, blocks = dict(p.address_sets), dict(p.chains), dict(p.block_sets)
-        set_changes, block_changes, chains_put = [], [], []
-        for name, (new_set, change) in shared.sets.items():
-            if name in sets:
-                sets[name] = new_set
-                set_changes.append(change)
-        for name, (compiled, block_deltas) in shared.chains.items():
+        chains, blocks = dict(p.chains), dict(p.block_sets)
+        chains_put, blocks_put, blocks_delete, block_changes = [], [], [], []
+        renamed = False  # a changed chain reads other sets now
+        for name, (compiled, prev, same_blocks) in shared.chains.items():
             if name not in chains:
                 continue
             if compiled.chain != chains[name]:
                 chains_put.append(compiled.chain)
             chains[name] = compiled.chain
-            blocks.update(compiled.blocks)
-            block_changes += block_deltas
+            renamed |= compiled.match_sets != prev.match_sets
+            for gone in prev.blocks.keys() - compiled.blocks.keys():
+                del blocks[gone]
+                blocks_delete.append(gone)
+            for block_name, block in compiled.blocks.items():
+                if block_name not in prev.blocks:
+                    blocks_put.append(block)
+                blocks[block_name] = block
+            block_changes += same_blocks
+        names: Iterable[str] = p.address_sets
+        if renamed:
+            names = sorted(set().union(*(compiler.chain(n).match_sets for n in chains)))
+        sets, sets_put, set_changes = {}, [], []
+        for name in names:
+            current = p.address_sets.get(name)
+            if current is None:
+                sets[name] = compiler.address_set(name)
+                sets_put.append(sets[name])
+            elif name in shared.sets:
+                sets[name], change = shared.sets[name]
+                set_changes.append(change)
+            else:
+                sets[name] = current
+        sets_delete = sorted(p.address_sets.keys() - sets.keys())
         delta = ProgramDelta(
+            address_sets_put=tuple(sets_put),
+            address_sets_delete=tuple(sets_delete),
             address_elements=tuple(set_changes),
+            block_sets_put=tuple(blocks_put),
+            block_sets_delete=tuple(sorted(blocks_delete)),
             block_elements=tuple(block_changes),
             chains_put=tuple(chains_put),
             host=host,
         )
+        if sets_put or sets_delete:
+            self._reindex_sets(host, sets_put, sets_delete)
         if delta.is_empty():
             return False
         new = HostProgram(host, sets, blocks, chains, p.endpoints)
         digest = updated_digest(old.digest, p, delta)
         self._versions[host].append(HostVersion(self.revision, new, digest, delta))
         return True
+
+    def _reindex_sets(self, host: str, added: Iterable[AddressSet], gone: Iterable[str]) -> None:
+        for s in added:
+            self._set_users[s.name].add(host)
+            self._seen_sets[s.name] = s
+        for name in gone:
+            self._set_users[name].discard(host)
 
     def _rebuild(self, host: str) -> bool:
         compiler = self.compiler
@@ -301,10 +328,12 @@ class _Changes:
 
 @dataclass
 class _SharedChanges:
-    """The element changes of every changed set and block, computed once for the fleet."""
+    """The element changes of every changed set and block, computed once for the fleet:
+    sets: name -> (new set, its element change); chains: name -> (new compiled chain, the
+    one it replaces, element changes of its blocks that kept their names)."""
 
     sets: dict[str, tuple[AddressSet, ElementChange]]
-    chains: dict[str, tuple[Any, list[ElementChange]]]
+    chains: dict[str, tuple[Any, Any, list[ElementChange]]]
 
     @classmethod
     def of(
@@ -319,17 +348,15 @@ class _SharedChanges:
         chains = {}
         for name, compiled in changes.chains.items():
             prev = seen_chains.get(name)
-            if compiled is None or prev is None or compiled.blocks.keys() != prev.blocks.keys():
-                continue  # a structural change: its users are re-assembled whole
+            if compiled is None or prev is None:
+                continue
             deltas = []
             for block_name, block in compiled.blocks.items():
-                before = prev.blocks[block_name]
-                if block is not before and block.elements != before.elements:
-                    added = block.elements - before.elements
-                    deltas.append(
-                        ElementChange(block_name, added, before.elements - block.elements)
-                    )
-            chains[name] = (compiled, deltas)
+                before = prev.blocks.get(block_name)
+                if before is not None and block is not before and block.elements != before.elements:
+                    a, b = block.elements, before.elements
+                    deltas.append(ElementChange(block_name, a - b, b - a))
+            chains[name] = (compiled, prev, deltas)
         return cls(sets, chains)
 
 
