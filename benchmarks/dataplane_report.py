@@ -490,12 +490,12 @@ above, see docs/design/dataplane.md "Block sets"; 2026-11-27, not re-measured by
   included). A rule edit deletes one element of its policy's block, and a label change that
   takes an address out of a folded group deletes one element per rule using the group (10 here),
   so incremental changes are bounded by block size: blocks of 10,000 rules cannot meet 50 ms.
-- **The compile side of an incremental change is also too slow at this size**: a rule edit, or
-  a membership change of a group that folded rules read, recompiles the policy's whole chain
-  (`_compile_chain` folds all 10,000 rules again, `BoxIndex.overlaps` on top), 100-650 ms for a
-  10,000-rule policy, before the kernel; see the cProfile tables. From scratch, the Python side
-  (compile, then render and plan: `element_json` formats every address through `ipaddress`)
-  alone takes several seconds at 120,000 rules.
+- **The compile side of an incremental change is proportional to the change** since each
+  chain keeps its per-rule elements and is re-folded only around the rules that changed
+  (`compiler/fold.py`, docs/design/compiler.md); before that, a rule edit or a membership
+  change of a folded group re-folded the policy's whole chain (100-650 ms for a 10,000-rule
+  policy). The apply side sends element texts written directly (`dataplane/nft/wire.py`)
+  and plans a delta without walking whole sets (docs/design/dataplane.md).
 - **Throughput is noise-dominated here.** Bulk traffic never reaches the rules (conntrack
   accepts established packets first, per-packet work is the anti-spoofing lookup and two
   interface-name checks), but single-stream iperf3 on this shared 2-vCPU machine varied
