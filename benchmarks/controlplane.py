@@ -55,7 +55,18 @@ ETCD_FLAGS = (
     "--quota-backend-bytes=8589934592",
 )
 
-Report = tuple[str, int, float]  # host, revision, wall-clock time of the status report
+# host, revision, wall-clock times: the manager's answer received, the status report sent
+Report = tuple[str, int, float, float]
+
+
+class TimedSource(ManagerSource):
+    """The agent's manager client, noting when each answer arrived."""
+
+    received = 0.0
+
+    def accept(self, answer: dict[str, Any]) -> bool:
+        self.received = time.time()
+        return super().accept(answer)
 
 
 # -- simulated agents (each process runs several, one thread pair per agent) ---------------
@@ -66,10 +77,10 @@ def _agents_main(
 ) -> None:
     sources = []
     for host, token in agents:
-        source = ManagerSource(server, token, host, Path(cache) / host, wait_seconds=30.0)
+        source = TimedSource(server, token, host, Path(cache) / host, wait_seconds=30.0)
         client = Client(server, token, host)
 
-        def changed(source: ManagerSource = source, client: Client = client) -> None:
+        def changed(source: TimedSource = source, client: Client = client) -> None:
             held = source.current
             if held is None:
                 return
@@ -82,7 +93,7 @@ def _agents_main(
                     break
                 except Exception:
                     time.sleep(0.2)
-            out.put((source.host, held.revision, time.time()))
+            out.put((source.host, held.revision, source.received, time.time()))
 
         source.start(changed)
         sources.append(source)
@@ -121,8 +132,8 @@ class Agents:
         except queue.Empty:
             return
         while True:
-            host, revision, at = item
-            self.log.append((host, revision, at))
+            host, revision, got, at = item
+            self.log.append((host, revision, got, at))
             if revision >= self.latest.get(host, (-1, 0.0))[0]:
                 self.latest[host] = (revision, at)
             try:
@@ -130,15 +141,17 @@ class Agents:
             except queue.Empty:
                 return
 
-    def wait_all(self, hosts: Sequence[str], revision: int, deadline: float) -> dict[str, float]:
-        """Wait until every host reported `revision` (or later): the first report time of
-        each (a later revision's report counts: it holds that change too)."""
+    def wait_all(
+        self, hosts: Sequence[str], revision: int, deadline: float
+    ) -> dict[str, tuple[float, float]]:
+        """Wait until every host reported `revision` (or later): when each first received
+        it and reported it (a later revision's report counts: it holds that change too)."""
         end = time.monotonic() + deadline
         while True:
-            first: dict[str, float] = {}
-            for host, rev, at in self.log:
+            first: dict[str, tuple[float, float]] = {}
+            for host, rev, got, at in self.log:
                 if host in hosts and rev >= revision and host not in first:
-                    first[host] = at
+                    first[host] = (got, at)
             if len(first) == len(set(hosts)):
                 return first
             if time.monotonic() > end:
@@ -240,6 +253,7 @@ class StoreResult:
     apply_calls: list[float] = field(default_factory=list)
     fleet_wide: list[float] = field(default_factory=list)
     per_agent: list[float] = field(default_factory=list)
+    delivered: list[float] = field(default_factory=list)  # last affected agent received it
     affected: list[int] = field(default_factory=list)
     burst: int = 0
     burst_apply: float = 0.0
@@ -269,7 +283,7 @@ def run_store(
         t0 = time.time()
         agents = Agents.start(manager.url, tokens, work / "agents", args.procs)
         synced = agents.wait_all(hosts, first, deadline=1800)
-        result.initial_sync = max(synced.values()) - t0
+        result.initial_sync = max(at for _, at in synced.values()) - t0
         print(f"[{kind}] {len(hosts)} agents synced in {result.initial_sync:.1f} s", flush=True)
         changes = relabel_documents(documents, args.changes + args.burst, args.seed)
         with manager.client() as c:
@@ -282,9 +296,11 @@ def run_store(
                 result.apply_calls.append(time.perf_counter() - t)
                 revision, touched = answer["revision"], answer["hostsChanged"]
                 reported = agents.wait_all(touched, revision, deadline=300)
-                delays = [at - t0 for at in reported.values()]
+                delays = [at - t0 for _, at in reported.values()]
                 result.per_agent += delays
                 result.fleet_wide.append(max(delays, default=0.0))
+                got = [g - t0 for g, _ in reported.values()]
+                result.delivered.append(max(got, default=0.0))
                 result.affected.append(len(touched))
                 print(
                     f"[{kind}] r{revision} {what}: {len(touched)} hosts, "
@@ -300,7 +316,7 @@ def run_store(
             result.burst_apply = time.time() - t0
             if burst:
                 reported = agents.wait_all(hosts, last, deadline=600)
-                result.burst_realized = max(reported.values()) - t0
+                result.burst_realized = max(at for _, at in reported.values()) - t0
     finally:
         if agents is not None:
             agents.close()
@@ -339,16 +355,17 @@ def report(shape: FleetShape, stats: dict[str, int], results: list[StoreResult],
         f"{args.changes} single-workload label changes that move the workload between groups, "
         f"one at a time ({args.pause:g} s apart); then {args.burst} back to back.",
         "",
-        f"| store | fleet apply | {shape.hosts} agents synced | apply call p50 | realized "
-        "fleet-wide p50 | p99 | max | per agent p50 | p99 | hosts changed (median) | "
+        f"| store | fleet apply | {shape.hosts} agents synced | apply call p50 | delivered "
+        "fleet-wide p50 | p99 | realized fleet-wide p50 | p99 | max | per agent p50 | p99 | hosts changed (median) | "
         "burst: applies/s | burst realized |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         rate = r.burst / r.burst_apply if r.burst_apply else 0.0
         lines.append(
             f"| {r.store} | {r.initial_apply:.1f} s | {r.initial_sync:.1f} s | "
-            f"{fmt_ms(pct(r.apply_calls, 50))} | {fmt_ms(pct(r.fleet_wide, 50))} | "
+            f"{fmt_ms(pct(r.apply_calls, 50))} | {fmt_ms(pct(r.delivered, 50))} | "
+            f"{fmt_ms(pct(r.delivered, 99))} | {fmt_ms(pct(r.fleet_wide, 50))} | "
             f"{fmt_ms(pct(r.fleet_wide, 99))} | {fmt_ms(max(r.fleet_wide, default=0))} | "
             f"{fmt_ms(pct(r.per_agent, 50))} | {fmt_ms(pct(r.per_agent, 99))} | "
             f"{statistics.median(r.affected) if r.affected else 0:g} | {rate:.1f} | "
