@@ -13,7 +13,9 @@ Measured:
 - initial apply of the whole fleet, and the time until all 100 agents hold their programs;
 - `--changes` label changes of single workloads that move them between groups, one at a
   time: the apply call, and for each host the change made (`hostsChanged`), the time from
-  just before the apply call to the agent's status report (wall clock, same machine).
+  just before the apply call to the agent's status report (wall clock, same machine), and
+  to when the agent received the change ("delivered": the manager's part, before the
+  agent's own decode, digest check, cache write and report).
   "fleet-wide" = the slowest affected agent of a change; p50/p99 over changes;
 - apply throughput: `--burst` label changes applied back to back by one client, and the
   time until every agent reports the last one.
