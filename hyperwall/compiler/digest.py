@@ -22,7 +22,7 @@ each object it describes (an `id` cannot be reused while cached) and is cleared 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from hyperwall.compiler.delta import ElementChange, ProgramDelta
@@ -83,22 +83,30 @@ def _endpoint_text(ep: Endpoint) -> str:
     )
 
 
-def _object_sum(obj: AddressSet | BlockSet | Chain | Endpoint) -> int:
+def _cached(obj: object, compute: Callable[[], int]) -> int:
+    """`compute()` once per object: cached by identity, holding the object (see above)."""
     hit = _cache.get(id(obj))
     if hit is not None and hit[0] is obj:
         return hit[1]
-    if isinstance(obj, AddressSet):
-        value = (_h(f"A|{obj.name}") + _sum(_address_items(obj.name, obj.elements()))) % MOD
-    elif isinstance(obj, BlockSet):
-        value = (_h(f"B|{obj.name}") + _sum(_block_items(obj.name, obj.elements))) % MOD
-    elif isinstance(obj, Chain):
-        value = _h(_chain_text(obj))
-    else:
-        value = _h(_endpoint_text(obj))
+    value = compute() % MOD
     if len(_cache) >= CACHE_LIMIT:
         _cache.clear()
     _cache[id(obj)] = (obj, value)
     return value
+
+
+def _object_sum(obj: AddressSet | BlockSet | Chain | Endpoint) -> int:
+    if isinstance(obj, AddressSet):
+        return _cached(
+            obj, lambda: _h(f"A|{obj.name}") + _sum(_address_items(obj.name, obj.elements()))
+        )
+    if isinstance(obj, BlockSet):
+        return _cached(
+            obj, lambda: _h(f"B|{obj.name}") + _sum(_block_items(obj.name, obj.elements))
+        )
+    if isinstance(obj, Chain):
+        return _cached(obj, lambda: _h(_chain_text(obj)))
+    return _cached(obj, lambda: _h(_endpoint_text(obj)))
 
 
 def program_digest(program: HostProgram) -> int:
@@ -118,17 +126,11 @@ def program_digest(program: HostProgram) -> int:
 def _change_sum(change: ElementChange, block: bool) -> int:
     """What an element change adds to a digest (cached: one change is shared by the deltas
     of every host that uses the set)."""
-    hit = _cache.get(id(change))
-    if hit is not None and hit[0] is change:
-        return hit[1]
     items = _block_items if block else _address_items
-    value = (
-        _sum(items(change.name, change.added)) - _sum(items(change.name, change.removed))
-    ) % MOD
-    if len(_cache) >= CACHE_LIMIT:
-        _cache.clear()
-    _cache[id(change)] = (change, value)
-    return value
+    return _cached(
+        change,
+        lambda: _sum(items(change.name, change.added)) - _sum(items(change.name, change.removed)),
+    )
 
 
 def _replaced(

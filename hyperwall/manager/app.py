@@ -109,8 +109,8 @@ router = APIRouter(prefix="/v1")
 
 @router.get("/healthz", tags=["meta"])
 async def healthz(manager: Mgr) -> dict[str, int]:
-    """Liveness; no token needed."""
-    return {"revision": manager.current}
+    """Liveness, and the last revision the manager has processed; no token needed."""
+    return {"revision": max(manager.fleet.revision, 0)}
 
 
 @router.post("/apply", response_model=ApplyResult, tags=["documents"])

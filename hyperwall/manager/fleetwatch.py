@@ -135,9 +135,7 @@ class FleetWatch:
         await self.wait_past(revision - 1, wait)
         return self.changed.get(revision)
 
-    async def what_if(self, catalog: Catalog | None) -> list[str]:
+    async def what_if(self, catalog: Catalog) -> list[str]:
         """Hosts whose programs would change if the documents validated into `catalog`."""
-        if catalog is None:
-            return self.programs.hosts()
         result: list[str] = await self.run(self.programs.what_if, catalog)
         return result

@@ -3,11 +3,8 @@ rollback, history, status, and the revision notifier agents long-poll on."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,7 +18,6 @@ from hyperwall.store import (
     Conflict,
     DocKey,
     Document,
-    Resync,
     RevisionInfo,
     Store,
     Unavailable,
@@ -76,49 +72,16 @@ def revision_json(info: RevisionInfo) -> dict[str, Any]:
 class Manager:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.current = 0
-        self._changed = asyncio.Condition()
-        self._follower: asyncio.Task[None] | None = None
-        self.fleet = FleetWatch(store)
+        self.fleet = FleetWatch(store)  # follows the store; wakes the agents' long-polls
 
-    # -- lifecycle and the revision notifier ----------------------------------------------
+    # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.current = await self.store.revision()
-        self._follower = asyncio.create_task(self._follow())
         await self.fleet.start()
 
     async def stop(self) -> None:
         await self.fleet.stop()
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._follower
         await self.store.close()
-
-    async def _advance(self, revision: int) -> None:
-        if revision > self.current:
-            self.current = revision
-            async with self._changed:
-                self._changed.notify_all()
-
-    async def _follow(self) -> None:
-        """Follow the store (commits by this and other managers) and wake long-polls."""
-        while True:
-            try:
-                position = await self.store.revision()
-                await self._advance(position)
-                async with aclosing(self.store.watch(position)) as events:
-                    async for event in events:
-                        if isinstance(event, Resync):
-                            break
-                        await self._advance(event.number)
-                await asyncio.sleep(0.1)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Unavailable etc.: retry from the store's revision
-                log.warning("store watch failed, retrying: %s", exc)
-                await asyncio.sleep(1.0)
 
     # -- documents ------------------------------------------------------------------------
 
@@ -191,7 +154,6 @@ class Manager:
                 continue
             if info is None:
                 return plan, None
-            await self._advance(info.number)
             hosts = await self.fleet.wait_for(info.number, REALIZE_WAIT)
             return replace(plan, hosts=hosts or []), info
         raise AssertionError("unreachable")
@@ -205,7 +167,6 @@ class Manager:
         info = await self.store.commit(puts, deletes, who.identity, text, current.revision)
         hosts: list[str] = []
         if info is not None:
-            await self._advance(info.number)
             hosts = await self.fleet.wait_for(info.number, REALIZE_WAIT) or []
         return {
             "revision": info.number if info else current.revision,
