@@ -65,12 +65,21 @@ def test_apply_programs_exactly_what_was_compiled(nft: NftClient, catalog: Catal
     result = NftBackend(nft).apply(prog)
     assert result.mode == "sync" and result.commands > 0
     assert in_sync(nft, prog) == []
-    egress = json.loads(nft.command("list chain inet hyperwall egress"))["nftables"]
-    rules = [e["rule"]["expr"] for e in egress if "rule" in e]
+    forward = json.loads(nft.command("list chain inet hyperwall forward"))["nftables"]
+    rules = [e["rule"]["expr"] for e in forward if "rule" in e]
     ct_first = next(i for i, r in enumerate(rules) if "ct" in json.dumps(r))
     dispatch = next(i for i, r in enumerate(rules) if "vmap" in json.dumps(r))
     assert ct_first < dispatch  # the conntrack fast path comes before any policy
-    assert rules[-1][-1] == {"drop": None}  # unknown VM interfaces: fail closed
+    assert rules[dispatch + 2][-1] == {"drop": None}  # unknown VM interfaces: fail closed
+    assert rules[-1] == [{"goto": {"target": "to_vm"}}]  # then the receiving end
+    bases = [
+        e["chain"]
+        for e in json.loads(nft.command("list table inet hyperwall"))["nftables"]
+        if "chain" in e and "hook" in e["chain"]
+    ]
+    assert sorted(c["name"] for c in bases) == ["forward", "host_in"]  # one pass per packet
+    receiving = json.loads(nft.command("list chain inet hyperwall to_vm"))["nftables"]
+    assert [e["rule"]["expr"] for e in receiving if "rule" in e][-1][-1] == {"drop": None}
 
 
 def test_reapply_and_restart_are_no_ops(nft: NftClient, catalog: Catalog) -> None:
@@ -131,7 +140,7 @@ def test_drift_is_repaired_by_sync(nft: NftClient, catalog: Catalog) -> None:
     NftBackend(nft).apply(prog)
     some_set = next(n for n in render_program(prog, Options()).sets if n.startswith("a_"))
     nft.command(f"flush set inet hyperwall {some_set}")
-    nft.command("add rule inet hyperwall egress accept")
+    nft.command("add rule inet hyperwall forward accept")
     assert in_sync(nft, prog) != []
     result = NftBackend(nft).sync(prog)
     assert result.mode == "sync"

@@ -50,6 +50,8 @@ def test_commit_equals_the_changes_applied_one_by_one(
         else:
             step.drop(name)
             expected.pop(name, None)
+    for name in NAMES:
+        assert step.holds(name) == bool(expected.get(name))
     for name, (gone, new) in step.elements.items():
         assert name not in step.fresh
         assert gone <= before[name] and not new & before[name]

@@ -12,15 +12,17 @@ rebuilds the whole table in one transaction (`add table; delete table; add every
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from hyperwall.compiler.delta import ProgramDelta, diff
-from hyperwall.compiler.program import HostProgram
+from hyperwall.compiler.program import Chain, HostProgram, LookupRule
 from hyperwall.dataplane.nft import plan as planner
 from hyperwall.dataplane.nft.client import NftClient, NftError
 from hyperwall.dataplane.nft.readback import parse_table
 from hyperwall.dataplane.nft.render import (
+    SHAPES,
     Element,
     Options,
     SetSpec,
@@ -165,8 +167,12 @@ class NftBackend:
                 for gone in render_policy_chain(old.chains[name]):
                     state.chains.pop(gone.name, None)
                     touched.add(gone.name)
-        for chain in delta.chains_put:
-            for made in render_policy_chain(chain):
+
+        def shapes_of(block: str) -> frozenset[str]:
+            return frozenset(s for s in SHAPES if step.holds(block_set_name(block, s)))
+
+        for chain in (*delta.chains_put, *self._refilled(delta, program, shapes_of)):
+            for made in render_policy_chain(chain, shapes_of):
                 state.chains[made.name] = made
                 touched.add(made.name)
         # Which chains can pass changes only with the chains (and is a walk of all of them).
@@ -177,6 +183,28 @@ class NftBackend:
         elif delta.endpoints_put or delta.endpoints_delete:
             self._render_endpoints(step, program, passing or passing_chains(program))
         return step
+
+    def _refilled(
+        self, delta: ProgramDelta, program: HostProgram, shapes_of: Callable[[str], frozenset[str]]
+    ) -> list[Chain]:
+        """Chains not put by `delta` that look up a block whose empty shapes it changed."""
+        assert self.state is not None
+        before = self.state.elements
+        blocks = {c.name for c in delta.block_elements} | {b.name for b in delta.block_sets_put}
+        changed = {
+            b
+            for b in blocks
+            if shapes_of(b) != {s for s in SHAPES if before.get(block_set_name(b, s))}
+        }
+        if not changed:
+            return []
+        put = {c.name for c in delta.chains_put}
+        return [
+            chain
+            for name, chain in program.chains.items()
+            if name not in put
+            and any(isinstance(i, LookupRule) and i.block in changed for i in chain.items)
+        ]
 
     def _render_endpoints(self, step: Step, program: HostProgram, passing: frozenset[str]) -> None:
         """Re-render every endpoint's dispatch (a host has tens to hundreds)."""
@@ -248,6 +276,14 @@ class Step:
             elif e not in current:
                 new.add(e)
         self.elements[name] = (gone, new)
+
+    def holds(self, name: str) -> bool:
+        """Whether set `name` has elements once this step is committed."""
+        current = self.state.elements.get(name)
+        if current is None:
+            return False
+        gone, new = self.elements.get(name, ((), ()))
+        return len(current) - len(gone) + len(new) > 0
 
     def commit(self) -> TableState:
         """The state after the kernel accepted the change (element sets changed in place)."""

@@ -3,18 +3,23 @@
 Counterpart of `compiler.program` (what to enforce) and `nft.backend` (which sends these
 objects to the kernel). Layout of the table (routed attachment; bridge mode adds tagging):
 
-- base chain `egress` (forward, priority -10): packets from VM interfaces only; anti-spoofing
-  (interface . MAC . IP must be an endpoint's own), then `ct state established,related
-  accept`, `invalid drop`, then `iifname vmap @egress_map` to the sender's dispatch chain;
-  an unknown VM interface falls through to drop (fail closed).
-- base chain `ingress` (forward, priority 0): the same for packets to VM interfaces, keyed
-  by `oifname`. An `accept` in `egress` ends only that base chain, so both ends are checked.
+- base chain `forward` (forward, priority 0), one per packet: anti-spoofing for packets from
+  VM interfaces (interface . MAC . IP must be an endpoint's own), then `ct state
+  established,related accept`, `invalid drop`; a new connection from a VM goes through
+  `iifname vmap @egress_map` to the sender's dispatch chain, where an allow is `goto to_vm`
+  (not accept), so the receiving end is still checked; an unknown VM interface drops (fail
+  closed). Then chain `to_vm`: packets to VM interfaces `oifname vmap @ingress_map` to the
+  receiver's dispatch chain (an allow there is accept), unknown VM interface drops; anything
+  else is accepted. One base chain, so an established packet costs one chain traversal.
 - base chain `host_in` (input): VMs may reach the host only for DHCP and ND/MLD.
 - dispatch chains `d_*` (one per distinct dispatch, shared by endpoints): jump each tier
   chain `t_*`, then the default verdict. Tier chains jump policy chains `p_*` in order; a
   `pass` sets mark bit 31 and returns, and the tier chain returns on it.
 - policy chains: one nft rule per `MatchRule` and family, lookups of address sets `a_*`;
-  one lookup per shape for a `LookupRule` in concatenated interval sets `k_*`.
+  for a `LookupRule`, one lookup per set shape `k_*` that holds elements (a block of TCP
+  rules between single addresses is one hash lookup, not 24). So a policy chain's rules
+  depend on which of its blocks' shapes are empty: when a change empties or fills one, the
+  chains that look the block up are rendered again (`nft.backend`).
 - logged rules `goto` a small chain `l_*` that logs (rate-limited, NFLOG) and decides.
 """
 
@@ -23,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +65,12 @@ SHAPES = tuple(
 
 Expr = list[dict[str, Any]]
 Element = tuple[Any, ...]
+# A block's name -> the shapes of its sets that hold elements (the lookups worth rendering).
+ShapesOf = Callable[[str], Container[str]]
+
+
+def all_shapes(_block: str) -> Container[str]:
+    return SHAPES
 
 
 def short(text: str) -> str:
@@ -148,9 +159,13 @@ def _range(family: int, low: int, high: int) -> Any:
     return {"range": [address_text(family, low), address_text(family, high)]}
 
 
-def _verdict(action: str) -> dict[str, Any]:
+TO_VM = "to_vm"  # the receiving end's checks; an egress allow continues there
+
+
+def _verdict(action: str, direction: str = "in") -> dict[str, Any]:
+    """The nft verdict of an action at one end (`direction` "out" = the sender's end)."""
     if action == "allow":
-        return {"accept": None}
+        return {"goto": {"target": TO_VM}} if direction == "out" else {"accept": None}
     if action == "drop":
         return {"drop": None}
     return {"jump": {"target": "reject"}}
@@ -347,7 +362,7 @@ def _log(prefix: str) -> list[dict[str, Any]]:
     ]
 
 
-def log_chain(rule: str, action: str) -> ChainSpec:
+def log_chain(rule: str, action: str, direction: str = "in") -> ChainSpec:
     """The chain a logged rule jumps to with goto: log (rate-limited), then decide."""
     decide: Expr
     if action == "pass":
@@ -356,25 +371,31 @@ def log_chain(rule: str, action: str) -> ChainSpec:
             {"return": None},
         ]
     else:
-        decide = [_verdict(action)]
+        decide = [_verdict(action, direction)]
     rules = (_dump(_log(f"hw {action} {rule}")), _dump(decide))
-    return ChainSpec(f"l_{short(rule + action)}", rules, comment=f"log {rule}")
+    key = rule + action + ("" if direction == "in" else direction)
+    return ChainSpec(f"l_{short(key)}", rules, comment=f"log {rule}")
 
 
-def _decision(action: str, rule: str, log: bool) -> Expr:
+def _decision(action: str, rule: str, log: bool, direction: str) -> Expr:
     if log:
-        return [{"counter": None}, {"goto": {"target": log_chain(rule, action).name}}]
+        return [{"counter": None}, {"goto": {"target": log_chain(rule, action, direction).name}}]
     if action == "pass":
         return [
             {"counter": None},
             {"mangle": {"key": _meta("mark"), "value": {"|": [_meta("mark"), PASS_MARK]}}},
             {"return": None},
         ]
-    return [{"counter": None}, _verdict(action)]
+    return [{"counter": None}, _verdict(action, direction)]
 
 
-def _match_rule(item: MatchRule) -> Iterator[Expr]:
-    decision = _decision(item.action, item.rule, item.log)
+def chain_direction(chain_name: str) -> str:
+    """A policy chain's end: "in" (the receiver's) or "out" (the sender's), from its name."""
+    return "out" if chain_name.startswith("out:") else "in"
+
+
+def _match_rule(item: MatchRule, direction: str) -> Iterator[Expr]:
+    decision = _decision(item.action, item.rule, item.log, direction)
     if item.src is None and item.dst is None:
         for services in _services_exprs(item.services, None):
             yield [*services, *decision]
@@ -390,9 +411,11 @@ def _match_rule(item: MatchRule) -> Iterator[Expr]:
             yield [*addrs, *services, *decision]
 
 
-def _lookup_rule(item: LookupRule) -> Iterator[Expr]:
-    decision = _decision(item.action, item.rules[0], False)
+def _lookup_rule(item: LookupRule, direction: str, shapes: Container[str]) -> Iterator[Expr]:
+    decision = _decision(item.action, item.rules[0], False, direction)
     for shape in SHAPES:
+        if shape not in shapes:
+            continue  # an empty set: its lookup would cost every new connection for nothing
         family, kind = int(shape[0]), shape[1]
         ip = _ip(family)
         keys = [_payload(ip, "saddr"), _payload(ip, "daddr")]
@@ -412,17 +435,19 @@ def _lookup_rule(item: LookupRule) -> Iterator[Expr]:
         yield [*proto, lookup, *decision]
 
 
-def render_policy_chain(chain: Chain) -> list[ChainSpec]:
-    """The policy chain, and the log chains its logged rules go to."""
+def render_policy_chain(chain: Chain, shapes_of: ShapesOf = all_shapes) -> list[ChainSpec]:
+    """The policy chain, and the log chains its logged rules go to (their names do not
+    depend on `shapes_of`)."""
     rules: list[str] = []
     extra: list[ChainSpec] = []
+    direction = chain_direction(chain.name)
     for item in chain.items:
         if isinstance(item, MatchRule):
-            rules.extend(_dump(e) for e in _match_rule(item))
+            rules.extend(_dump(e) for e in _match_rule(item, direction))
             if item.log:
-                extra.append(log_chain(item.rule, item.action))
+                extra.append(log_chain(item.rule, item.action, direction))
         else:
-            rules.extend(_dump(e) for e in _lookup_rule(item))
+            rules.extend(_dump(e) for e in _lookup_rule(item, direction, shapes_of(item.block)))
     return [ChainSpec(policy_chain_name(chain.name), tuple(rules), comment=chain.name), *extra]
 
 
@@ -461,7 +486,7 @@ def render_dispatch(
     rules = [_dump([{"jump": {"target": t.name}}]) for t in tiers]
     if ep.log_default:  # its own rule: a rate limit must never skip the verdict
         rules.append(_dump(_log(f"hw {ep.default} default {ep.tenant or 'provider'}")))
-    rules.append(_dump([{"counter": None}, _verdict(ep.default)]))
+    rules.append(_dump([{"counter": None}, _verdict(ep.default, direction)]))
     name = f"d_{short(json.dumps(rules))}"
     return ChainSpec(name, tuple(rules), comment=f"dispatch {direction}"), tiers
 
@@ -506,8 +531,11 @@ def _routed_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
         SetSpec("egress_map", ("ifname",), verdict_map=True),
         SetSpec("ingress_map", ("ifname",), verdict_map=True),
     ]
+    from_vm = _match(_meta("iifname"), prefix)
+    to_vm = _match(_meta("oifname"), prefix)
     spoofed = [
         [
+            from_vm,
             _match(
                 {"concat": [_meta("iifname"), _payload("ether", "saddr"), _payload(ip, "saddr")]},
                 f"@spoof{f}",
@@ -517,20 +545,18 @@ def _routed_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
         ]
         for f, ip in ((4, "ip"), (6, "ip6"))
     ]
-    egress = [
-        [_match(_meta("iifname"), prefix, "!="), {"accept": None}],
+    forward = [
         *spoofed,
         [_EST, {"accept": None}],
         [_INVALID, {"drop": None}],
         [{"vmap": {"key": _meta("iifname"), "data": "@egress_map"}}],
-        *_UNKNOWN,
+        *([from_vm, *rule] for rule in _UNKNOWN),
+        [{"goto": {"target": TO_VM}}],
     ]
-    ingress = [
+    receiving = [
         [_match(_meta("oifname"), prefix, "!="), {"accept": None}],
-        [_EST, {"accept": None}],
-        [_INVALID, {"drop": None}],
         [{"vmap": {"key": _meta("oifname"), "data": "@ingress_map"}}],
-        *_UNKNOWN,
+        *([to_vm, *rule] for rule in _UNKNOWN),
     ]
     host_in = [
         [_match(_meta("iifname"), prefix, "!="), {"accept": None}],
@@ -542,8 +568,8 @@ def _routed_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
     return sets, _chains(
         ("reject", _REJECT, None),
         ("spoofed", [_SPOOF_CHAIN, [{"drop": None}]], None),
-        ("egress", egress, ("forward", -10)),
-        ("ingress", ingress, ("forward", 0)),
+        (TO_VM, receiving, None),
+        ("forward", forward, ("forward", 0)),
         ("host_in", host_in, ("input", 0)),
     )
 
@@ -594,17 +620,20 @@ def _bridge_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
         [{"drop": None}],
     ]
     nd = [_match(_payload("icmpv6", "type"), {"set": _ND}), {"accept": None}]
-    egress = [nd, [_EST, {"accept": None}], [_INVALID, {"drop": None}]]
-    egress.append([{"vmap": {"key": _payload("ether", "saddr"), "data": "@egress_map"}}])
+    forward = [nd, [_EST, {"accept": None}], [_INVALID, {"drop": None}]]
+    forward.append([{"vmap": {"key": _payload("ether", "saddr"), "data": "@egress_map"}}])
+    forward.append([{"goto": {"target": TO_VM}}])
     # Ingress by destination address, not MAC: a packet the host routes into the bridge
     # still carries the host's MAC at the forward hook.
-    ingress = [nd, [_EST, {"accept": None}], [_INVALID, {"drop": None}]]
-    ingress.append([{"vmap": {"key": _payload("ip", "daddr"), "data": "@ingress_map4"}}])
-    ingress.append([{"vmap": {"key": _payload("ip6", "daddr"), "data": "@ingress_map6"}}])
+    receiving: list[Expr] = [
+        [{"vmap": {"key": _payload("ip", "daddr"), "data": "@ingress_map4"}}],
+        [{"vmap": {"key": _payload("ip6", "daddr"), "data": "@ingress_map6"}}],
+        [{"accept": None}],
+    ]
     return sets, _chains(
         ("reject", _REJECT, None),
-        ("egress", egress, ("forward", -10)),
-        ("ingress", ingress, ("forward", 0)),
+        (TO_VM, receiving, None),
+        ("forward", forward, ("forward", 0)),
         ("br:pre", pre, ("prerouting", -200)),
     )
 
@@ -648,11 +677,15 @@ def render_program(program: HostProgram, options: Options) -> TableState:
     for s in program.address_sets.values():
         for spec, elements in render_address_set(s):
             state.put_set(spec, elements)
+    filled: dict[str, set[str]] = {}
     for b in program.block_sets.values():
+        shapes = filled[b.name] = set()
         for spec, elements in render_block_set(b):
             state.put_set(spec, elements)
+            if elements:
+                shapes.add(block_shape(spec.name))
     for chain in program.chains.values():
-        for c in render_policy_chain(chain):
+        for c in render_policy_chain(chain, lambda block: filled.get(block, ())):
             state.chains[c.name] = c
     passing = passing_chains(program)
     for ep in program.endpoints.values():
