@@ -74,6 +74,6 @@ def test_only_shapes_with_elements_are_looked_up() -> None:
     state = render_program(exact, Options())
     chain = next(c for n, c in state.chains.items() if c.comment == "in:t/p")
     assert len(chain.rules) == 1 and chain.rules[0].count("@k_") == 1  # not 24 lookups
-    assert "_4e6\"" in chain.rules[0]  # the exact TCP hash set
+    assert '_4e6"' in chain.rules[0]  # the exact TCP hash set
     empty = next(c for n, c in state.chains.items() if c.comment == "out:t/q")
     assert empty.rules == ()

@@ -55,13 +55,15 @@ def block_elements(draw: st.DrawFn) -> tuple[Any, ...]:
     dl, dh = draw(addresses(family))
     proto = draw(st.sampled_from([0, 1, 58, 6, 17, 132]))
     low = draw(st.integers(0, 65535))
-    high = draw(st.one_of(st.just(low), st.integers(low, 65535)))
+    high = draw(
+        st.one_of(st.just(low), st.integers(low, min(low + 70, 65535)), st.integers(low, 65535))
+    )
     return (family, sl, sh, dl, dh, proto, low, high, "t/p/r")
 
 
 def _reference_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
     """`block_shapes` as first written (lists of the addresses of each side), with one exact
-    set per port protocol."""
+    set per port protocol, and short port ranges expanded port by port."""
 
     def singles(low: int, high: int, full: int) -> list[int] | None:
         if (low, high) == (0, full):
@@ -69,17 +71,22 @@ def _reference_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
         return list(range(low, high + 1)) if high - low < EXPAND else None
 
     family, sl, sh, dl, dh, proto, low, high, _ = element
-    if proto in (6, 17, 132) and low == high:
+    ports = list(range(low, high + 1))
+    if proto in (6, 17, 132) and len(ports) <= EXPAND:
         full = FULL[family]
         srcs, dsts = singles(sl, sh, full), singles(dl, dh, full)
-        if srcs is not None and dsts is not None and len(srcs) * max(len(dsts), 1) <= EXPAND:
+        if (
+            srcs is not None
+            and dsts is not None
+            and max(len(srcs), 1) * max(len(dsts), 1) * len(ports) <= EXPAND
+        ):
             e, s, d = (f"{family}{kind}{proto}" for kind in "esd")
             if srcs and dsts:
-                return [(e, (a, a, b, b, proto, low, high)) for a in srcs for b in dsts]
+                return [(e, (a, a, b, b, proto, p, p)) for a in srcs for b in dsts for p in ports]
             if srcs:
-                return [(s, (a, a, 0, full, proto, low, high)) for a in srcs]
+                return [(s, (a, a, 0, full, proto, p, p)) for a in srcs for p in ports]
             if dsts:
-                return [(d, (0, full, b, b, proto, low, high)) for b in dsts]
+                return [(d, (0, full, b, b, proto, p, p)) for b in dsts for p in ports]
     if proto == 0:
         return [(f"{family}a", (sl, sh, dl, dh))]
     if proto in (1, 58):

@@ -41,7 +41,7 @@ from hyperwall.dataplane.nft.render import (
 
 Mode = Literal["noop", "incremental", "sync", "rebuild"]
 ENDPOINT_SETS = (
-    *("spoof4", "spoof6", "br:spoof4", "br:spoof6"),
+    *("spoof4", "spoof6", "own4", "own6", "br:spoof4", "br:spoof6"),
     *("egress_map", "ingress_map", "ingress_map4", "ingress_map6"),
 )
 

@@ -114,6 +114,8 @@ def _element(spec: SetSpec, raw: Any) -> Element:
             out.extend(_number(parts[2], names))
         return tuple(out)
     parts = raw["concat"]
+    if len(parts) == 2:  # own4/own6: ifname . IP
+        return (parts[0], str(ipaddress.ip_address(parts[1])))
     return (parts[0], parts[1].lower(), str(ipaddress.ip_address(parts[2])))
 
 
