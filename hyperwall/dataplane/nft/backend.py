@@ -12,11 +12,13 @@ rebuilds the whole table in one transaction (`add table; delete table; add every
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from hyperwall.compiler.delta import ProgramDelta, diff
+from hyperwall.compiler.intervals import V4_MAX, V6_MAX
 from hyperwall.compiler.program import Chain, HostProgram, LookupRule
 from hyperwall.dataplane.nft import plan as planner
 from hyperwall.dataplane.nft.client import NftClient, NftError
@@ -24,13 +26,16 @@ from hyperwall.dataplane.nft.readback import parse_table
 from hyperwall.dataplane.nft.render import (
     SHAPES,
     Element,
+    Local,
     Options,
     SetSpec,
     TableState,
     address_set_name,
+    block_clip,
     block_set_name,
     block_set_specs,
     block_shapes,
+    local_addresses,
     passing_chains,
     render_address_set,
     render_block_set,
@@ -59,6 +64,10 @@ class NftBackend:
         self.options = options or Options()
         self.program: HostProgram | None = None
         self.state: TableState | None = None  # what the kernel holds after our last success
+        self.local: Local | None = None  # the addresses block sets are clipped to there
+
+    def _local(self, program: HostProgram) -> Local | None:
+        return local_addresses(program) if self.options.clip else None
 
     # -- full paths ---------------------------------------------------------------------
 
@@ -80,7 +89,7 @@ class NftBackend:
         desired = render_program(program, self.options)
         commands = planner.plan(actual, desired, existing=present)
         self.client.run(commands)
-        self.state, self.program = desired, program
+        self.state, self.program, self.local = desired, program, self._local(program)
         mode: Mode = "sync" if commands else "noop"
         return ApplyResult(mode, len(commands), time.perf_counter() - start)
 
@@ -90,7 +99,7 @@ class NftBackend:
         _, present = self.read_actual()
         commands = planner.rebuild(desired, present)
         self.client.run(commands)
-        self.state, self.program = desired, program
+        self.state, self.program, self.local = desired, program, self._local(program)
         return ApplyResult("rebuild", len(commands), time.perf_counter() - start)
 
     # -- steady path --------------------------------------------------------------------
@@ -106,7 +115,11 @@ class NftBackend:
             return ApplyResult("noop", 0, 0.0)
         start = time.perf_counter()
         try:
-            step = self._step(diff(self.program, program), program)
+            delta = diff(self.program, program)
+            local = self.local
+            if delta.endpoints_put or delta.endpoints_delete:
+                local = self._local(program)
+            step = self._step(delta, program, local)
             commands = planner.plan(
                 self.state, step.state, only=step.touched, elements=step.elements
             )
@@ -116,12 +129,13 @@ class NftBackend:
                 return self.sync(program)
             except NftError:
                 return self.rebuild(program)
-        self.state, self.program = step.commit(), program
+        self.state, self.program, self.local = step.commit(), program, local
         mode: Mode = "incremental" if commands else "noop"
         return ApplyResult(mode, len(commands), time.perf_counter() - start)
 
-    def _step(self, delta: ProgramDelta, program: HostProgram) -> Step:
-        """The table after `delta`, re-rendering only what it touches."""
+    def _step(self, delta: ProgramDelta, program: HostProgram, local: Local | None) -> Step:
+        """The table after `delta`, re-rendering only what it touches; block sets clipped to
+        `local`, the new program's own addresses."""
         assert self.state is not None and self.program is not None
         old = self.program
         step = Step(
@@ -141,14 +155,18 @@ class NftBackend:
         for s in delta.address_sets_put:
             for spec, elements in render_address_set(s):
                 step.put(spec, elements)
+        reclip = self._reclipped(delta, program, local)
         for change in delta.block_elements:
+            if change.name in reclip:
+                continue  # put whole below
+            clip = block_clip(change.name, local)
             removed: dict[str, set[Element]] = {}
             added: dict[str, set[Element]] = {}
             for e in change.removed:
-                for shape, value in block_shapes(e):
+                for shape, value in block_shapes(e, clip):
                     removed.setdefault(shape, set()).add(value)
             for e in change.added:
-                for shape, value in block_shapes(e):
+                for shape, value in block_shapes(e, clip):
                     added.setdefault(shape, set()).add(value)
             for shape in removed.keys() | added.keys():
                 step.change(
@@ -156,8 +174,8 @@ class NftBackend:
                     removed.get(shape, set()),
                     added.get(shape, set()),
                 )
-        for b in delta.block_sets_put:
-            for spec, elements in render_block_set(b):
+        for b in (*delta.block_sets_put, *(program.block_sets[n] for n in sorted(reclip))):
+            for spec, elements in render_block_set(b, local):
                 step.put(spec, elements)
         for name in delta.block_sets_delete:
             for spec in block_set_specs(name):
@@ -171,7 +189,8 @@ class NftBackend:
         def shapes_of(block: str) -> frozenset[str]:
             return frozenset(s for s in SHAPES if step.holds(block_set_name(block, s)))
 
-        for chain in (*delta.chains_put, *self._refilled(delta, program, shapes_of)):
+        refilled = self._refilled(delta, program, shapes_of, reclip)
+        for chain in (*delta.chains_put, *refilled):
             for made in render_policy_chain(chain, shapes_of):
                 state.chains[made.name] = made
                 touched.add(made.name)
@@ -184,13 +203,47 @@ class NftBackend:
             self._render_endpoints(step, program, passing or passing_chains(program))
         return step
 
+    def _reclipped(
+        self, delta: ProgramDelta, program: HostProgram, local: Local | None
+    ) -> set[str]:
+        """Blocks (kept by `delta`) whose clipped elements change because the host's own
+        addresses did: those with an element whose clipped side holds an address that came
+        or went. A scan of the blocks' elements, only when a VM came, left or got another
+        address."""
+        if local is None or self.local is None or local == self.local:
+            return set()
+        moved = {f: tuple(sorted(set(local.of(f)) ^ set(self.local.of(f)))) for f in (4, 6)}
+        removed = {c.name: c.removed for c in delta.block_elements}
+        put = {b.name for b in delta.block_sets_put}
+        out = set()
+        for name, block in program.block_sets.items():
+            clip = block_clip(name, local)
+            if clip is None or name in put:
+                continue
+            side = clip.side
+            for e in (*block.elements, *removed.get(name, ())):
+                low, high = e[side], e[side + 1]
+                if low == 0 and high == (V4_MAX if e[0] == 4 else V6_MAX):
+                    continue  # any address: never clipped
+                addresses = moved[e[0]]
+                i = bisect_left(addresses, low)
+                if i < len(addresses) and addresses[i] <= high:
+                    out.add(name)
+                    break
+        return out
+
     def _refilled(
-        self, delta: ProgramDelta, program: HostProgram, shapes_of: Callable[[str], frozenset[str]]
+        self,
+        delta: ProgramDelta,
+        program: HostProgram,
+        shapes_of: Callable[[str], frozenset[str]],
+        reclip: set[str],
     ) -> list[Chain]:
         """Chains not put by `delta` that look up a block whose empty shapes it changed."""
         assert self.state is not None
         before = self.state.elements
         blocks = {c.name for c in delta.block_elements} | {b.name for b in delta.block_sets_put}
+        blocks |= reclip
         changed = {
             b
             for b in blocks

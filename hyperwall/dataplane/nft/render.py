@@ -11,7 +11,10 @@ objects to the kernel). Layout of the table (routed attachment; bridge mode adds
   (not accept), so the receiving end is still checked; an unknown VM interface drops (fail
   closed). Then chain `to_vm`: packets to VM interfaces `oifname vmap @ingress_map` to the
   receiver's dispatch chain (an allow there is accept), unknown VM interface drops; anything
-  else is accepted. One base chain, so an established packet costs one chain traversal.
+  else is accepted. A new connection to a VM interface must be addressed to one of that
+  VM's own addresses (else chain `misdirected` drops it), which is what lets block sets
+  hold only this host's addresses (`Clip`). One base chain, so an established packet costs
+  one chain traversal.
 - base chain `host_in` (input): VMs may reach the host only for DHCP and ND/MLD.
 - dispatch chains `d_*` (one per distinct dispatch, shared by endpoints): jump each tier
   chain `t_*`, then the default verdict. Tier chains jump policy chains `p_*` in order; a
@@ -29,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +128,7 @@ class Options:
     vm_prefix: str = "hwt"  # host-side VM interfaces are named with this prefix
     ifname_of: Callable[[Endpoint], str] | None = None  # default: vm_ifname(mac, prefix)
     mode: str = "routed"  # "routed" (VM links routed by the host) or "bridge" (br_netfilter)
+    clip: bool = True  # load block elements only for the host's own addresses (`Clip`)
 
     def ifname(self, ep: Endpoint) -> str:
         return self.ifname_of(ep) if self.ifname_of else vm_ifname(ep.mac, self.vm_prefix)
@@ -244,13 +249,82 @@ def block_shape(set_name: str) -> str:
     return set_name.rsplit("_", 1)[1]
 
 
-def block_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
+def block_shapes(element: tuple[Any, ...], clip: Clip | None = None) -> list[tuple[str, Element]]:
     """The nft set shapes of a block element and its values there (without the rule id)."""
-    return [(shape, v) for shape, values in split_block([element]).items() for v in values]
+    return [(shape, v) for shape, values in split_block([element], clip).items() for v in values]
 
 
-def split_block(elements: Iterable[tuple[Any, ...]]) -> dict[str, set[Element]]:
-    """Block elements by nft set shape, as that shape's values (without the rule id).
+@dataclass(frozen=True, slots=True)
+class Local:
+    """The host's own endpoint addresses, sorted per family: what a block is clipped to."""
+
+    v4: tuple[int, ...] = ()
+    v6: tuple[int, ...] = ()
+
+    def of(self, family: int) -> tuple[int, ...]:
+        return self.v4 if family == 4 else self.v6
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    """Which side of a block's elements is clipped to the host's own addresses: a block of an
+    `in` chain is only ever looked up for packets to a local endpoint (its destination), one
+    of an `out` chain for packets from one (its source). The rest of the element can never
+    match here, so it is not loaded: a host holds elements for its own VMs, not the fleet's.
+    Sound because every packet that reaches the lookup has that side among the host's
+    addresses: sources by anti-spoofing; destinations because `to_vm` drops a packet to a VM
+    interface that is not addressed to that VM (routed), or dispatches by destination address
+    (bridge)."""
+
+    side: int  # index of the side's low bound in a block element: 1 source, 3 destination
+    local: Local
+
+
+def local_addresses(program: HostProgram) -> Local:
+    found: dict[int, set[int]] = {4: set(), 6: set()}
+    for ep in program.endpoints.values():
+        for ip in ep.ips:
+            address = ipaddress.ip_address(ip)
+            found[address.version].add(int(address))
+    return Local(tuple(sorted(found[4])), tuple(sorted(found[6])))
+
+
+def block_clip(block: str, local: Local | None) -> Clip | None:
+    """The clip of block `block` (named `b:in:...` or `b:out:...` by the compiler)."""
+    if local is None:
+        return None
+    if block.startswith("b:in:"):
+        return Clip(3, local)
+    if block.startswith("b:out:"):
+        return Clip(1, local)
+    return None
+
+
+def clipped(element: tuple[Any, ...], clip: Clip) -> list[tuple[Any, ...]] | None:
+    """`element` clipped to the local addresses: None if unchanged (the side is any, or every
+    address of it is local, or too many are to list), else the pieces (maybe none)."""
+    family, side = element[0], clip.side
+    low, high = element[side], element[side + 1]
+    if low == 0 and high == _FULL[family]:
+        return None
+    addresses = clip.local.of(family)
+    first, last = bisect_left(addresses, low), bisect_right(addresses, high)
+    count = last - first
+    if count == high - low + 1 or count > EXPAND:
+        return None
+    pieces = []
+    for a in addresses[first:last]:
+        piece = list(element)
+        piece[side] = piece[side + 1] = a
+        pieces.append(tuple(piece))
+    return pieces
+
+
+def split_block(
+    elements: Iterable[tuple[Any, ...]], clip: Clip | None = None
+) -> dict[str, set[Element]]:
+    """Block elements by nft set shape, as that shape's values (without the rule id), each
+    first clipped to the host's own addresses by `clip` (see `Clip`).
 
     A single port or a short port range with single or few addresses on each side (a
     group's merged range of a few VMs) goes to the exact-match hash sets, expanded address by
@@ -261,45 +335,59 @@ def split_block(elements: Iterable[tuple[Any, ...]]) -> dict[str, set[Element]]:
     elements disjoint per protocol, so the expanded values are unique. (Hot: one loop turn
     per rule on a full load.)"""
     out: dict[str, set[Element]] = {}
+    if clip is None:
+        for element in elements:
+            _place(out, element)
+        return out
     for element in elements:
-        family, sl, sh, dl, dh, proto, low, high, _ = element
-        if proto in EXACT_PROTOS and high - low < EXPAND:
-            full = _FULL[family]
-            srcs = 0 if sl == 0 and sh == full else sh - sl + 1  # 0: any
-            dsts = 0 if dl == 0 and dh == full else dh - dl + 1
-            ports = high - low + 1
-            if (
-                srcs <= EXPAND
-                and dsts <= EXPAND
-                and (srcs or 1) * (dsts or 1) * ports <= EXPAND
-                and srcs + dsts
-            ):
-                e, s, d = _EXACT[family, proto]
-                if srcs == 1 and dsts == 1 and ports == 1:
-                    _values(out, e).add((sl, sl, dl, dl, proto, low, low))
-                elif srcs and dsts:
-                    _values(out, e).update(
-                        (a, a, b, b, proto, p, p)
-                        for a in range(sl, sh + 1)
-                        for b in range(dl, dh + 1)
-                        for p in range(low, high + 1)
-                    )
-                elif srcs:
-                    _values(out, s).update(
-                        (a, a, 0, full, proto, p, p)
-                        for a in range(sl, sh + 1)
-                        for p in range(low, high + 1)
-                    )
-                else:
-                    _values(out, d).update(
-                        (0, full, b, b, proto, p, p)
-                        for b in range(dl, dh + 1)
-                        for p in range(low, high + 1)
-                    )
-                continue
-        shape, value = _interval_shape(element)
-        _values(out, shape).add(value)
+        pieces = clipped(element, clip)
+        if pieces is None:
+            _place(out, element)
+        else:
+            for piece in pieces:
+                _place(out, piece)
     return out
+
+
+def _place(out: dict[str, set[Element]], element: tuple[Any, ...]) -> None:
+    """Adds one block element's values to the shapes they go to."""
+    family, sl, sh, dl, dh, proto, low, high, _ = element
+    if proto in EXACT_PROTOS and high - low < EXPAND:
+        full = _FULL[family]
+        srcs = 0 if sl == 0 and sh == full else sh - sl + 1  # 0: any
+        dsts = 0 if dl == 0 and dh == full else dh - dl + 1
+        ports = high - low + 1
+        if (
+            srcs <= EXPAND
+            and dsts <= EXPAND
+            and (srcs or 1) * (dsts or 1) * ports <= EXPAND
+            and srcs + dsts
+        ):
+            e, s, d = _EXACT[family, proto]
+            if srcs == 1 and dsts == 1 and ports == 1:
+                _values(out, e).add((sl, sl, dl, dl, proto, low, low))
+            elif srcs and dsts:
+                _values(out, e).update(
+                    (a, a, b, b, proto, p, p)
+                    for a in range(sl, sh + 1)
+                    for b in range(dl, dh + 1)
+                    for p in range(low, high + 1)
+                )
+            elif srcs:
+                _values(out, s).update(
+                    (a, a, 0, full, proto, p, p)
+                    for a in range(sl, sh + 1)
+                    for p in range(low, high + 1)
+                )
+            else:
+                _values(out, d).update(
+                    (0, full, b, b, proto, p, p)
+                    for b in range(dl, dh + 1)
+                    for p in range(low, high + 1)
+                )
+            return
+    shape, value = _interval_shape(element)
+    _values(out, shape).add(value)
 
 
 def _values(by_shape: dict[str, set[Element]], shape: str) -> set[Element]:
@@ -336,8 +424,8 @@ def block_set_specs(name: str) -> list[SetSpec]:
     return specs
 
 
-def render_block_set(b: BlockSet) -> list[tuple[SetSpec, set[Element]]]:
-    by_shape = split_block(b.elements)
+def render_block_set(b: BlockSet, local: Local | None = None) -> list[tuple[SetSpec, set[Element]]]:
+    by_shape = split_block(b.elements, block_clip(b.name, local))
     return [(spec, by_shape.get(block_shape(spec.name), set())) for spec in block_set_specs(b.name)]
 
 
@@ -528,6 +616,7 @@ _ND = [
 # limit the rule stops matching, and a verdict in it would be skipped (fail open).
 _UNKNOWN: list[Expr] = [_log("hw drop unknown-interface"), [{"counter": None}, {"drop": None}]]
 _SPOOF_CHAIN: Expr = [{"counter": None}, *_log("hw drop anti-spoofing")]
+_MISDIRECTED_CHAIN: Expr = [{"counter": None}, *_log("hw drop not-its-address")]
 _REJECT: list[Expr] = [
     [_match(_meta("l4proto"), "tcp"), {"reject": {"type": "tcp reset"}}],
     [{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}],
@@ -585,8 +674,17 @@ def _routed_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
         *([from_vm, *rule] for rule in _UNKNOWN),
         [{"goto": {"target": TO_VM}}],
     ]
+    # A VM receives only its own addresses (block sets are clipped to them: `Clip`).
+    misdirected = [
+        [
+            _match({"concat": [_meta("oifname"), _payload(ip, "daddr")]}, f"@own{f}", "!="),
+            {"jump": {"target": "misdirected"}},
+        ]
+        for f, ip in ((4, "ip"), (6, "ip6"))
+    ]
     receiving = [
         [_match(_meta("oifname"), prefix, "!="), {"accept": None}],
+        *misdirected,
         [{"vmap": {"key": _meta("oifname"), "data": "@ingress_map"}}],
         *([to_vm, *rule] for rule in _UNKNOWN),
     ]
@@ -600,6 +698,7 @@ def _routed_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
     return sets, _chains(
         ("reject", _REJECT, None),
         ("spoofed", [_SPOOF_CHAIN, [{"drop": None}]], None),
+        ("misdirected", [_MISDIRECTED_CHAIN, [{"drop": None}]], None),
         (TO_VM, receiving, None),
         ("forward", forward, ("forward", 0)),
         ("host_in", host_in, ("input", 0)),
@@ -712,9 +811,10 @@ def render_program(program: HostProgram, options: Options) -> TableState:
         for spec, elements in render_address_set(s):
             state.put_set(spec, elements)
     filled: dict[str, set[str]] = {}
+    local = local_addresses(program) if options.clip else None
     for b in program.block_sets.values():
         shapes = filled[b.name] = set()
-        for spec, elements in render_block_set(b):
+        for spec, elements in render_block_set(b, local):
             state.put_set(spec, elements)
             if elements:
                 shapes.add(block_shape(spec.name))
