@@ -123,6 +123,12 @@ class Plan:
     server_cpu: int = 1  #   on the same vCPU (KERNEL_FACTS: pin to see the firewall's cost)
     iperf_client_cpu: int = 0  # throughput: client and server on different vCPUs
     profile: bool = True
+    # Paired phase: each case right after (or before) its baseline, many short samples, for
+    # the ratios the targets are judged on (the rounds' 3 samples move +-15% on this machine).
+    pairs: int = 10  # connection rate: hyperwall (every size) and c at 10,000, against a1
+    pair_seconds: float = 1.0
+    throughput_pairs: int = 5  # throughput: hyperwall (smallest and largest) against a0
+    throughput_pair_seconds: int = 2
 
     def cases(self) -> list[Case]:
         return [
@@ -150,6 +156,10 @@ QUICK = Plan(
     edits=1,
     per_policy=50,
     profile=False,
+    pairs=1,
+    pair_seconds=0.5,
+    throughput_pairs=1,
+    throughput_pair_seconds=1,
 )
 SMOKE = dataclasses.replace(
     QUICK,
@@ -627,6 +637,8 @@ class Results:
     edits: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)
     profiles: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # metric -> case key -> path -> [[case value, baseline value], ...] (the paired phase)
+    paired: dict[str, dict[str, dict[str, list[list[float]]]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -644,7 +656,23 @@ class Results:
         for name in ("compile", "shapes", "changes", "edits"):
             setattr(out, name, {int(k): v for k, v in raw[name].items()})
         out.scratch, out.profiles = raw["scratch"], raw["profiles"]
+        out.paired = raw.get("paired", {})
         return out
+
+    def paired_ratio(self, case: str, path: str, metric: str) -> float | None:
+        """Median of case/baseline over the paired phase's pairs."""
+        pairs = self.paired.get(metric, {}).get(case, {}).get(path, [])
+        ratios = [x / y for x, y in pairs if y and not math.isnan(x + y)]
+        return statistics.median(ratios) if ratios else None
+
+    def paired_spread(self, case: str, path: str, metric: str) -> tuple[float, float] | None:
+        """The quartiles of case/baseline over the pairs (how far one pair can be trusted)."""
+        pairs = self.paired.get(metric, {}).get(case, {}).get(path, [])
+        ratios = sorted(x / y for x, y in pairs if y and not math.isnan(x + y))
+        if len(ratios) < 4:
+            return None
+        q = statistics.quantiles(ratios, n=4)
+        return q[0], q[2]
 
     def values(self, case: str, path: str, metric: str) -> list[float]:
         return [
@@ -739,6 +767,7 @@ def run_benchmark(plan: Plan, tools: Tools, log: Log, command: str = "") -> Resu
                         + (f" [{'; '.join(problems)}]" if problems else "")
                     )
                 inst.flush_conntrack()
+        paired_phase(plan, tools, instances, results, log)
         for n, hw in sorted(kept.items()):
             results.changes[n] = label_changes(hw, plan.changes, log)
             results.edits[n] = rule_edits(hw, plan.edits, plan, log)
@@ -747,6 +776,47 @@ def run_benchmark(plan: Plan, tools: Tools, log: Log, command: str = "") -> Resu
     results.seconds = time.perf_counter() - began
     results.load_end = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return results
+
+
+def paired_phase(
+    plan: Plan, tools: Tools, instances: dict[str, topo.Instance], results: Results, log: Log
+) -> None:
+    """Each case measured right next to its baseline, alternating which goes first, many
+    times: the ratio of a pair is far steadier than the ratio of two rounds' medians."""
+    work: list[tuple[str, str, str, int]] = []  # metric, case, baseline, pairs
+    for n in plan.hyperwall:
+        work.append(("conn_per_s", f"b-{n}", "a1", plan.pairs))
+    if 10_000 in plan.linear:
+        work.append(("conn_per_s", "c-10000", "a1", plan.pairs))
+    if plan.hyperwall:
+        for n in sorted({min(plan.hyperwall), max(plan.hyperwall)}):
+            work.append(("gbit_per_s", f"b-{n}", "a0", plan.throughput_pairs))
+
+    def sample(metric: str, key: str, vm: Vm) -> float:
+        inst = instances[key]
+        inst.flush_conntrack()
+        try:
+            if metric == "gbit_per_s":
+                return run_iperf(inst, vm.ip, plan.throughput_pair_seconds, plan.iperf_client_cpu)
+            got = run_client(
+                tools, inst, "crr", vm.ip, policy.CRR_PORT, plan.pair_seconds, plan.client_cpu
+            )
+            return float(got.get("per_second", math.nan))
+        except (topo.CommandFailed, ValueError, KeyError, subprocess.TimeoutExpired):
+            return math.nan
+
+    for metric, key, base, count in work:
+        if key not in instances or base not in instances:
+            continue
+        for path, vm in PATHS.items():
+            pairs = results.paired.setdefault(metric, {}).setdefault(key, {}).setdefault(path, [])
+            for k in range(count):
+                first, second = (key, base) if k % 2 else (base, key)
+                got = {first: sample(metric, first, vm)}
+                got[second] = sample(metric, second, vm)
+                pairs.append([got[key], got[base]])
+            ratio = results.paired_ratio(key, path, metric)
+            log(f"paired {metric} {key} vs {base} {path}: median ratio {ratio}")
 
 
 def _ms(seconds: float) -> str:

@@ -112,10 +112,14 @@ def test_benchmark_runs_at_a_tiny_size_and_cleans_up(tmp_path: Path) -> None:
         results.scratch["compile"] + results.scratch["apply"]
     )
     assert results.shapes[10]["policy_chains"] == 1
+    for metric, case in (("conn_per_s", "b-10"), ("gbit_per_s", "b-10")):
+        for path in dataplane.PATHS:
+            pairs = results.paired[metric][case][path]
+            assert len(pairs) >= 1 and all(v > 0 for pair in pairs for v in pair)
 
     section = dataplane_report.render_section(results, "benchmarks/dataplane (smoke)", None)
     assert section.startswith(dataplane_report.SECTION)
-    for heading in ("### Targets", "### New connections per second", "### Control path"):
+    for heading in ("### Targets", "### Paired ratios", "### New connections", "### Control path"):
         assert heading in section
     again = dataplane.Results.from_json(results.to_json())
     assert dataplane_report.render_section(again, "x", None).count("| b hyperwall") >= 3
