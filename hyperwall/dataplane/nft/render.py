@@ -260,6 +260,8 @@ class Local:
 
     v4: tuple[int, ...] = ()
     v6: tuple[int, ...] = ()
+    set4: frozenset[int] = frozenset()  # the same, for membership tests
+    set6: frozenset[int] = frozenset()
 
     def of(self, family: int) -> tuple[int, ...]:
         return self.v4 if family == 4 else self.v6
@@ -286,7 +288,9 @@ def local_addresses(program: HostProgram) -> Local:
         for ip in ep.ips:
             address = ipaddress.ip_address(ip)
             found[address.version].add(int(address))
-    return Local(tuple(sorted(found[4])), tuple(sorted(found[6])))
+    return Local(
+        tuple(sorted(found[4])), tuple(sorted(found[6])), frozenset(found[4]), frozenset(found[6])
+    )
 
 
 def block_clip(block: str, local: Local | None) -> Clip | None:
@@ -335,11 +339,22 @@ def split_block(
     elements disjoint per protocol, so the expanded values are unique. (Hot: one loop turn
     per rule on a full load.)"""
     out: dict[str, set[Element]] = {}
-    if clip is None:
-        for element in elements:
-            _place(out, element)
-        return out
+    side = clip.side if clip is not None else 0
+    own = (clip.local.set4, clip.local.set6) if clip is not None else (frozenset(), frozenset())
     for element in elements:
+        family, sl, sh, dl, dh, proto, low, high, _ = element
+        if sl == sh and dl == dh and low == high and proto in EXACT_PROTOS:  # most rules
+            if side and (sl if side == 1 else dl) not in own[family == 6]:
+                continue  # clipped away: that address is not on this host
+            shape = _EXACT[family, proto][0]
+            found = out.get(shape)
+            if found is None:
+                found = out[shape] = set()
+            found.add((sl, sl, dl, dl, proto, low, low))
+            continue
+        if clip is None:
+            _place(out, element)
+            continue
         pieces = clipped(element, clip)
         if pieces is None:
             _place(out, element)
