@@ -35,3 +35,20 @@ def inside(name: str) -> Iterator[None]:
     finally:
         os.close(target)
         os.close(own)
+
+
+@contextmanager
+def enter(fd: int) -> Iterator[None]:
+    """Run the block in the network namespace open as `fd` (the calling thread only), and
+    check that the thread is really there before it does anything."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _setns(fd)
+        try:
+            if os.stat("/proc/thread-self/ns/net").st_ino != os.fstat(fd).st_ino:
+                raise OSError("setns did not move the thread into the namespace")
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(own)

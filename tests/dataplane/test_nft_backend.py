@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,45 @@ def test_sync_replaces_an_earlier_versions_block_sets(nft: NftClient, catalog: C
     assert in_sync(nft, prog) != []
     assert NftBackend(nft).sync(prog).mode == "sync"
     assert in_sync(nft, prog) == []
+
+
+class CountingClient(NftClient):
+    """The real client, counting its parallel loads."""
+
+    parallel = 0
+
+    def run_parallel(self, batches: list[list[dict[str, object]]]) -> None:
+        self.parallel += 1
+        super().run_parallel(batches)
+
+
+def test_a_fresh_big_table_loads_its_big_sets_in_parallel(netns: str, catalog: Catalog) -> None:
+    """Past `PARALLEL_ELEMENTS` block elements, a fresh table's big sets go in two
+    transactions at once, from worker threads bound to the client's namespace (not the
+    caller's): the table ends exactly as rendered, and the calling namespace is untouched."""
+    from hyperwall.dataplane.netns import inside
+    from hyperwall.dataplane.nft.backend import PARALLEL_ELEMENTS
+
+    here = subprocess.run(["nft", "-j", "list", "tables"], capture_output=True, text=True)
+    with inside(netns):
+        nft = CountingClient()
+    n = PARALLEL_ELEMENTS // 2 + 1000
+    blocks = {
+        name: BlockSet(
+            name,
+            frozenset(
+                (4, V4 + 1 + i, V4 + 1 + i, V4 + k, V4 + k, 6, 80, 80, f"t/p/{name}")
+                for i in range(n)
+            ),
+        )
+        for k, name in ((2, "b:big1"), (3, "b:big2"))
+    }
+    prog = program(catalog)
+    prog = dataclasses.replace(prog, block_sets={**prog.block_sets, **blocks})
+    backend = NftBackend(nft)
+    assert backend.apply(prog).mode == "sync"
+    assert nft.parallel == 1
+    assert in_sync(nft, prog) == []
+    assert NftBackend(nft).sync(prog).mode == "noop"  # a restart finds nothing to do
+    after = subprocess.run(["nft", "-j", "list", "tables"], capture_output=True, text=True)
+    assert after.stdout == here.stdout  # the calling namespace's tables are as they were

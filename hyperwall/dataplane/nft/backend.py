@@ -11,6 +11,7 @@ rebuilds the whole table in one transaction (`add table; delete table; add every
 
 from __future__ import annotations
 
+import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable
@@ -24,7 +25,9 @@ from hyperwall.dataplane.nft import plan as planner
 from hyperwall.dataplane.nft.client import NftClient, NftError
 from hyperwall.dataplane.nft.readback import parse_table
 from hyperwall.dataplane.nft.render import (
+    FAMILY,
     SHAPES,
+    TABLE,
     Element,
     Local,
     Options,
@@ -45,6 +48,7 @@ from hyperwall.dataplane.nft.render import (
 )
 
 Mode = Literal["noop", "incremental", "sync", "rebuild"]
+PARALLEL_ELEMENTS = 20_000  # a fresh table with more block elements loads them in parallel
 ENDPOINT_SETS = (
     *("spoof4", "spoof6", "own4", "own6", "br:spoof4", "br:spoof6"),
     *("egress_map", "ingress_map", "ingress_map4", "ingress_map6"),
@@ -87,11 +91,47 @@ class NftBackend:
         start = time.perf_counter()
         actual, present = self.read_actual()
         desired = render_program(program, self.options)
+        if not present:  # a fresh host: the big block sets first, in parallel
+            loaded = self._load_big_sets(desired)
+            if loaded is not None:
+                actual, present = loaded, {FAMILY}
         commands = planner.plan(actual, desired, existing=present)
         self.client.run(commands)
         self.state, self.program, self.local = desired, program, self._local(program)
         mode: Mode = "sync" if commands else "noop"
         return ApplyResult(mode, len(commands), time.perf_counter() - start)
+
+    def _load_big_sets(self, desired: TableState) -> TableState | None:
+        """Loads the big block sets of a table that does not exist yet, in two transactions
+        sent at once (`NftClient.run_parallel`), and returns what the kernel then holds.
+
+        Only for a fresh table: until the rest of the table follows in one transaction, the
+        kernel has sets that no rule refers to and no base chain, which filters nothing,
+        as before the table existed; an agent that dies in between reads the sets back on
+        its next sync. None if the sets are too small to be worth it or there is one CPU."""
+        big = [
+            n for n in desired.sets if n.startswith("k_") and len(desired.elements[n]) >= 1000
+        ]
+        total = sum(len(desired.elements[n]) for n in big)
+        if total < PARALLEL_ELEMENTS or len(os.sched_getaffinity(0)) < 2:
+            return None
+        groups: list[list[str]] = [[], []]
+        sizes = [0, 0]
+        for name in sorted(big, key=lambda n: -len(desired.elements[n])):
+            i = 0 if sizes[0] <= sizes[1] else 1
+            groups[i].append(name)
+            sizes[i] += len(desired.elements[name])
+        table = {"add": {"table": {"family": FAMILY, "name": TABLE}}}
+        self.client.run_parallel(
+            [
+                [table, *(planner.set_command(desired.sets[n], desired.elements[n]) for n in g)]
+                for g in groups
+            ]
+        )
+        loaded = TableState()
+        for name in big:
+            loaded.put_set(desired.sets[name], desired.elements[name])
+        return loaded
 
     def rebuild(self, program: HostProgram) -> ApplyResult:
         start = time.perf_counter()
