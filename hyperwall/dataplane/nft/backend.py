@@ -109,9 +109,7 @@ class NftBackend:
         kernel has sets that no rule refers to and no base chain, which filters nothing,
         as before the table existed; an agent that dies in between reads the sets back on
         its next sync. None if the sets are too small to be worth it or there is one CPU."""
-        big = [
-            n for n in desired.sets if n.startswith("k_") and len(desired.elements[n]) >= 1000
-        ]
+        big = [n for n in desired.sets if n.startswith("k_") and len(desired.elements[n]) >= 1000]
         total = sum(len(desired.elements[n]) for n in big)
         if total < PARALLEL_ELEMENTS or len(os.sched_getaffinity(0)) < 2:
             return None
