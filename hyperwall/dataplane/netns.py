@@ -24,17 +24,12 @@ def _setns(fd: int) -> None:
 @contextmanager
 def inside(name: str) -> Iterator[None]:
     """Run the block in network namespace `name` (as made by `ip netns add`)."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{name}", os.O_RDONLY)
     try:
-        _setns(target)
-        try:
+        with enter(target):
             yield
-        finally:
-            _setns(own)
     finally:
         os.close(target)
-        os.close(own)
 
 
 @contextmanager

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hyperwall.compiler.delta import ProgramDelta, diff
-from hyperwall.compiler.intervals import V4_MAX, V6_MAX
 from hyperwall.compiler.program import Chain, HostProgram, LookupRule
 from hyperwall.dataplane.nft import plan as planner
 from hyperwall.dataplane.nft.client import NftClient, NftError
@@ -27,7 +26,6 @@ from hyperwall.dataplane.nft.readback import parse_table
 from hyperwall.dataplane.nft.render import (
     FAMILY,
     SHAPES,
-    TABLE,
     Element,
     Local,
     Options,
@@ -38,6 +36,7 @@ from hyperwall.dataplane.nft.render import (
     block_set_name,
     block_set_specs,
     block_shapes,
+    clip_range,
     local_addresses,
     passing_chains,
     render_address_set,
@@ -119,7 +118,7 @@ class NftBackend:
             i = 0 if sizes[0] <= sizes[1] else 1
             groups[i].append(name)
             sizes[i] += len(desired.elements[name])
-        table = {"add": {"table": {"family": FAMILY, "name": TABLE}}}
+        table = planner.table_command("add", FAMILY)
         self.client.run_parallel(
             [
                 [table, *(planner.set_command(desired.sets[n], desired.elements[n]) for n in g)]
@@ -258,11 +257,11 @@ class NftBackend:
             clip = block_clip(name, local)
             if clip is None or name in put:
                 continue
-            side = clip.side
             for e in (*block.elements, *removed.get(name, ())):
-                low, high = e[side], e[side + 1]
-                if low == 0 and high == (V4_MAX if e[0] == 4 else V6_MAX):
+                bounds = clip_range(e, clip)
+                if bounds is None:
                     continue  # any address: never clipped
+                low, high = bounds
                 addresses = moved[e[0]]
                 i = bisect_left(addresses, low)
                 if i < len(addresses) and addresses[i] <= high:

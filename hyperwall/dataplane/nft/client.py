@@ -67,9 +67,9 @@ class NftClient:
         def work(batch: list[dict[str, Any]]) -> None:
             try:
                 with enter(self._netns):
-                    rc, _, err = self._context().cmd(encode(batch))
-                if rc != 0:
-                    errors.append(err.strip() or f"nft returned {rc}")
+                    _send(self._context(), batch)
+            except NftError as exc:
+                errors.append(str(exc))
             except Exception as exc:  # reported below, in the calling thread
                 errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -78,7 +78,7 @@ class NftClient:
             t.start()
         try:
             if batches and batches[0]:
-                self.run(batches[0])
+                _send(self._nft, batches[0])
         finally:
             for t in threads:
                 t.join()
@@ -87,12 +87,8 @@ class NftClient:
 
     def run(self, commands: list[dict[str, Any]]) -> None:
         """Send `commands` as one transaction (all or nothing)."""
-        if not commands:
-            return
-        # JSON output on: libnftables then reads the input as JSON (nft 1.0.6)
-        rc, _, err = self._nft.cmd(encode(commands))
-        if rc != 0:
-            raise NftError(err.strip() or f"nft returned {rc}")
+        if commands:
+            _send(self._nft, commands)
 
     def list_table(self, family: str = FAMILY) -> dict[str, Any] | None:
         """Our table of `family` as JSON, or None if it does not exist."""
@@ -110,3 +106,11 @@ class NftClient:
         if rc != 0:
             raise NftError(err.strip())
         return str(out)
+
+
+def _send(context: Any, commands: list[dict[str, Any]]) -> None:
+    """One transaction through `context`. JSON output is on: libnftables then reads the
+    input as JSON (nft 1.0.6)."""
+    rc, _, err = context.cmd(encode(commands))
+    if rc != 0:
+        raise NftError(err.strip() or f"nft returned {rc}")

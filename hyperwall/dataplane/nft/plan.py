@@ -62,6 +62,10 @@ def _chain_order(name: str) -> tuple[int, str]:
     return (_KIND_ORDER.get(name[0], 4) if name[1:2] == "_" else 4, name)
 
 
+def table_command(verb: str, family: str) -> Command:
+    return {verb: {"table": {"family": family, "name": TABLE}}}
+
+
 def set_command(spec: SetSpec, elements: Iterable[Element] = ()) -> Command:
     body: dict[str, Any] = _obj(spec.name)
     body["type"] = spec.type[0] if len(spec.type) == 1 else list(spec.type)
@@ -137,7 +141,7 @@ def plan(
     else:
         needed = {f for f in needed if not _holds_family(actual, f)}
     for family in sorted(needed):
-        cmds.append({"add": {"table": {"family": family, "name": TABLE}}})
+        cmds.append(table_command("add", family))
     set_names = wanted(desired.sets, actual.sets)
     chain_names = sorted(wanted(desired.chains, actual.chains), key=_chain_order)
     new_sets = [n for n in set_names if n in desired.sets and n not in actual.sets]
@@ -201,6 +205,6 @@ def rebuild(desired: TableState, present: set[str]) -> list[Command]:
     no-op if it exists), delete it, then add everything."""
     cmds: list[Command] = []
     for family in sorted(families(desired) | present):
-        cmds.append({"add": {"table": {"family": family, "name": TABLE}}})
-        cmds.append({"delete": {"table": {"family": family, "name": TABLE}}})
+        cmds.append(table_command("add", family))
+        cmds.append(table_command("delete", family))
     return cmds + plan(TableState(), desired, existing=set())

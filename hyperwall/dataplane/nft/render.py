@@ -260,8 +260,12 @@ class Local:
 
     v4: tuple[int, ...] = ()
     v6: tuple[int, ...] = ()
-    set4: frozenset[int] = frozenset()  # the same, for membership tests
-    set6: frozenset[int] = frozenset()
+    set4: frozenset[int] = field(init=False, compare=False, repr=False)  # for membership
+    set6: frozenset[int] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "set4", frozenset(self.v4))
+        object.__setattr__(self, "set6", frozenset(self.v6))
 
     def of(self, family: int) -> tuple[int, ...]:
         return self.v4 if family == 4 else self.v6
@@ -288,9 +292,7 @@ def local_addresses(program: HostProgram) -> Local:
         for ip in ep.ips:
             address = ipaddress.ip_address(ip)
             found[address.version].add(int(address))
-    return Local(
-        tuple(sorted(found[4])), tuple(sorted(found[6])), frozenset(found[4]), frozenset(found[6])
-    )
+    return Local(tuple(sorted(found[4])), tuple(sorted(found[6])))
 
 
 def block_clip(block: str, local: Local | None) -> Clip | None:
@@ -304,13 +306,23 @@ def block_clip(block: str, local: Local | None) -> Clip | None:
     return None
 
 
+def clip_range(element: tuple[Any, ...], clip: Clip) -> tuple[int, int] | None:
+    """The clipped side of `element` as (low, high); None if it is any address (never
+    clipped)."""
+    low, high = element[clip.side], element[clip.side + 1]
+    if low == 0 and high == _FULL[element[0]]:
+        return None
+    return low, high
+
+
 def clipped(element: tuple[Any, ...], clip: Clip) -> list[tuple[Any, ...]] | None:
     """`element` clipped to the local addresses: None if unchanged (the side is any, or every
     address of it is local, or too many are to list), else the pieces (maybe none)."""
-    family, side = element[0], clip.side
-    low, high = element[side], element[side + 1]
-    if low == 0 and high == _FULL[family]:
+    bounds = clip_range(element, clip)
+    if bounds is None:
         return None
+    low, high = bounds
+    family, side = element[0], clip.side
     addresses = clip.local.of(family)
     first, last = bisect_left(addresses, low), bisect_right(addresses, high)
     count = last - first
