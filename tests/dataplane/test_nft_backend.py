@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -290,26 +291,26 @@ def test_sync_replaces_an_earlier_versions_block_sets(nft: NftClient, catalog: C
 
 
 class CountingClient(NftClient):
-    """The real client, counting its parallel loads."""
+    """The real client, counting its bulk element loads."""
 
-    parallel = 0
+    bulk = 0
 
-    def run_parallel(self, batches: list[list[dict[str, object]]]) -> None:
-        self.parallel += 1
-        super().run_parallel(batches)
+    def add_elements(self, sets: Sequence[tuple[str, Sequence[bytes]]]) -> None:
+        self.bulk += 1
+        super().add_elements(sets)
 
 
-def test_a_fresh_big_table_loads_its_big_sets_in_parallel(netns: str, catalog: Catalog) -> None:
-    """Past `PARALLEL_ELEMENTS` block elements, a fresh table's big sets go in two
-    transactions at once, from worker threads bound to the client's namespace (not the
-    caller's): the table ends exactly as rendered, and the calling namespace is untouched."""
+def test_a_fresh_big_table_loads_its_big_sets_in_bulk(netns: str, catalog: Catalog) -> None:
+    """Past `BULK_ELEMENTS` exact block elements, a fresh table's big sets get their elements
+    as one nfnetlink batch, through a socket in the client's namespace (not the caller's):
+    the table ends exactly as rendered, and the calling namespace is untouched."""
     from hyperwall.dataplane.netns import inside
-    from hyperwall.dataplane.nft.backend import PARALLEL_ELEMENTS
+    from hyperwall.dataplane.nft.backend import BULK_ELEMENTS
 
     here = subprocess.run(["nft", "-j", "list", "tables"], capture_output=True, text=True)
     with inside(netns):
         nft = CountingClient()
-    n = PARALLEL_ELEMENTS // 2 + 1000
+    n = BULK_ELEMENTS // 2 + 1000
     blocks = {
         name: BlockSet(
             name,
@@ -324,7 +325,7 @@ def test_a_fresh_big_table_loads_its_big_sets_in_parallel(netns: str, catalog: C
     prog = dataclasses.replace(prog, block_sets={**prog.block_sets, **blocks})
     backend = NftBackend(nft)
     assert backend.apply(prog).mode == "sync"
-    assert nft.parallel == 1
+    assert nft.bulk == 1
     assert in_sync(nft, prog) == []
     assert NftBackend(nft).sync(prog).mode == "noop"  # a restart finds nothing to do
     after = subprocess.run(["nft", "-j", "list", "tables"], capture_output=True, text=True)

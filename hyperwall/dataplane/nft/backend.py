@@ -11,7 +11,6 @@ rebuilds the whole table in one transaction (`add table; delete table; add every
 
 from __future__ import annotations
 
-import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from hyperwall.compiler.delta import ProgramDelta, diff
 from hyperwall.compiler.program import Chain, HostProgram, LookupRule
 from hyperwall.dataplane.nft import plan as planner
 from hyperwall.dataplane.nft.client import NftClient, NftError
+from hyperwall.dataplane.nft.netlink import exact_keys
 from hyperwall.dataplane.nft.readback import parse_table
 from hyperwall.dataplane.nft.render import (
     FAMILY,
@@ -47,7 +47,8 @@ from hyperwall.dataplane.nft.render import (
 )
 
 Mode = Literal["noop", "incremental", "sync", "rebuild"]
-PARALLEL_ELEMENTS = 20_000  # a fresh table with more block elements loads them in parallel
+BULK_ELEMENTS = 20_000  # a fresh table with more exact block elements than this loads
+BULK_SET = 1_000  # its sets of this many or more through netlink (`_load_big_sets`)
 ENDPOINT_SETS = (
     *("spoof4", "spoof6", "own4", "own6", "br:spoof4", "br:spoof6"),
     *("egress_map", "ingress_map", "ingress_map4", "ingress_map6"),
@@ -90,7 +91,7 @@ class NftBackend:
         start = time.perf_counter()
         actual, present = self.read_actual()
         desired = render_program(program, self.options)
-        if not present:  # a fresh host: the big block sets first, in parallel
+        if not present:  # a fresh host: the big block sets first, in bulk
             loaded = self._load_big_sets(desired)
             if loaded is not None:
                 actual, present = loaded, {FAMILY}
@@ -101,33 +102,32 @@ class NftBackend:
         return ApplyResult(mode, len(commands), time.perf_counter() - start)
 
     def _load_big_sets(self, desired: TableState) -> TableState | None:
-        """Loads the big block sets of a table that does not exist yet, in two transactions
-        sent at once (`NftClient.run_parallel`), and returns what the kernel then holds.
+        """Loads the big exact block sets of a table that does not exist yet, and returns
+        what the kernel then holds: the table and the sets (empty) through libnftables, then
+        their elements as one nfnetlink batch (`NftClient.add_elements`), which skips
+        libnftables' parsing of each element.
 
         Only for a fresh table: until the rest of the table follows in one transaction, the
         kernel has sets that no rule refers to and no base chain, which filters nothing,
         as before the table existed; an agent that dies in between reads the sets back on
-        its next sync. None if the sets are too small to be worth it or there is one CPU."""
-        big = [n for n in desired.sets if n.startswith("k_") and len(desired.elements[n]) >= 1000]
-        total = sum(len(desired.elements[n]) for n in big)
-        if total < PARALLEL_ELEMENTS or len(os.sched_getaffinity(0)) < 2:
+        its next sync and adds what is missing. None if the sets are too small to matter."""
+        big = [
+            n
+            for n in desired.sets
+            if n.startswith("k_")
+            and not desired.sets[n].interval
+            and len(desired.elements[n]) >= BULK_SET
+        ]
+        if sum(len(desired.elements[n]) for n in big) < BULK_ELEMENTS:
             return None
-        groups: list[list[str]] = [[], []]
-        sizes = [0, 0]
-        for name in sorted(big, key=lambda n: -len(desired.elements[n])):
-            i = 0 if sizes[0] <= sizes[1] else 1
-            groups[i].append(name)
-            sizes[i] += len(desired.elements[name])
-        table = planner.table_command("add", FAMILY)
-        self.client.run_parallel(
-            [
-                [table, *(planner.set_command(desired.sets[n], desired.elements[n]) for n in g)]
-                for g in groups
-            ]
+        specs = [desired.sets[n] for n in big]
+        self.client.run(
+            [planner.table_command("add", FAMILY), *(planner.set_command(s) for s in specs)]
         )
+        self.client.add_elements([(s.name, exact_keys(s, desired.elements[s.name])) for s in specs])
         loaded = TableState()
-        for name in big:
-            loaded.put_set(desired.sets[name], desired.elements[name])
+        for spec in specs:
+            loaded.put_set(spec, desired.elements[spec.name])
         return loaded
 
     def rebuild(self, program: HostProgram) -> ApplyResult:

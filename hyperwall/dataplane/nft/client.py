@@ -5,17 +5,22 @@ Transactions are sent as JSON text (`wire.encode`), not through `json_cmd`, whic
 
 A context binds to the network namespace current when it is created: create the client
 inside the host's namespace (the agent runs there). The client remembers that namespace, so
-`run_parallel` can give its worker threads contexts of their own in the same one.
+`add_elements` can open its netlink socket there too.
+
+`add_elements` is the one path that bypasses libnftables: a fresh table's big exact block
+sets, as one nfnetlink batch of `NFT_MSG_NEWSETELEM` messages (`nft.netlink`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
+import socket
+from collections.abc import Sequence
 from typing import Any
 
 from hyperwall.dataplane.netns import enter
+from hyperwall.dataplane.nft import netlink
 from hyperwall.dataplane.nft.render import FAMILY, TABLE
 from hyperwall.dataplane.nft.wire import encode
 
@@ -33,7 +38,7 @@ class NftClient:
                 "python3-nftables is not importable: run scripts/bootstrap (apt python3-nftables)"
             ) from exc
         self._nft = self._context()
-        # The namespace the context is bound to (the creating thread's), for `run_parallel`.
+        # The namespace the context is bound to (the creating thread's), for `add_elements`.
         self._netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
     @staticmethod
@@ -55,35 +60,19 @@ class NftClient:
     def __del__(self) -> None:
         self.close()
 
-    def run_parallel(self, batches: list[list[dict[str, Any]]]) -> None:
-        """Send each batch as a transaction of its own, all at once: the first from this
-        thread, the others from threads with contexts of their own in this client's
-        namespace. libnftables parses a transaction in C without holding the GIL, so on
-        two cores a full load of big sets takes about half the parsing time (measured: 120,000
-        elements in two batches, 0.83-0.89 s against 1.25-1.48 s in one). Each batch is
-        atomic, the batches together are not: only for objects nothing refers to yet."""
-        errors: list[str] = []
-
-        def work(batch: list[dict[str, Any]]) -> None:
+    def add_elements(self, sets: Sequence[tuple[str, Sequence[bytes]]]) -> None:
+        """Add kernel keys (`netlink.exact_keys`) to existing sets of our inet table, as one
+        transaction (all or nothing), through a netlink socket opened in this client's
+        namespace. Measured: 120,000 elements of three fields in 0.07 s of Python and 0.4 s
+        of kernel time, against 0.8-0.9 s through libnftables on two threads."""
+        batch = netlink.element_batch(TABLE, sets, 1)  # a socket of its own: numbers from 1
+        with enter(self._netns):
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 12)
+        with sock:
             try:
-                with enter(self._netns):
-                    _send(self._context(), batch)
-            except NftError as exc:
-                errors.append(str(exc))
-            except Exception as exc:  # reported below, in the calling thread
-                errors.append(f"{type(exc).__name__}: {exc}")
-
-        threads = [threading.Thread(target=work, args=(b,)) for b in batches[1:] if b]
-        for t in threads:
-            t.start()
-        try:
-            if batches and batches[0]:
-                _send(self._nft, batches[0])
-        finally:
-            for t in threads:
-                t.join()
-        if errors:
-            raise NftError("; ".join(errors))
+                _talk(sock, batch)
+            except OSError as exc:  # refused, too big, or no answer
+                raise NftError(f"netlink: adding elements failed: {exc}") from exc
 
     def run(self, commands: list[dict[str, Any]]) -> None:
         """Send `commands` as one transaction (all or nothing)."""
@@ -106,6 +95,32 @@ class NftClient:
         if rc != 0:
             raise NftError(err.strip())
         return str(out)
+
+
+_NETLINK_TIMEOUT = 120.0  # seconds; the kernel answers when it has applied the batch
+_SO_SNDBUFFORCE = 32
+_SOL_NETLINK = 270
+_NETLINK_CAP_ACK = 10
+
+
+def _talk(sock: socket.socket, batch: bytes) -> None:
+    """Send `batch` and wait for an acknowledgement of each of its element messages."""
+    sock.settimeout(_NETLINK_TIMEOUT)
+    # The kernel takes a batch in one message: room for all of it (root may force).
+    sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, len(batch) + (1 << 16))
+    sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)  # errors without the request echoed
+    sock.bind((0, 0))
+    if sock.send(batch) != len(batch):
+        raise NftError("netlink: the element batch was sent in part")
+    want = netlink.expected_acks(batch)
+    while want:
+        for seq, error in netlink.replies(sock.recv(1 << 16)):
+            if error:
+                raise NftError(
+                    f"netlink: adding elements failed: {os.strerror(-error)} "
+                    f"(message {seq - 1} of the batch)"
+                )
+            want -= 1
 
 
 def _send(context: Any, commands: list[dict[str, Any]]) -> None:
