@@ -222,3 +222,51 @@ def test_spoofed_traffic_gets_nothing_through(lab: Lab, case: Case) -> None:
     assert after > before, "the host's `spoofed` chain did not count the spoofed packets"
     assert real.result == "allowed", real.outcome.detail
     assert real_arrived >= 1, "the destination's counter did not see the real probe"
+
+
+SEND_UDP = """
+import socket, sys
+src, sport, dst, dport, count, wait = sys.argv[1:7]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((src, int(sport)))
+s.settimeout(float(wait))
+for _ in range(int(count)):
+    s.sendto(b"hello", (dst, int(dport)))
+if float(wait) > 0:
+    s.recvfrom(100)  # the responder's answer: the flow is established both ways
+"""
+
+
+def test_no_injection_into_another_vms_connection(lab: Lab) -> None:
+    """a (hv1) has an established UDP flow with c (hv2). b, on a's host, sends packets with
+    a's address and port on that flow, which the host's conntrack knows as established:
+    they must not reach c (the source check runs on every packet, not just on the first
+    of a connection), and hv1's `spoofed` chain counts them."""
+    a_ip, b_vm, c_ip = REAL["a"][1], "b", REAL["c"][1]
+    flow = f"ip saddr {a_ip} ip daddr {c_ip} udp sport 40007 udp dport 5007"
+    ruleset = (
+        f"table inet {TABLE} {{\n  counter injected {{}}\n  chain pre {{\n"
+        "    type filter hook prerouting priority raw; policy accept;\n"
+        f"    {flow} counter name injected\n  }}\n}}\n"
+    )
+    lab.exec("c", ["nft", "-f", "-"], check=True, stdin=ruleset)
+    try:
+        lab.exec(
+            "a", ["python3", "-c", SEND_UDP, a_ip, "40007", c_ip, "5007", "1", "3"], check=True
+        )
+        established = counter(lab, "c", "injected")
+        before = spoofed_chain_packets(lab, "hv1")
+        lab.exec(b_vm, ["ip", "address", "add", f"{a_ip}/32", "dev", "eth0"], check=True)
+        try:
+            lab.exec(
+                b_vm, ["python3", "-c", SEND_UDP, a_ip, "40007", c_ip, "5007", "5", "0"], check=True
+            )
+        finally:
+            lab.exec(b_vm, ["ip", "address", "del", f"{a_ip}/32", "dev", "eth0"])
+        injected = counter(lab, "c", "injected") - established
+        after = spoofed_chain_packets(lab, "hv1")
+    finally:
+        lab.exec("c", ["nft", "delete", "table", "inet", TABLE])
+    assert established == 1, "a's own packet did not arrive: the flow was never established"
+    assert injected == 0
+    assert after - before >= 5
