@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from hyperwall.dataplane.nft import netlink
 from hyperwall.dataplane.nft import plan as planner
+from hyperwall.dataplane.nft.backend import NftBackend
 from hyperwall.dataplane.nft.client import NftClient, NftError
-from hyperwall.dataplane.nft.readback import parse_table
+from hyperwall.dataplane.nft.readback import TornListing, parse_table
 from hyperwall.dataplane.nft.render import (
     EXACT_PROTOS,
     FAMILY,
@@ -37,9 +38,9 @@ def _element(spec: SetSpec, src: int, dst: int, port: int) -> Element:
 
 
 def _read(nft: NftClient) -> TableState:
-    listing = nft.list_table()
-    assert listing is not None
-    return parse_table(listing)
+    """What the kernel holds (a listing torn by a resize right after a big load is taken
+    again: `readback.TornListing`)."""
+    return NftBackend(nft).read_actual()[0]
 
 
 def _fresh_sets(nft: NftClient, specs: list[SetSpec]) -> None:
@@ -117,3 +118,27 @@ def test_only_exact_block_sets_have_kernel_keys() -> None:
     with pytest.raises(ValueError, match="not an exact block set"):
         netlink.exact_keys(interval, [])
     assert len(EXACT) == 2 * 3 * len(EXACT_PROTOS)
+
+
+def test_a_listing_with_repeated_elements_is_torn() -> None:
+    """A dump that repeats an element skipped another (`TornListing`): never taken as the
+    kernel's state."""
+    spec = next(s for s in EXACT if block_shape(s.name) == "4e6")
+    element = {"concat": ["10.0.0.1", "10.0.0.2", 80]}
+    listing = {
+        "nftables": [
+            {
+                "set": {
+                    "family": "inet",
+                    "table": "hyperwall",
+                    "name": spec.name,
+                    "type": list(spec.type),
+                    "elem": [element, element],
+                }
+            }
+        ]
+    }
+    with pytest.raises(TornListing, match="1 repeats"):
+        parse_table(listing)
+    listing["nftables"][0]["set"]["elem"] = [element]
+    assert parse_table(listing).elements[spec.name] == {_element(spec, 0x0A000001, 0x0A000002, 80)}

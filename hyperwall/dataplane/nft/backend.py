@@ -22,7 +22,7 @@ from hyperwall.compiler.program import Chain, HostProgram, LookupRule
 from hyperwall.dataplane.nft import plan as planner
 from hyperwall.dataplane.nft.client import NftClient, NftError
 from hyperwall.dataplane.nft.netlink import exact_keys
-from hyperwall.dataplane.nft.readback import parse_table
+from hyperwall.dataplane.nft.readback import TornListing, parse_table
 from hyperwall.dataplane.nft.render import (
     FAMILY,
     SHAPES,
@@ -49,9 +49,10 @@ from hyperwall.dataplane.nft.render import (
 Mode = Literal["noop", "incremental", "sync", "rebuild"]
 BULK_ELEMENTS = 20_000  # a fresh table with more exact block elements than this loads
 BULK_SET = 1_000  # its sets of this many or more through netlink (`_load_big_sets`)
+LISTING_ATTEMPTS = 8  # a torn listing (`readback.TornListing`) is taken again, then it fails
 ENDPOINT_SETS = (
-    *("spoof4", "spoof6", "own4", "own6", "br:spoof4", "br:spoof6"),
-    *("egress_map", "ingress_map", "ingress_map4", "ingress_map6"),
+    *("own4", "own6", "from4", "from6", "to4", "to6", "vm_ifaces"),
+    *("br:spoof4", "br:spoof6", "egress_map", "ingress_map4", "ingress_map6"),
 )
 
 
@@ -76,7 +77,18 @@ class NftBackend:
     # -- full paths ---------------------------------------------------------------------
 
     def read_actual(self) -> tuple[TableState, set[str]]:
-        """Our tables as the kernel has them, and which of the families exist."""
+        """Our tables as the kernel has them, and which of the families exist. A listing
+        torn by a concurrent hash-table resize (`TornListing`) is taken again."""
+        for attempt in range(LISTING_ATTEMPTS):
+            try:
+                return self._read_once()
+            except TornListing:
+                if attempt == LISTING_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _read_once(self) -> tuple[TableState, set[str]]:
         state = TableState()
         present: set[str] = set()
         for family, prefix in (("inet", ""), ("bridge", planner.BRIDGE)):

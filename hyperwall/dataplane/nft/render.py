@@ -3,18 +3,18 @@
 Counterpart of `compiler.program` (what to enforce) and `nft.backend` (which sends these
 objects to the kernel). Layout of the table (routed attachment; bridge mode adds tagging):
 
-- base chain `forward` (forward, priority 0), one per packet: anti-spoofing for packets from
-  VM interfaces (interface . IP must be an endpoint's own), then `ct state
-  established,related accept`, `invalid drop`; then interface . MAC . IP must be an
-  endpoint's own too; a new connection from a VM goes through
-  `iifname vmap @egress_map` to the sender's dispatch chain, where an allow is `goto to_vm`
-  (not accept), so the receiving end is still checked; an unknown VM interface drops (fail
-  closed). Then chain `to_vm`: packets to VM interfaces `oifname vmap @ingress_map` to the
-  receiver's dispatch chain (an allow there is accept), unknown VM interface drops; anything
-  else is accepted. A new connection to a VM interface must be addressed to one of that
-  VM's own addresses (else chain `misdirected` drops it), which is what lets block sets
-  hold only this host's addresses (`Clip`). One base chain, so an established packet costs
-  one chain traversal.
+- base chain `forward` (forward, priority 0), one per packet: `ct state
+  established,related` goes to chain `established`, where interface . source IP must be the
+  VM's own (a hit accepts; a miss from a VM interface is spoofed), `invalid` drops. A new
+  connection from a VM is dispatched by one lookup of interface . MAC . IP (`@from4/6`) to
+  the sender's dispatch chain, where an allow is `goto to_vm` (not accept), so the receiving
+  end is still checked; a miss from a known VM interface is spoofed, from an unknown one
+  drops (fail closed). Then chain `to_vm`: a packet to a VM interface is dispatched by
+  interface . destination IP (`@to4/6`) to the receiver's dispatch chain (an allow there
+  is accept); a miss to a known VM interface is misdirected (a VM receives only its own
+  addresses, which is what lets block sets hold only this host's addresses: `Clip`), to an
+  unknown one drops; anything not to a VM is accepted. One base chain, so an established
+  packet costs one chain traversal and one lookup.
 - base chain `host_in` (input): VMs may reach the host only for DHCP and ND/MLD.
 - dispatch chains `d_*` (one per distinct dispatch, shared by endpoints): jump each tier
   chain `t_*`, then the default verdict. Tier chains jump policy chains `p_*` in order; a
@@ -462,7 +462,10 @@ def element_json(spec: SetSpec, element: Element) -> Any:
     are numbers: nft looks a name up in /etc/protocols for every element."""
     kind = spec.name[:2]
     if spec.verdict_map:
-        return [element[0], {"jump": {"target": element[1]}}]
+        key = element[0] if len(element) == 2 else {"concat": list(element[:-1])}
+        return [key, {"jump": {"target": element[-1]}}]
+    if len(spec.type) == 1 and spec.type[0] == "ifname":
+        return element[0]
     if kind == "a_":
         family = 4 if spec.type[0] == "ipv4_addr" else 6
         return _range(family, element[0], element[1])
@@ -480,7 +483,7 @@ def element_json(spec: SetSpec, element: Element) -> Any:
         elif len(element) == 6:
             parts.append({"range": [element[4], element[5]]})
         return {"concat": parts}
-    return {"concat": list(element)}  # spoof sets: ifname . MAC . IP; own sets: ifname . IP
+    return {"concat": list(element)}  # br:spoof sets: ifname . MAC . IP; own: ifname . IP
 
 
 # -- chains ------------------------------------------------------------------------------
@@ -658,12 +661,13 @@ def _routed_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
     """Routed VM links: the inet hooks see the VM's own interface; dispatch by its name."""
     prefix = options.vm_prefix + "*"
     sets = [
-        SetSpec("spoof4", ("ifname", "ether_addr", "ipv4_addr")),
-        SetSpec("spoof6", ("ifname", "ether_addr", "ipv6_addr")),
         SetSpec("own4", ("ifname", "ipv4_addr")),
         SetSpec("own6", ("ifname", "ipv6_addr")),
-        SetSpec("egress_map", ("ifname",), verdict_map=True),
-        SetSpec("ingress_map", ("ifname",), verdict_map=True),
+        SetSpec("from4", ("ifname", "ether_addr", "ipv4_addr"), verdict_map=True),
+        SetSpec("from6", ("ifname", "ether_addr", "ipv6_addr"), verdict_map=True),
+        SetSpec("to4", ("ifname", "ipv4_addr"), verdict_map=True),
+        SetSpec("to6", ("ifname", "ipv6_addr"), verdict_map=True),
+        SetSpec("vm_ifaces", ("ifname",)),
     ]
     from_vm = _match(_meta("iifname"), prefix)
     to_vm = _match(_meta("oifname"), prefix)
@@ -682,38 +686,51 @@ def _routed_static(options: Options) -> tuple[list[SetSpec], list[ChainSpec]]:
         for f, ip in ((4, "ip"), (6, "ip6"))
     ]
     established = [*own, [from_vm, {"goto": {"target": "spoofed"}}], [{"accept": None}]]
-    spoofed = [
+    # A new connection from a VM: one lookup of interface . MAC . IP is both the
+    # anti-spoofing check and the dispatch to the sender's chain. A miss from a VM interface
+    # we know is spoofed; from one we do not know, fail closed.
+    sending = [
         [
-            from_vm,
-            _match(
-                {"concat": [_meta("iifname"), _payload("ether", "saddr"), _payload(ip, "saddr")]},
-                f"@spoof{f}",
-                "!=",
-            ),
-            {"jump": {"target": "spoofed"}},
+            {
+                "vmap": {
+                    "key": {
+                        "concat": [
+                            _meta("iifname"),
+                            _payload("ether", "saddr"),
+                            _payload(ip, "saddr"),
+                        ]
+                    },
+                    "data": f"@from{f}",
+                }
+            }
         ]
         for f, ip in ((4, "ip"), (6, "ip6"))
     ]
     forward = [
         [_EST, {"goto": {"target": "established"}}],
         [_INVALID, {"drop": None}],
-        *spoofed,
-        [{"vmap": {"key": _meta("iifname"), "data": "@egress_map"}}],
+        *sending,
+        [from_vm, _match(_meta("iifname"), "@vm_ifaces"), {"goto": {"target": "spoofed"}}],
         *([from_vm, *rule] for rule in _UNKNOWN),
         [{"goto": {"target": TO_VM}}],
     ]
-    # A VM receives only its own addresses (block sets are clipped to them: `Clip`).
-    misdirected = [
-        [
-            _match({"concat": [_meta("oifname"), _payload(ip, "daddr")]}, f"@own{f}", "!="),
-            {"jump": {"target": "misdirected"}},
-        ]
-        for f, ip in ((4, "ip"), (6, "ip6"))
-    ]
+    # The receiving end: one lookup of interface . destination IP dispatches to the
+    # receiver's chain; a VM receives only its own addresses (block sets are clipped to
+    # them: `Clip`), so a miss to a VM interface we know is misdirected.
     receiving = [
         [_match(_meta("oifname"), prefix, "!="), {"accept": None}],
-        *misdirected,
-        [{"vmap": {"key": _meta("oifname"), "data": "@ingress_map"}}],
+        *(
+            [
+                {
+                    "vmap": {
+                        "key": {"concat": [_meta("oifname"), _payload(ip, "daddr")]},
+                        "data": f"@to{f}",
+                    }
+                }
+            ]
+            for f, ip in ((4, "ip"), (6, "ip6"))
+        ),
+        [_match(_meta("oifname"), "@vm_ifaces"), {"goto": {"target": "misdirected"}}],
         *([to_vm, *rule] for rule in _UNKNOWN),
     ]
     host_in = [
@@ -809,24 +826,30 @@ def render_endpoint(
 ) -> tuple[list[ChainSpec], dict[str, set[Element]]]:
     """Chains an endpoint needs, and its elements in the anti-spoofing sets and dispatch maps."""
     ifname = options.ifname(ep)
-    spoof = "br:spoof" if options.mode == "bridge" else "spoof"
-    key = ep.mac if options.mode == "bridge" else ifname
     chains: list[ChainSpec] = []
-    elements: dict[str, set[Element]] = {f"{spoof}4": set(), f"{spoof}6": set()}
-    for direction, table in (("out", "egress_map"), ("in", "ingress_map")):
-        dispatch, tiers = render_dispatch(ep, direction, passing)
-        chains += [*tiers, dispatch]
-        if options.mode == "bridge" and direction == "in":
-            for ip in ep.ips:
-                family = 6 if ":" in ip else 4
-                elements.setdefault(f"ingress_map{family}", set()).add((ip, dispatch.name))
-        else:
-            elements[table] = {(key, dispatch.name)}
+    dispatch = {}
+    for direction in ("out", "in"):
+        d, tiers = render_dispatch(ep, direction, passing)
+        chains += [*tiers, d]
+        dispatch[direction] = d.name
+    elements: dict[str, set[Element]] = {}
+
+    def add(table: str, *element: str) -> None:
+        elements.setdefault(table, set()).add(element)
+
+    if options.mode == "bridge":
+        add("egress_map", ep.mac, dispatch["out"])
+        for ip in ep.ips:
+            family = 6 if ":" in ip else 4
+            add(f"ingress_map{family}", ip, dispatch["in"])
+            add(f"br:spoof{family}", ifname, ep.mac, ip)
+        return chains, elements
+    add("vm_ifaces", ifname)
     for ip in ep.ips:
         family = 6 if ":" in ip else 4
-        elements[f"{spoof}{family}"].add((ifname, ep.mac, ip))
-        if options.mode != "bridge":
-            elements.setdefault(f"own{family}", set()).add((ifname, ip))
+        add(f"own{family}", ifname, ip)
+        add(f"from{family}", ifname, ep.mac, ip, dispatch["out"])
+        add(f"to{family}", ifname, ip, dispatch["in"])
     return chains, elements
 
 

@@ -109,7 +109,12 @@ def element_encoder(spec: SetSpec) -> Callable[[Element], str]:
     """Writes one element of `spec` (in `render`'s canonical form) as nftables JSON text."""
     kind = spec.name[:2]
     if spec.verdict_map:
-        return lambda e: f'[{_q(e[0])},{{"jump":{{"target":{_q(e[1])}}}}}]'
+        return lambda e: (
+            f'[{_q(e[0]) if len(e) == 2 else _concat(e[:-1])},'
+            f'{{"jump":{{"target":{_q(e[-1])}}}}}]'
+        )
+    if spec.type == ("ifname",):
+        return lambda e: _q(e[0])
     family = 4 if spec.type[0] == "ipv4_addr" else 6
     addr = _address(family)
     ranged = _ranged(addr)
@@ -129,4 +134,8 @@ def element_encoder(spec: SetSpec) -> Callable[[Element], str]:
                 f'{{"range":[{e[4]},{e[5]}]}}]}}'
             )
         return lambda e: f'{{"concat":[{ranged(e[0], e[1])},{ranged(e[2], e[3])}]}}'
-    return lambda e: '{"concat":[' + ",".join(map(_q, e)) + "]}"  # spoof sets: ifname . MAC . IP
+    return _concat  # br:spoof sets: ifname . MAC . IP; own sets: ifname . IP
+
+
+def _concat(values: tuple[Any, ...]) -> str:
+    return '{"concat":[' + ",".join(map(_q, values)) + "]}"
