@@ -110,8 +110,7 @@ def element_encoder(spec: SetSpec) -> Callable[[Element], str]:
     kind = spec.name[:2]
     if spec.verdict_map:
         return lambda e: (
-            f'[{_q(e[0]) if len(e) == 2 else _concat(e[:-1])},'
-            f'{{"jump":{{"target":{_q(e[-1])}}}}}]'
+            f'[{_q(e[0]) if len(e) == 2 else _concat(e[:-1])},{{"jump":{{"target":{_q(e[-1])}}}}}]'
         )
     if spec.type == ("ifname",):
         return lambda e: _q(e[0])
