@@ -72,12 +72,14 @@ def test_apply_programs_exactly_what_was_compiled(nft: NftClient, catalog: Catal
     ct_first = next(i for i, r in enumerate(rules) if "ct" in json.dumps(r))
     dispatch = next(i for i, r in enumerate(rules) if "vmap" in json.dumps(r))
     assert ct_first < dispatch  # the conntrack fast path comes before any policy
-    # one dispatch lookup per family (interface . MAC . IP); a miss from a known VM
-    # interface is spoofed, from an unknown one dropped (fail closed)
+    # not from a VM: on to the receiving end; from one: one dispatch lookup per family
+    # (interface . MAC . IP); a miss from a known VM interface is spoofed, from an unknown
+    # one dropped (fail closed)
+    assert rules[dispatch - 1][-1] == {"goto": {"target": "to_vm"}}
     assert "vmap" in json.dumps(rules[dispatch + 1])
     assert rules[dispatch + 2][-1] == {"goto": {"target": "spoofed"}}
     assert rules[dispatch + 4][-1] == {"drop": None}
-    assert rules[-1] == [{"goto": {"target": "to_vm"}}]  # then the receiving end
+    assert len(rules) == dispatch + 5
     bases = [
         e["chain"]
         for e in json.loads(nft.command("list table inet hyperwall"))["nftables"]
