@@ -126,10 +126,10 @@ class Plan:
     profile: bool = True
     # Paired phase: each case right after (or before) its baseline, many short samples, for
     # the ratios the targets are judged on (the rounds' 3 samples move +-15% on this machine).
-    pairs: int = 30  # connection rate against a1: b at the largest size and at 10,000, c at
+    pairs: int = 40  # connection rate against a1: b at the largest size and at 10,000, c at
     minor_pairs: int = 10  # 10,000 (the targets); the other hyperwall sizes
     pair_seconds: float = 0.5
-    throughput_pairs: int = 10  # throughput against a0: a1, b smallest and largest
+    throughput_pairs: int = 20  # throughput against a0: a1, b smallest and largest
     throughput_pair_seconds: int = 1
 
     def cases(self) -> list[Case]:
