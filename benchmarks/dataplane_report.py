@@ -566,7 +566,8 @@ above, see docs/design/dataplane.md "Block sets"; 2026-11-27, not re-measured by
   `iifname . ip saddr`; a new connection is dispatched by one lookup at each end
   (`iifname . ether saddr . ip saddr` from a VM, `oifname . ip daddr` to one), which is
   also the anti-spoofing and own-address check. Same host ~7.8 -> ~6.3, cross host
-  ~11.9 -> ~7.8 (a connection costs ~210 / ~245 us of CPU in all). Side experiments (40 interleaved pairs, cross host, against a1): the
+  ~11.9 -> ~7.8 (a connection costs ~210 / ~245 us of CPU in all). Side experiments
+  (40 interleaved pairs, cross host, against a1): the
   same program with no per-packet source check at all 0.99, with the check in per-VM
   netdev ingress chains instead (constants, no name load) 0.955, with the check as
   rendered 0.962: the check costs ~3%, and netdev chains are no cheaper here. This
