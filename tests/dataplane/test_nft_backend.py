@@ -336,3 +336,36 @@ def test_a_fresh_big_table_loads_its_big_sets_in_bulk(netns: str, catalog: Catal
     assert NftBackend(nft).sync(prog).mode == "noop"  # a restart finds nothing to do
     after = subprocess.run(["nft", "-j", "list", "tables"], capture_output=True, text=True)
     assert after.stdout == here.stdout  # the calling namespace's tables are as they were
+
+
+def test_an_agent_dying_after_the_bulk_sets_completes_the_table_on_restart(
+    nft: NftClient, catalog: Catalog
+) -> None:
+    """The fresh load stops after its big sets (sets and elements in the kernel, no chain):
+    nothing filters yet; the next agent's sync reads them back and adds only the rest."""
+    n = 12_000
+    blocks = {
+        "b:big": BlockSet(
+            "b:big",
+            frozenset(
+                (4, V4 + 1 + i, V4 + 1 + i, V4 + 2, V4 + 2, 6, 80, 80, "t/p/r") for i in range(n)
+            ),
+        ),
+        "b:big2": BlockSet(
+            "b:big2",
+            frozenset(
+                (4, V4 + 1 + i, V4 + 1 + i, V4 + 3, V4 + 3, 6, 80, 80, "t/p/r") for i in range(n)
+            ),
+        ),
+    }
+    prog = program(catalog)
+    prog = dataclasses.replace(prog, block_sets={**prog.block_sets, **blocks})
+    first = NftBackend(nft)
+    loaded = first._load_big_sets(render_program(prog, first.options))  # then the agent dies
+    assert loaded is not None and len(loaded.sets) == 2
+    listing = nft.list_table()
+    assert listing is not None and not any("chain" in e for e in listing["nftables"])
+    result = NftBackend(nft).sync(prog)
+    assert result.mode == "sync"
+    assert in_sync(nft, prog) == []
+    assert NftBackend(nft).sync(prog).mode == "noop"
