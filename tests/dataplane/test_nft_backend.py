@@ -296,6 +296,39 @@ def test_sync_replaces_an_earlier_versions_block_sets(nft: NftClient, catalog: C
     assert in_sync(nft, prog) == []
 
 
+def test_sync_replaces_the_earlier_routed_dispatch(nft: NftClient, catalog: Catalog) -> None:
+    """Before the one-lookup dispatch, the routed table had `spoof4/6` (interface . MAC .
+    IP), `egress_map` and `ingress_map` (by interface name), used from `forward` and
+    `to_vm`; an upgraded agent's first sync replaces them in one transaction."""
+    prog = program(catalog)
+    NftBackend(nft).apply(prog)
+    nft.run(
+        [
+            {"flush": {"chain": {"family": "inet", "table": "hyperwall", "name": "forward"}}},
+            {"flush": {"chain": {"family": "inet", "table": "hyperwall", "name": "to_vm"}}},
+        ]
+    )
+    nft.command(
+        "add set inet hyperwall spoof4 { type ifname . ether_addr . ipv4_addr; "
+        'elements = { "hwt1" . 52:54:00:00:00:01 . 10.0.0.1 } }'
+    )
+    nft.command("add map inet hyperwall egress_map { type ifname : verdict; }")
+    nft.command("add map inet hyperwall ingress_map { type ifname : verdict; }")
+    nft.command(
+        'add rule inet hyperwall forward iifname "hwt*" '
+        "iifname . ether saddr . ip saddr != @spoof4 jump spoofed"
+    )
+    nft.command("add rule inet hyperwall forward iifname vmap @egress_map")
+    nft.command("add rule inet hyperwall to_vm oifname vmap @ingress_map")
+    assert in_sync(nft, prog) != []
+    assert NftBackend(nft).sync(prog).mode == "sync"
+    assert in_sync(nft, prog) == []
+    listing = nft.list_table()
+    assert listing is not None
+    names = {e[k]["name"] for e in listing["nftables"] for k in ("set", "map") if k in e}
+    assert not names & {"spoof4", "egress_map", "ingress_map"}
+
+
 class CountingClient(NftClient):
     """The real client, counting its bulk element loads."""
 
