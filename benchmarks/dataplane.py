@@ -223,22 +223,23 @@ class TimedClient(NftClient):
         self.wall: list[float] = []
         self.kernel: list[float] = []
 
-    def run(self, commands: list[dict[str, Any]]) -> None:
+    @contextlib.contextmanager
+    def _timed(self) -> Iterator[None]:
         start, sys_start = time.perf_counter(), _sys_time()
         try:
-            super().run(commands)
+            yield
         finally:
             self.wall.append(time.perf_counter() - start)
             self.kernel.append(_sys_time() - sys_start)
 
+    def run(self, commands: list[dict[str, Any]]) -> None:
+        with self._timed():
+            super().run(commands)
+
     def add_elements(self, sets: Sequence[tuple[str, Sequence[bytes]]]) -> None:
         """The netlink bulk load of a fresh table's big sets, timed as a transaction."""
-        start, sys_start = time.perf_counter(), _sys_time()
-        try:
+        with self._timed():
             super().add_elements(sets)
-        finally:
-            self.wall.append(time.perf_counter() - start)
-            self.kernel.append(_sys_time() - sys_start)
 
 
 def _sys_time() -> float:

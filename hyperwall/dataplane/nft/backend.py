@@ -79,14 +79,12 @@ class NftBackend:
     def read_actual(self) -> tuple[TableState, set[str]]:
         """Our tables as the kernel has them, and which of the families exist. A listing
         torn by a concurrent hash-table resize (`TornListing`) is taken again."""
-        for attempt in range(LISTING_ATTEMPTS):
+        for attempt in range(LISTING_ATTEMPTS - 1):
             try:
                 return self._read_once()
             except TornListing:
-                if attempt == LISTING_ATTEMPTS - 1:
-                    raise
                 time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return self._read_once()
 
     def _read_once(self) -> tuple[TableState, set[str]]:
         state = TableState()
