@@ -24,7 +24,7 @@ from hyperwall.agent.status import read_status
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.serialize import program_hash
 from hyperwall.io.files import SUFFIXES
-from hyperwall.lab import netns
+from hyperwall.lab import nsexec
 from hyperwall.lab.errors import LabError
 from hyperwall.lab.state import LabPaths, LabState
 from hyperwall.lab.topology import LabPlan
@@ -107,7 +107,7 @@ def start_agents(paths: LabPaths, plan: LabPlan) -> dict[str, int]:
     pids = {}
     for host in plan.hosts:
         paths.agent_dir(host.name).mkdir(parents=True, exist_ok=True)
-        pids[host.name] = netns.spawn(
+        pids[host.name] = nsexec.spawn(
             host.ns, agent_argv(paths, host.name, plan.mode), paths.agent_log(host.name)
         )
     return pids
@@ -164,7 +164,7 @@ def agent_reports(
     reports = []
     for host, agent in sorted(state.agents.items()):
         status = read_status(paths.agent_status(host))
-        alive = agent.pid is not None and netns.alive(agent.pid)
+        alive = agent.pid is not None and nsexec.alive(agent.pid)
         error = status.error if status else None
         if not alive:
             error = f"agent exited: {_log_tail(paths.agent_log(host))}" if agent.pid else error
@@ -214,9 +214,9 @@ def is_agent(paths: LabPaths, pid: int) -> bool:
     its command line reads as empty for a moment: read again then.
     """
     for _ in range(200):
-        if not netns.alive(pid):
+        if not nsexec.alive(pid):
             return False
-        command = netns.cmdline(pid)
+        command = nsexec.cmdline(pid)
         if command:
             return f"{paths.dir}/" in command
         time.sleep(0.005)
@@ -230,7 +230,7 @@ def stop_agent(paths: LabPaths, pid: int, sig: int | None = None, timeout: float
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL if sig is None else sig)
     deadline = time.monotonic() + timeout
-    while netns.alive(pid):
+    while nsexec.alive(pid):
         if time.monotonic() > deadline:
             raise LabError(f"agent {pid} still runs {timeout:g} s after signal {sig}")
         time.sleep(0.01)

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from hyperwall.lab import client, iproute, netns
+from hyperwall.lab import iproute, nsexec, responder_client
 from hyperwall.lab.errors import LabError
 from hyperwall.lab.state import LabPaths, LabState, Responder
 from hyperwall.lab.topology import MODES, LabNames, LabPlan, Mode
@@ -23,30 +23,32 @@ READY_TIMEOUT = 20.0
 
 def build(plan: LabPlan) -> None:
     """Create every namespace, link, address, route... of `plan` (raise NetnsError)."""
-    netns.run(netns.batch_job(iproute.netns_lines(plan)))
-    netns.run(netns.batch_job(iproute.veth_lines(plan)))
-    setup: list[netns.Job] = []
+    nsexec.run(nsexec.batch_job(iproute.netns_lines(plan)))
+    nsexec.run(nsexec.batch_job(iproute.veth_lines(plan)))
+    setup: list[nsexec.Job] = []
     for ns in plan.namespaces:
         sysctls = iproute.sysctl_assignments(plan, ns.name)
         if ns.role in ("vm", "external"):
             script = 'sysctl -q -w "$@" >/dev/null; exec nft -f -'
             argv = ("sh", "-ec", script, "sh", *sysctls)
             ruleset = iproute.namespace_ruleset(plan, ns.name)
-            setup.append(netns.Job(argv, ruleset, ns.name, f"setup {ns.name}"))
+            setup.append(nsexec.Job(argv, ruleset, ns.name, f"setup {ns.name}"))
         elif sysctls:
             argv = ("sysctl", "-q", "-w", *sysctls)
-            setup.append(netns.Job(argv, ns=ns.name, what=f"sysctls in {ns.name}"))
+            setup.append(nsexec.Job(argv, ns=ns.name, what=f"sysctls in {ns.name}"))
         for family in (4, 6):
             rules = iproute.rule_lines(plan, ns.name, family)
             if rules:
-                setup.append(netns.batch_job(rules, ns.name, family=family))
-    netns.run_jobs(setup)
-    netns.run_jobs(
-        netns.batch_job(iproute.namespace_lines(plan, ns.name), ns.name) for ns in plan.namespaces
+                setup.append(nsexec.batch_job(rules, ns.name, family=family))
+    nsexec.run_jobs(setup)
+    nsexec.run_jobs(
+        nsexec.batch_job(iproute.namespace_lines(plan, ns.name), ns.name) for ns in plan.namespaces
     )
     flood = [(ns.name, iproute.flood_lines(plan, ns.name)) for ns in plan.namespaces]
-    netns.run_jobs(
-        netns.Job(("bridge", "-n", ns, "-batch", "-"), "\n".join(lines) + "\n", what=f"fdb in {ns}")
+    nsexec.run_jobs(
+        nsexec.Job(
+            ("bridge", "-n", ns, "-batch", "-"), "\n".join(lines) + "\n", what=f"fdb in {ns}"
+        )
         for ns, lines in flood
         if lines
     )
@@ -89,10 +91,10 @@ def start_responders(paths: LabPaths, plan: LabPlan) -> tuple[dict[str, Responde
     vms: dict[str, Responder] = {}
     for vm in plan.vms:
         socket = paths.sockets / vm.socket
-        pid = netns.spawn(vm.ns, responder_argv(socket, vm.addresses), _log(paths, vm.socket))
+        pid = nsexec.spawn(vm.ns, responder_argv(socket, vm.addresses), _log(paths, vm.socket))
         vms[vm.key] = Responder(vm.ns, vm.socket, pid, vm.addresses)
     socket = paths.sockets / "x.sock"
-    pid = netns.spawn(plan.external.ns, responder_argv(socket, ()), _log(paths, "x.sock"))
+    pid = nsexec.spawn(plan.external.ns, responder_argv(socket, ()), _log(paths, "x.sock"))
     external = Responder(plan.external.ns, "x.sock", pid)
     wait_ready(paths, [*vms.values(), external])
     return vms, external
@@ -109,9 +111,9 @@ def wait_ready(paths: LabPaths, responders: list[Responder]) -> None:
         still = []
         for r in waiting:
             try:
-                client.ping(paths.sockets / r.socket, timeout=1.0)
-            except client.ResponderError:
-                if r.pid is not None and not netns.alive(r.pid):
+                responder_client.ping(paths.sockets / r.socket, timeout=1.0)
+            except responder_client.ResponderError:
+                if r.pid is not None and not nsexec.alive(r.pid):
                     log = _log(paths, r.socket).read_text(errors="replace")
                     raise LabError(f"responder in {r.ns} exited: {log.strip()[-500:]}") from None
                 still.append(r)
@@ -131,18 +133,18 @@ def teardown(names: LabNames, paths: LabPaths, state: LabState | None) -> list[s
     namespaces, or recorded in the state with the lab's folder on their command line, are
     signalled.
     """
-    found = [n for n in netns.list_namespaces() if names.owns(n)]
+    found = [n for n in nsexec.list_namespaces() if names.owns(n)]
     recorded = [n for n in (state.namespaces if state else ()) if names.owns(n)]
     namespaces = sorted(set(found) | set(recorded))
-    pids = {p for ps in netns.namespace_pids(namespaces).values() for p in ps}
+    pids = {p for ps in nsexec.namespace_pids(namespaces).values() for p in ps}
     if state is not None:
         marker = f"{paths.dir}/"
-        pids |= {p for p in state.pids() if marker in netns.cmdline(p)}
-    netns.terminate(pids)
-    netns.delete_namespaces(namespaces)
-    links = [link for link in netns.root_links() if names.owns(link)]
-    netns.delete_root_links(links)
-    left = [n for n in netns.list_namespaces() if names.owns(n)]
+        pids |= {p for p in state.pids() if marker in nsexec.cmdline(p)}
+    nsexec.terminate(pids)
+    nsexec.delete_namespaces(namespaces)
+    links = [link for link in nsexec.root_links() if names.owns(link)]
+    nsexec.delete_root_links(links)
+    left = [n for n in nsexec.list_namespaces() if names.owns(n)]
     if left:
         raise LabError(f"could not delete namespaces: {', '.join(left)}")
     return namespaces + links

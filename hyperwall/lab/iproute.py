@@ -1,6 +1,6 @@
 """Renders a `LabPlan` into iproute2 batch lines, sysctl assignments and nft rulesets. Pure.
 
-Counterpart of `lab.topology` (what to build) and `lab.netns` (which runs these). Order of
+Counterpart of `lab.topology` (what to build) and `lab.nsexec` (which runs these). Order of
 construction: namespaces (`netns_lines`), every veth pair with both ends created directly in
 their namespaces by one root batch (`veth_lines`: no lab link ever exists in the root
 namespace), then per namespace in parallel its sysctls and nft table and its batch

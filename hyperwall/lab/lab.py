@@ -15,9 +15,10 @@ from pathlib import Path
 from types import TracebackType
 
 from hyperwall.io.files import load_catalog
-from hyperwall.lab import agents, build, client, netns
+from hyperwall.lab import agents, build, nsexec, responder_client
 from hyperwall.lab.agents import AgentReport
 from hyperwall.lab.errors import LabError, LabInputError
+from hyperwall.lab.probe_messages import ProbeOutcome, ProbeRequest, Result
 from hyperwall.lab.resolve import ProbeTarget, resolve_probe
 from hyperwall.lab.state import (
     DEFAULT_NAME,
@@ -29,7 +30,6 @@ from hyperwall.lab.state import (
     write_state,
 )
 from hyperwall.lab.topology import LabNames, LabPlan, Mode, build_plan, check_lab_name
-from hyperwall.lab.wire import ProbeOutcome, ProbeRequest, Result
 from hyperwall.policy.model import Catalog
 
 DEFAULT_PROBE_TIMEOUT = 1.0
@@ -178,7 +178,7 @@ class Lab:
         sources = [Path(s).absolute() for s in sources]
         catalog = load_catalog(sources)
         plan = build_plan(self.name, catalog, mode)
-        leftovers = [n for n in netns.list_namespaces() if self.names.owns(n)]
+        leftovers = [n for n in nsexec.list_namespaces() if self.names.owns(n)]
         if self.paths.dir.exists() or leftovers:
             raise LabError(
                 f"lab {self.name!r} exists or left things behind: run"
@@ -295,7 +295,7 @@ class Lab:
         probes: Sequence[tuple[str, str, str]],
         timeout: float = DEFAULT_PROBE_TIMEOUT,
         source: str | None = None,
-        parallel: int = client.MAX_PARALLEL,
+        parallel: int = responder_client.MAX_PARALLEL,
     ) -> list[ProbeReport]:
         """Send the probes (SRC, DST, SERVICE), `parallel` at a time; reports in order.
 
@@ -304,8 +304,8 @@ class Lab:
         prepared = [(p, self._request(*p, timeout, source)) for p in probes]
         jobs = [(path, req) for _, (path, _, req) in prepared]
         try:
-            outcomes = client.probe_many(jobs, parallel)
-        except client.ResponderError as exc:
+            outcomes = responder_client.probe_many(jobs, parallel)
+        except responder_client.ResponderError as exc:
             raise LabError(str(exc)) from None
         reports = []
         for ((src, dst, service), (_, target, _)), outcome in zip(prepared, outcomes, strict=True):
@@ -339,7 +339,7 @@ class Lab:
         self,
         probes: Sequence[tuple[str, str, str]],
         timeout: float = DEFAULT_PROBE_TIMEOUT,
-        parallel: int = client.MAX_PARALLEL,
+        parallel: int = responder_client.MAX_PARALLEL,
     ) -> list[Result]:
         """The results of many probes, run concurrently (a blocked one waits `timeout`)."""
         return [r.result for r in self.probe_reports(probes, timeout, parallel=parallel)]
@@ -373,11 +373,11 @@ class Lab:
 
     def status(self) -> LabStatus:
         state = self.state()
-        existing = set(netns.list_namespaces())
+        existing = set(nsexec.list_namespaces())
         namespaces = {n: n in existing for n in state.namespaces}
         stray = tuple(sorted(n for n in existing if self.names.owns(n) and n not in namespaces))
         vms = tuple(
-            VmStatus(key, r.ns, r.addresses, r.pid, r.pid is not None and netns.alive(r.pid))
+            VmStatus(key, r.ns, r.addresses, r.pid, r.pid is not None and nsexec.alive(r.pid))
             for key, r in sorted(state.vms.items())
         )
         reports: list[AgentReport] = []

@@ -16,7 +16,7 @@ import socket
 import struct
 import time
 
-from hyperwall.lab.wire import ProbeOutcome, ProbeRequest
+from hyperwall.lab.probe_messages import ProbeOutcome, ProbeRequest
 
 _REFUSALS = {
     errno.ECONNREFUSED: "connection refused",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from hyperwall.analysis.trace import End, TraceInputError, resolve_end, resolve_service
 from hyperwall.lab.errors import LabInputError
-from hyperwall.lab.wire import Proto
+from hyperwall.lab.probe_messages import Proto
 from hyperwall.policy.model import Catalog
 from hyperwall.policy.ports import ICMP_TYPES, ICMPV6_TYPES
 

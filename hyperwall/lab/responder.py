@@ -27,8 +27,8 @@ import threading
 from types import FrameType
 from typing import Any
 
+from hyperwall.lab.probe_messages import ProbeOutcome, ProbeRequest
 from hyperwall.lab.probes import run_probe
-from hyperwall.lab.wire import ProbeOutcome, ProbeRequest
 
 PORT = 7
 

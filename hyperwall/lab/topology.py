@@ -1,6 +1,6 @@
 """The lab's topology as a value: a `Catalog` in, a `LabPlan` of namespaces, links, addresses,
 routes, rules, neighbours and sysctls out. Pure (no I/O); `lab.iproute` renders it into
-iproute2 batch scripts and `lab.netns` executes them.
+iproute2 batch scripts and `lab.nsexec` executes them.
 
 Routed attachment (the default, docs/design/lab.md): each VM interface is a veth pair whose
 host side is named `vm_ifname(mac)` and shares one MAC; the VM reaches everything through the

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hyperwall.lab import Lab
-from hyperwall.lab.netns import list_namespaces
+from hyperwall.lab.nsexec import list_namespaces
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -22,7 +22,7 @@ import pytest
 
 from hyperwall.analysis.trace import trace
 from hyperwall.io.files import load_catalog
-from hyperwall.lab import Lab, agents, iproute, netns
+from hyperwall.lab import Lab, agents, iproute, nsexec
 from hyperwall.lab.state import LabPaths
 from hyperwall.lab.topology import (
     HOST_BRIDGE,
@@ -225,7 +225,7 @@ def test_hosts_are_bridged_and_agents_run_bridge_mode(lab: Lab) -> None:
     assert set(state.agents) == {"hv1", "hv2"}
     for host in plan.hosts:
         pid = state.agents[host.name].pid
-        assert pid is not None and "--mode bridge" in netns.cmdline(pid)
+        assert pid is not None and "--mode bridge" in nsexec.cmdline(pid)
         tables = _in_ns(host.ns, "nft", "list", "tables").split()
         assert "bridge" in tables and "inet" in tables  # `bridge hyperwall`, `inet hyperwall`
         assert _in_ns(host.ns, "cat", "/proc/sys/net/bridge/bridge-nf-call-iptables").strip() == "1"
@@ -375,5 +375,5 @@ def test_down_leaves_nothing(lab: Lab) -> None:
     done = run_cli("lab", "down", "--name", lab.name)
     assert done.returncode == 0, done.stderr
     assert lab_namespaces(lab) == []
-    assert [link for link in netns.root_links() if lab.names.owns(link)] == []
+    assert [link for link in nsexec.root_links() if lab.names.owns(link)] == []
     assert not lab.paths.dir.exists()

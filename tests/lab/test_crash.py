@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hyperwall.lab import Lab, build
-from hyperwall.lab.netns import alive, namespace_pids
+from hyperwall.lab.nsexec import alive, namespace_pids
 
 from .conftest import lab_name, lab_namespaces, needs_root, run_cli
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hyperwall.analysis.trace import trace
-from hyperwall.lab import Lab, client
+from hyperwall.lab import Lab, responder_client
 from hyperwall.lab.errors import LabInputError
 from hyperwall.policy.model import Catalog
 
@@ -67,7 +67,7 @@ def test_every_vm_answers(lab: Lab) -> None:
     assert set(state.vms) == set(lab.catalog().workloads)
     for responder in [*state.vms.values(), state.external]:
         assert responder is not None
-        assert client.ping(lab.paths.sockets / responder.socket) == responder.pid
+        assert responder_client.ping(lab.paths.sockets / responder.socket) == responder.pid
     # every VM sends and receives: a probe from each to the outside and back gets a verdict
     vms = sorted(lab.catalog().workloads)
     results = lab.probe_many([(vm, "192.0.2.77", "tcp/443") for vm in vms])

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from hyperwall.lab.probe_messages import ProbeOutcome, ProbeRequest
 from hyperwall.lab.probes import _match4, _match6, run_probe
 from hyperwall.lab.responder import answer
-from hyperwall.lab.wire import ProbeOutcome, ProbeRequest
 
 
 @pytest.fixture

@@ -38,9 +38,9 @@ import pytest
 from hyperwall.agent.status import read_status
 from hyperwall.analysis.trace import trace
 from hyperwall.io.files import load_catalog
-from hyperwall.lab import Lab, agents, client
+from hyperwall.lab import Lab, agents, responder_client
+from hyperwall.lab.probe_messages import ProbeRequest
 from hyperwall.lab.resolve import resolve_probe
-from hyperwall.lab.wire import ProbeRequest
 from hyperwall.policy.model import Catalog
 
 from .conftest import VERDICT_TO_RESULT, lab_name, lab_namespaces, needs_root
@@ -393,8 +393,8 @@ class Prober:
             if self.stop.is_set():
                 return
             try:
-                outcomes = client.probe_many(jobs)
-            except client.ResponderError as exc:
+                outcomes = responder_client.probe_many(jobs)
+            except responder_client.ResponderError as exc:
                 with self.lock:
                     self.errors.append(str(exc))
                 return

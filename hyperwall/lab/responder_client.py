@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from hyperwall.lab.wire import ProbeOutcome, ProbeRequest
+from hyperwall.lab.probe_messages import ProbeOutcome, ProbeRequest
 
 MAX_PARALLEL = 256
 CONNECT_RETRIES = 500

@@ -1,7 +1,7 @@
 """Messages between the lab CLI and the responders (JSON lines over a unix socket).
 
 Standard library only: the responder imports it and should start fast. Counterparts:
-`lab.client` (sends) and `lab.responder` (answers).
+`lab.responder_client` (sends) and `lab.responder` (answers).
 """
 
 from __future__ import annotations
