@@ -27,7 +27,7 @@ from hyperwall.cli.common import (
 )
 from hyperwall.lab.errors import LabError, LabInputError
 from hyperwall.lab.lab import DEFAULT_AGENT_TIMEOUT, DEFAULT_PROBE_TIMEOUT, Lab, LabStatus
-from hyperwall.lab.netns import NetnsError
+from hyperwall.lab.nsexec import NetnsError
 from hyperwall.lab.state import DEFAULT_NAME
 from hyperwall.lab.topology import MODES
 from hyperwall.policy.errors import DocumentsInvalid
