@@ -29,6 +29,7 @@ from hyperwall.agent.policydir import PolicyDir
 from hyperwall.agent.reconciler import ProgramLoader, Reconciler
 from hyperwall.agent.status import read_status
 from hyperwall.agent.workqueue import WorkQueue
+from hyperwall.attachment import Attachment
 from hyperwall.dataplane.nft.backend import NftBackend
 from hyperwall.dataplane.nft.render import Options
 
@@ -53,7 +54,7 @@ class AgentConfig:
     poll_seconds: float = 0.2
     resync_seconds: float = 30.0
     max_backoff: float = 10.0
-    mode: str = "routed"  # VM attachment: "routed" or "bridge" (render.Options.mode)
+    mode: Attachment = "routed"  # how VMs attach: render.Options.mode
     manager: ManagerConfig | None = None
 
 

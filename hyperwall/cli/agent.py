@@ -11,9 +11,8 @@ from pathlib import Path
 import typer
 
 from hyperwall.agent.main import AgentConfig, ManagerConfig, run_agent
+from hyperwall.attachment import ATTACHMENTS, parse_attachment
 from hyperwall.cli.common import EXIT_INPUT, fail
-
-MODES = ("routed", "bridge")
 
 
 def agent(
@@ -63,8 +62,9 @@ def agent(
     ),
 ) -> None:
     """Enforce the policy for this host's VMs in the kernel and keep it converged."""
-    if mode not in MODES:
-        fail(f"bad --mode {mode!r}: expected one of {', '.join(MODES)}", EXIT_INPUT)
+    attachment = parse_attachment(mode)
+    if attachment is None:
+        fail(f"bad --mode {mode!r}: expected one of {', '.join(ATTACHMENTS)}", EXIT_INPUT)
     if (policy_dir is None) == (server is None):
         fail("give exactly one of --policy-dir and --server (or HYPERWALL_SERVER)", EXIT_INPUT)
     manager = None
@@ -94,7 +94,7 @@ def agent(
         state_dir,
         vm_prefix,
         resync_seconds=resync,
-        mode=mode,
+        mode=attachment,
         manager=manager,
     )
     run_agent(config)

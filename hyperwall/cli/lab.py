@@ -15,6 +15,7 @@ from typing import NoReturn, TypeVar
 
 import typer
 
+from hyperwall.attachment import ATTACHMENTS, parse_attachment
 from hyperwall.cli.common import (
     EXIT_INPUT,
     EXIT_OK,
@@ -29,7 +30,6 @@ from hyperwall.lab.errors import LabError, LabInputError
 from hyperwall.lab.lab import DEFAULT_AGENT_TIMEOUT, DEFAULT_PROBE_TIMEOUT, Lab, LabStatus
 from hyperwall.lab.nsexec import NetnsError
 from hyperwall.lab.state import DEFAULT_NAME
-from hyperwall.lab.topology import MODES
 from hyperwall.policy.errors import DocumentsInvalid
 
 lab_app = typer.Typer(
@@ -89,9 +89,9 @@ def up(
     ),
 ) -> None:
     """Build the lab: a namespace per host and per VM, responders, one agent per host."""
-    chosen = next((m for m in MODES if m == mode), None)
+    chosen = parse_attachment(mode)
     if chosen is None:
-        fail(f"bad --mode {mode!r}: expected one of {', '.join(MODES)}", EXIT_INPUT)
+        fail(f"bad --mode {mode!r}: expected one of {', '.join(ATTACHMENTS)}", EXIT_INPUT)
     lab = _lab(name)
     load_or_exit(files)
     start = time.monotonic()

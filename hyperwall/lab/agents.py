@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hyperwall.agent.status import read_status
+from hyperwall.attachment import Attachment
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.serialize import program_hash
 from hyperwall.io.files import SUFFIXES
@@ -86,7 +87,7 @@ def _source_args(paths: LabPaths, host: str) -> list[str]:
     return ["--server", record["server"], "--token-file", token, "--cache-dir", str(cache)]
 
 
-def agent_argv(paths: LabPaths, host: str, mode: str = "routed") -> list[str]:
+def agent_argv(paths: LabPaths, host: str, mode: Attachment = "routed") -> list[str]:
     mode_args = ["--mode", mode] if mode != "routed" else []
     return [
         *hyperwall_command(),

@@ -13,10 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+from hyperwall.attachment import Attachment, parse_attachment
 from hyperwall.lab import iproute, nsexec, responder_client
 from hyperwall.lab.errors import LabError
 from hyperwall.lab.state import LabPaths, LabState, Responder
-from hyperwall.lab.topology import MODES, LabNames, LabPlan, Mode
+from hyperwall.lab.topology import LabNames, LabPlan
 
 READY_TIMEOUT = 20.0
 
@@ -58,7 +59,7 @@ def _mode_file(paths: LabPaths) -> Path:
     return paths.dir / "mode"
 
 
-def write_mode(paths: LabPaths, mode: Mode) -> None:
+def write_mode(paths: LabPaths, mode: Attachment) -> None:
     """Record the lab's attachment mode next to its state file (read back by `read_mode`)."""
     paths.dir.mkdir(parents=True, exist_ok=True)
     tmp = _mode_file(paths).with_suffix(".tmp")
@@ -66,16 +67,13 @@ def write_mode(paths: LabPaths, mode: Mode) -> None:
     tmp.replace(_mode_file(paths))
 
 
-def read_mode(paths: LabPaths) -> Mode:
+def read_mode(paths: LabPaths) -> Attachment:
     """The mode `up` recorded; "routed" if none was (labs made before bridge mode existed)."""
     try:
         text = _mode_file(paths).read_text().strip()
     except OSError:
         return "routed"
-    for mode in MODES:
-        if text == mode:
-            return mode
-    return "routed"
+    return parse_attachment(text) or "routed"
 
 
 def responder_argv(socket: Path, addresses: tuple[str, ...]) -> list[str]:

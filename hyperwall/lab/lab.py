@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
+from hyperwall.attachment import Attachment
 from hyperwall.io.files import load_catalog
 from hyperwall.lab import agents, build, nsexec, responder_client
 from hyperwall.lab.agents import AgentReport
@@ -29,7 +30,7 @@ from hyperwall.lab.state import (
     read_state,
     write_state,
 )
-from hyperwall.lab.topology import LabNames, LabPlan, Mode, build_plan, check_lab_name
+from hyperwall.lab.topology import LabNames, LabPlan, build_plan, check_lab_name
 from hyperwall.policy.model import Catalog
 
 DEFAULT_PROBE_TIMEOUT = 1.0
@@ -161,7 +162,7 @@ class Lab:
         sources: Sequence[Path],
         agents_enabled: bool = True,
         timeout: float = DEFAULT_AGENT_TIMEOUT,
-        mode: Mode = "routed",
+        mode: Attachment = "routed",
         server: str | None = None,
         token_files: Mapping[str, Path] | None = None,
         before_agents: Callable[[LabPlan], None] | None = None,

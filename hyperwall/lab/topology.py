@@ -22,13 +22,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hyperwall.attachment import ATTACHMENTS, Attachment
 from hyperwall.dataplane.nft.render import vm_ifname
 from hyperwall.lab.errors import LabInputError
 from hyperwall.policy.model import Catalog, Workload
 
 Role = Literal["host", "vm", "underlay", "external"]
-Mode = Literal["routed", "bridge"]
-MODES: tuple[Mode, ...] = ("routed", "bridge")
 
 LAB_NAME = re.compile(r"[a-z0-9]{1,12}")
 SHARED_MAC = "ee:ee:ee:ee:ee:ee"  # every host-side VM link: one MAC, like Calico
@@ -258,7 +257,7 @@ class LabPlan:
     rules: tuple[Rule, ...]
     neighbours: tuple[Neighbour, ...]
     sysctls: tuple[Sysctl, ...]
-    mode: Mode = "routed"
+    mode: Attachment = "routed"
     vxlans: tuple[Vxlan, ...] = ()
     flood: tuple[FloodEntry, ...] = ()
 
@@ -335,7 +334,7 @@ def bridge_address6(index: int) -> str:
     return str(BRIDGE_ADDRESS6.network_address + index)
 
 
-def _check_workload(w: Workload, mode: Mode) -> None:
+def _check_workload(w: Workload, mode: Attachment) -> None:
     for iface in w.interfaces:
         if iface.name in ("lo", ".", ".."):
             raise TopologyError(f"workload {w.key!r}: interface name {iface.name!r} is reserved")
@@ -360,7 +359,7 @@ def _check_workload(w: Workload, mode: Mode) -> None:
         raise TopologyError(f"workload {w.key!r}: two interfaces share a name")
 
 
-def _sysctls(ns: str, role: Role, links: tuple[str, ...], mode: Mode) -> list[Sysctl]:
+def _sysctls(ns: str, role: Role, links: tuple[str, ...], mode: Attachment) -> list[Sysctl]:
     """Per-link values for the links that exist before the sysctls are set (veth ends); links
     made later (bridges, VXLAN) inherit `default`."""
     conf = ["all", "default", *links]
@@ -411,10 +410,10 @@ class _Parts:
     neighbours: list[Neighbour] = field(default_factory=list)
 
 
-def build_plan(lab: str, catalog: Catalog, mode: Mode = "routed") -> LabPlan:
+def build_plan(lab: str, catalog: Catalog, mode: Attachment = "routed") -> LabPlan:
     """The lab for `catalog`'s declared workloads; raise TopologyError if it cannot be built."""
-    if mode not in MODES:
-        raise TopologyError(f"bad mode {mode!r}: expected one of {', '.join(MODES)}")
+    if mode not in ATTACHMENTS:
+        raise TopologyError(f"bad mode {mode!r}: expected one of {', '.join(ATTACHMENTS)}")
     names = LabNames(check_lab_name(lab))
     workloads = sorted(catalog.workloads.values(), key=lambda w: w.key)
     for w in workloads:
@@ -478,7 +477,7 @@ def build_plan(lab: str, catalog: Catalog, mode: Mode = "routed") -> LabPlan:
 
 
 def _underlay_links(
-    parts: _Parts, names: LabNames, hosts: tuple[LabHost, ...], external: LabHost, mode: Mode
+    parts: _Parts, names: LabNames, hosts: tuple[LabHost, ...], external: LabHost, mode: Attachment
 ) -> None:
     """The underlay bridge, every member's uplink, its addresses, neighbours, default routes.
 
