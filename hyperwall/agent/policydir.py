@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
+from typing import Any
 
-from hyperwall.io.files import SUFFIXES, load_catalog
+from hyperwall.io.files import SUFFIXES, load_catalog, read_documents
+from hyperwall.policy.errors import DocumentsInvalid, Source
 from hyperwall.policy.model import Catalog
 
 
@@ -46,3 +49,17 @@ class PolicyDir:
         for p in files:
             h.update(p.read_bytes())
         return load_catalog(files), h.hexdigest()[:16]
+
+    def load_raw(self) -> tuple[list[tuple[Any, Source]], str]:
+        """The decoded documents (not yet validated) and a hash of the content; raises
+        DocumentsInvalid for files that cannot be read or decoded."""
+        root = self.path.resolve()
+        files = self._files(root) if root.is_dir() else [self.path]
+        h = hashlib.sha256()
+        for p in files:
+            with contextlib.suppress(OSError):  # reported by read_documents
+                h.update(p.read_bytes())
+        docs, issues = read_documents(files)
+        if issues:
+            raise DocumentsInvalid(issues)
+        return docs, h.hexdigest()[:16]

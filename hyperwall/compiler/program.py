@@ -90,6 +90,9 @@ class Endpoint:
     egress: tuple[tuple[str, ...], ...]
     default: Verdict
     log_default: bool
+    # the host-side device, when the hypervisor named it (libvirt's `vnet0`): set on the host
+    # by `hypervisor.localize`, never by the compiler; None: named from the MAC
+    ifname: str | None = None
 
     def dispatch(self, direction: Literal["in", "out"]) -> tuple[tuple[str, ...], ...]:
         return self.ingress if direction == "in" else self.egress

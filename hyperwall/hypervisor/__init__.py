@@ -1,0 +1,1 @@
+"""The hypervisor as the source of truth: libvirt domains -> workloads (and their rules)."""
