@@ -11,7 +11,7 @@ the delta from D, empty if this host's program did not change) or after `wait` s
 nothing new (204). After any error the next request lists again (no digest: the whole
 program), so a reconnect always resyncs, also to a manager whose store was reset.
 
-Every answer is checked before it is used: it must decode (`compiler.wire`), a delta must
+Every answer is checked before it is used: it must decode (`compiler.program_codec`), a delta must
 apply to the program held, and the result's digest (`compiler.digest`, updated
 incrementally) must equal the one the manager sent; otherwise the agent lists again. An
 accepted program is written to the cache first (`program_cache`: a delta is one appended
@@ -45,7 +45,7 @@ from hyperwall.agent.program_cache import Held, ProgramCache
 from hyperwall.compiler.delta import apply
 from hyperwall.compiler.digest import program_digest, updated_digest
 from hyperwall.compiler.program import HostProgram
-from hyperwall.compiler.wire import WireError, delta_from_wire, program_from_wire
+from hyperwall.compiler.program_codec import WireError, delta_from_wire, program_from_wire
 
 log = logging.getLogger(__name__)
 

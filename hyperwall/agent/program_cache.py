@@ -27,7 +27,12 @@ from typing import Any
 from hyperwall.compiler.delta import apply
 from hyperwall.compiler.digest import digest_text, program_digest, updated_digest
 from hyperwall.compiler.program import HostProgram
-from hyperwall.compiler.wire import WireError, delta_from_wire, program_from_wire, program_to_wire
+from hyperwall.compiler.program_codec import (
+    WireError,
+    delta_from_wire,
+    program_from_wire,
+    program_to_wire,
+)
 
 log = logging.getLogger(__name__)
 

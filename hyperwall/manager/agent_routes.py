@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from hyperwall.compiler.digest import digest_text
-from hyperwall.compiler.wire import delta_to_wire, program_to_wire
+from hyperwall.compiler.program_codec import delta_to_wire, program_to_wire
 from hyperwall.manager.deps import Mgr, Who
 from hyperwall.manager.schemas import AgentInventory, AgentStatus, DesiredBody
 from hyperwall.manager.service import MAX_WAIT

@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from typing import Any, TypeVar
 
+from hyperwall.compiler.fleet_programs import FleetPrograms
 from hyperwall.manager.catalogs import CatalogTracker
-from hyperwall.manager.programs import FleetPrograms
 from hyperwall.policy.errors import DocumentsInvalid
 from hyperwall.policy.model import Catalog
 from hyperwall.store import Resync, Revision, Store

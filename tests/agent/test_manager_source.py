@@ -45,7 +45,7 @@ from hyperwall.compiler.digest import digest_text, program_digest
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import HostProgram
 from hyperwall.compiler.serialize import program_hash
-from hyperwall.compiler.wire import delta_to_wire, program_to_wire
+from hyperwall.compiler.program_codec import delta_to_wire, program_to_wire
 from hyperwall.dataplane.netns import inside
 from hyperwall.io.files import read_documents
 from hyperwall.policy.catalog import build_catalog

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hyperwall.compiler.delta import apply
 from hyperwall.compiler.digest import program_digest
 from hyperwall.compiler.fleet import compile_host
-from hyperwall.manager.programs import FleetPrograms
+from hyperwall.compiler.fleet_programs import FleetPrograms
 from hyperwall.policy.model import Catalog
 from tests.compiler.test_incremental import ALL_HOSTS, SETTINGS, SetConfig, Step, scenarios
 from tests.fleetgen import Doc, load

@@ -1,4 +1,4 @@
-"""The wire codec (`compiler.wire`) and the incremental digest (`compiler.digest`).
+"""The wire codec (`compiler.program_codec`) and the incremental digest (`compiler.digest`).
 
 - `program_from_wire(json(program_to_wire(p))) == p`, and the same for deltas, for the
   programs and deltas of random fleets and their edits;
@@ -21,7 +21,7 @@ from hyperwall.compiler.delta import apply, diff
 from hyperwall.compiler.digest import program_digest, updated_digest
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import HostProgram
-from hyperwall.compiler.wire import (
+from hyperwall.compiler.program_codec import (
     WireError,
     delta_from_wire,
     delta_to_wire,

@@ -14,7 +14,7 @@ from hyperwall.compiler.delta import apply
 from hyperwall.compiler.digest import digest_text, program_digest
 from hyperwall.compiler.fleet import compile_host
 from hyperwall.compiler.program import HostProgram
-from hyperwall.compiler.wire import delta_from_wire, program_from_wire
+from hyperwall.compiler.program_codec import delta_from_wire, program_from_wire
 from hyperwall.policy.catalog import build_catalog
 from hyperwall.policy.errors import Source
 from tests.agent.test_manager_source import relabel
