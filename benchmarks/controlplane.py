@@ -283,10 +283,10 @@ def run_store(
     try:
         with manager.client() as c:
             t = time.perf_counter()
-            first = c.apply(documents, message="the fleet")["revision"]
+            first = c.apply(documents, message="the fleet").revision
             result.initial_apply = time.perf_counter() - t
             hosts = sorted({d["spec"]["host"] for d in documents if d["kind"] == "Workload"})
-            tokens = {h: c.create_token("agent", host=h)["token"] for h in hosts}
+            tokens = {h: c.create_token("agent", host=h).token for h in hosts}
         print(f"[{kind}] fleet applied in {result.initial_apply:.1f} s", flush=True)
         t0 = time.time()
         agents = Agents.start(manager.url, tokens, work / "agents", args.procs)
@@ -302,7 +302,7 @@ def run_store(
                 t = time.perf_counter()
                 answer = c.apply([doc], message=what)
                 result.apply_calls.append(time.perf_counter() - t)
-                revision, touched = answer["revision"], answer["hostsChanged"]
+                revision, touched = answer.revision, answer.hostsChanged
                 reported = agents.wait_all(touched, revision, deadline=300)
                 delays = [at - t0 for _, at in reported.values()]
                 result.per_agent += delays
@@ -319,7 +319,7 @@ def run_store(
             t0 = time.time()
             last = 0
             for doc, what in burst:
-                last = c.apply([doc], message=what)["revision"]
+                last = c.apply([doc], message=what).revision
             result.burst = len(burst)
             result.burst_apply = time.time() - t0
             if burst:

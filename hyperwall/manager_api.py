@@ -1,4 +1,7 @@
-"""Request and response bodies of the manager API (they make the OpenAPI document)."""
+"""Request and response bodies of the manager's HTTP API: the contract between the server
+(`hyperwall.manager`, where they make the OpenAPI document) and its client
+(`hyperwall.client`, which returns them). Pydantic models only: no server code, so the client
+imports this without importing the manager."""
 
 from __future__ import annotations
 

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from hyperwall.cli import remote
 from hyperwall.cli.agent import agent
+from hyperwall.cli.apply import apply
 from hyperwall.cli.compile import compile_command
+from hyperwall.cli.delete import delete
 from hyperwall.cli.demo import demo
+from hyperwall.cli.diff import diff
+from hyperwall.cli.get import get
+from hyperwall.cli.history import history
 from hyperwall.cli.lab import lab_app
 from hyperwall.cli.manager import manager
+from hyperwall.cli.rollback import rollback
+from hyperwall.cli.status import status
+from hyperwall.cli.token import token_app
 from hyperwall.cli.trace import trace_command
 from hyperwall.cli.validate import validate
 
@@ -27,9 +34,14 @@ app.command("demo")(demo)
 app.command("agent")(agent)
 app.add_typer(lab_app, name="lab")
 app.command("manager")(manager)
-for _name in ("apply", "get", "delete", "diff", "history", "rollback", "status"):
-    app.command(_name)(getattr(remote, _name))
-app.add_typer(remote.token_app, name="token")
+app.command("apply")(apply)
+app.command("get")(get)
+app.command("delete")(delete)
+app.command("diff")(diff)
+app.command("history")(history)
+app.command("rollback")(rollback)
+app.command("status")(status)
+app.add_typer(token_app, name="token")
 
 
 def main() -> None:

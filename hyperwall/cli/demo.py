@@ -149,10 +149,10 @@ def demo(
         with ManagerClient(url, admin) as client:
             docs, _ = read_documents(files)
             applied = client.apply([d for d, _ in docs], message="hyperwall demo: examples")
-            out.print(f"manager {url}: revision {applied.get('revision')} applied")
+            out.print(f"manager {url}: revision {applied.revision} applied")
             tokens = {}
             for host in sorted({w.host for w in catalog.workloads.values()}):
-                token = client.create_token("agent", host=host)["token"]
+                token = client.create_token("agent", host=host).token
                 tokens[host] = state / f"agent-{host}.token"
                 tokens[host].write_text(token)
                 tokens[host].chmod(0o600)

@@ -1,6 +1,7 @@
-"""A small synchronous httpx client of the manager API; each failure is a typed error the
-CLI maps to an exit code (Invalid 2, NotAllowed 3, Unreachable 4 (also StoreUnavailable, a
-503: the manager is up but its store is not), others 1)."""
+"""A small synchronous httpx client of the manager API; answers are the `hyperwall.manager_api`
+models, each failure is a typed error the CLI maps to an exit code (Invalid 2, NotAllowed 3,
+Unreachable 4 (also StoreUnavailable, a 503: the manager is up but its store is not),
+others 1)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ import ssl
 from typing import Any
 
 import httpx
+from pydantic import TypeAdapter
+
+from hyperwall.manager_api import (
+    ApplyResult,
+    DiffResult,
+    DocumentsBody,
+    RevisionHeader,
+    RollbackResult,
+    StatusBody,
+    TokenCreated,
+    TokenInfo,
+)
 
 
 class ClientError(Exception):
@@ -57,7 +70,15 @@ def _reason(response: httpx.Response) -> str:
     return str(body)
 
 
+_DOCUMENT = TypeAdapter(dict[str, Any])
+_HISTORY = TypeAdapter(list[RevisionHeader])
+_TOKENS = TypeAdapter(list[TokenInfo])
+
+
 class ManagerClient:
+    """One method per endpoint the CLI, the demo and the benchmarks use; each returns the
+    answer as its `manager_api` model."""
+
     def __init__(
         self, server: str, token: str | None, timeout: float = 30.0, verify: bool | str = True
     ) -> None:
@@ -78,7 +99,8 @@ class ManagerClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, **kwargs: Any) -> object:
+        """The decoded JSON answer (None for an empty one); a failure raises its error."""
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -100,60 +122,56 @@ class ManagerClient:
 
     # -- operations -----------------------------------------------------------------------
 
-    def apply(self, documents: list[Any], message: str = "", dry_run: bool = False) -> Any:
+    def apply(
+        self, documents: list[dict[str, Any]], message: str = "", dry_run: bool = False
+    ) -> ApplyResult:
         body = {"documents": documents, "message": message, "dryRun": dry_run}
-        return self.request("POST", "/v1/apply", json=body)
+        return ApplyResult.model_validate(self.request("POST", "/v1/apply", json=body))
 
-    def diff(self, documents: list[Any]) -> Any:
-        return self.request("POST", "/v1/diff", json={"documents": documents})
+    def diff(self, documents: list[dict[str, Any]]) -> DiffResult:
+        body = {"documents": documents}
+        return DiffResult.model_validate(self.request("POST", "/v1/diff", json=body))
 
     def documents(
         self, kind: str | None = None, tenant: str | None = None, selector: str | None = None
-    ) -> Any:
+    ) -> DocumentsBody:
         pairs = (("kind", kind), ("tenant", tenant), ("selector", selector))
-        return self.request("GET", "/v1/documents", params={k: v for k, v in pairs if v})
+        params = {k: v for k, v in pairs if v}
+        return DocumentsBody.model_validate(self.request("GET", "/v1/documents", params=params))
 
-    def document(self, kind: str, name: str, tenant: str | None = None) -> Any:
+    def document(self, kind: str, name: str, tenant: str | None = None) -> dict[str, Any]:
+        """One document, shaped as docs/policy.md."""
         params = {"tenant": tenant} if tenant else {}
-        return self.request("GET", f"/v1/documents/{kind}/{name}", params=params)
+        return _DOCUMENT.validate_python(
+            self.request("GET", f"/v1/documents/{kind}/{name}", params=params)
+        )
 
-    def delete(self, kind: str, name: str, tenant: str | None = None, message: str = "") -> Any:
+    def delete(
+        self, kind: str, name: str, tenant: str | None = None, message: str = ""
+    ) -> ApplyResult:
         params = {k: v for k, v in (("tenant", tenant), ("message", message)) if v}
-        return self.request("DELETE", f"/v1/documents/{kind}/{name}", params=params)
+        answer = self.request("DELETE", f"/v1/documents/{kind}/{name}", params=params)
+        return ApplyResult.model_validate(answer)
 
-    def history(self, limit: int = 50, before: int | None = None) -> Any:
-        params: dict[str, int] = {"limit": limit}
-        if before is not None:
-            params["before"] = before
-        return self.request("GET", "/v1/history", params=params)
+    def history(self, limit: int = 50) -> list[RevisionHeader]:
+        answer = self.request("GET", "/v1/history", params={"limit": limit})
+        return _HISTORY.validate_python(answer)
 
-    def revision(self, number: int) -> Any:
-        return self.request("GET", f"/v1/revisions/{number}")
+    def rollback(self, number: int, message: str | None = None) -> RollbackResult:
+        answer = self.request("POST", f"/v1/rollback/{number}", json={"message": message})
+        return RollbackResult.model_validate(answer)
 
-    def rollback(self, number: int, message: str | None = None) -> Any:
-        return self.request("POST", f"/v1/rollback/{number}", json={"message": message})
+    def status(self) -> StatusBody:
+        return StatusBody.model_validate(self.request("GET", "/v1/status"))
 
-    def status(self) -> Any:
-        return self.request("GET", "/v1/status")
-
-    def create_token(self, role: str, tenant: str | None = None, host: str | None = None) -> Any:
+    def create_token(
+        self, role: str, tenant: str | None = None, host: str | None = None
+    ) -> TokenCreated:
         body = {"role": role, "tenant": tenant, "host": host}
-        return self.request("POST", "/v1/tokens", json=body)
+        return TokenCreated.model_validate(self.request("POST", "/v1/tokens", json=body))
 
-    def tokens(self) -> Any:
-        return self.request("GET", "/v1/tokens")
+    def tokens(self) -> list[TokenInfo]:
+        return _TOKENS.validate_python(self.request("GET", "/v1/tokens"))
 
     def revoke_token(self, token_id: str) -> None:
         self.request("DELETE", f"/v1/tokens/{token_id}")
-
-    # -- agent side (used by tests and tools) ----------------------------------------------
-
-    def desired(self, host: str, after: int = 0, wait: float = 0) -> Any:
-        params = {"after": after, "wait": wait}
-        return self.request("GET", f"/v1/agent/{host}/desired", params=params)
-
-    def report(self, host: str, body: dict[str, Any]) -> None:
-        self.request("PUT", f"/v1/agent/{host}/status", json=body)
-
-    def report_inventory(self, host: str, workloads: list[dict[str, Any]]) -> None:
-        self.request("PUT", f"/v1/agent/{host}/inventory", json={"workloads": workloads})

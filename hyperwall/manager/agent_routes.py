@@ -18,8 +18,8 @@ from fastapi import APIRouter, Query, Response
 from hyperwall.compiler.digest import digest_text
 from hyperwall.compiler.program_codec import delta_to_wire, program_to_wire
 from hyperwall.manager.deps import Mgr, Who
-from hyperwall.manager.schemas import AgentInventory, AgentStatus, DesiredBody
 from hyperwall.manager.service import MAX_WAIT
+from hyperwall.manager_api import AgentInventory, AgentStatus, DesiredBody
 
 router = APIRouter(prefix="/v1/agent/{host}", tags=["agent"])
 DIGEST = re.compile(r"[0-9a-f]{32}")

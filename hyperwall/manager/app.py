@@ -26,7 +26,9 @@ from hyperwall.manager.auth import (
 from hyperwall.manager.deps import Mgr, Who
 from hyperwall.manager.documents import key_json, matches, normalize_kind, request_error
 from hyperwall.manager.drain import Drain, LongPollDrain
-from hyperwall.manager.schemas import (
+from hyperwall.manager.service import Manager, revision_json
+from hyperwall.manager.token_routes import router as token_router
+from hyperwall.manager_api import (
     ApplyRequest,
     ApplyResult,
     DiffRequest,
@@ -40,8 +42,6 @@ from hyperwall.manager.schemas import (
     RollbackResult,
     StatusBody,
 )
-from hyperwall.manager.service import Manager, revision_json
-from hyperwall.manager.token_routes import router as token_router
 from hyperwall.store import DocKey, Store, open_store
 
 log = logging.getLogger("hyperwall.manager")

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from hyperwall.manager.auth import PROVIDER_ADMIN, check_token_request, create_token
 from hyperwall.manager.deps import Mgr, Who
 from hyperwall.manager.documents import request_error
-from hyperwall.manager.schemas import ErrorBody, TokenCreated, TokenInfo, TokenRequest
+from hyperwall.manager_api import ErrorBody, TokenCreated, TokenInfo, TokenRequest
 from hyperwall.store import TokenRecord
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
