@@ -2,7 +2,8 @@
 
 The manager is the central compiler (as NSX's control plane): agents receive their host's
 program, or the delta from the program they hold, never the whole document set. This module
-is the synchronous core of that; `fleetwatch.FleetWatch` drives it from the store's watch.
+is the synchronous core of that (pure: no I/O, no clock); its counterpart
+`manager.fleetwatch.FleetWatch` drives it from the store's watch.
 
 State: the documents and their `Catalog` at `revision`, a `FleetCompiler` over them, and per
 host the current `HostVersion` (the revision where the host's program last changed, the
@@ -30,8 +31,8 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from hyperwall.compiler.chains import CompiledChain
 from hyperwall.compiler.delta import ElementChange, ProgramDelta, diff
 from hyperwall.compiler.digest import program_digest, updated_digest
 from hyperwall.compiler.fleet import FleetCompiler
@@ -64,7 +65,7 @@ class FleetPrograms:
         self._set_users: dict[str, set[str]] = defaultdict(set)
         self._chain_users: dict[str, set[str]] = defaultdict(set)
         self._seen_sets: dict[str, AddressSet] = {}
-        self._seen_chains: dict[str, Any] = {}  # name -> the compiled chain
+        self._seen_chains: dict[str, CompiledChain] = {}
         self._seen_endpoints: dict[str, tuple[Endpoint, ...]] = {}
         self._members: dict[str, frozenset[str]] = {}  # host -> its workload keys
 
@@ -321,7 +322,7 @@ class FleetPrograms:
 @dataclass
 class _Changes:
     sets: dict[str, AddressSet | None] = field(default_factory=dict)  # None: gone
-    chains: dict[str, Any] = field(default_factory=dict)  # name -> new compiled chain | None
+    chains: dict[str, CompiledChain | None] = field(default_factory=dict)  # None: gone
     structural: set[str] = field(default_factory=set)  # hosts to re-assemble whole
     content: set[str] = field(default_factory=set)  # hosts to patch
 
@@ -333,11 +334,14 @@ class _SharedChanges:
     one it replaces, element changes of its blocks that kept their names)."""
 
     sets: dict[str, tuple[AddressSet, ElementChange]]
-    chains: dict[str, tuple[Any, Any, list[ElementChange]]]
+    chains: dict[str, tuple[CompiledChain, CompiledChain, list[ElementChange]]]
 
     @classmethod
     def of(
-        cls, changes: _Changes, seen_sets: Mapping[str, AddressSet], seen_chains: Mapping[str, Any]
+        cls,
+        changes: _Changes,
+        seen_sets: Mapping[str, AddressSet],
+        seen_chains: Mapping[str, CompiledChain],
     ) -> _SharedChanges:
         sets = {}
         for name, new in changes.sets.items():
@@ -354,8 +358,8 @@ class _SharedChanges:
             for block_name, block in compiled.blocks.items():
                 before = prev.blocks.get(block_name)
                 if before is not None and block is not before and block.elements != before.elements:
-                    a, b = block.elements, before.elements
-                    deltas.append(ElementChange(block_name, a - b, b - a))
+                    now, then = block.elements, before.elements
+                    deltas.append(ElementChange(block_name, now - then, then - now))
             chains[name] = (compiled, prev, deltas)
         return cls(sets, chains)
 
