@@ -2,8 +2,8 @@
 
 Pure: resolves the two ends (workload names or IPs) and the service against a `Catalog`,
 compiles the hosts involved and runs the reference evaluator on the first packet at the
-sender's egress and the receiver's ingress, each on its own (POLICY.md, "Checking from the
-command line").
+sender's egress and the receiver's ingress, each on its own (`docs/policy.md`, section 8,
+"`hyperwall trace`").
 """
 
 from __future__ import annotations

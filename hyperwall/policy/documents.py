@@ -1,4 +1,4 @@
-"""The five document kinds of POLICY.md as strict, frozen pydantic models.
+"""The five document kinds of `docs/policy.md` as strict, frozen pydantic models.
 
 This is the edge of the pure core: `parse_document` turns one decoded YAML/JSON value into a
 typed document or a list of `Issue`s (unknown fields, bad names, CIDRs, ports, MACs...).

@@ -1,4 +1,5 @@
-"""Label selectors: parse the selector language of POLICY.md and match it against labels.
+"""Label selectors: parse the selector language of `docs/policy.md` (section 3) and match it
+against labels.
 
 A selector such as `role == "web" && env in {"prod", "stage"}` is tokenized, parsed by a
 small recursive-descent parser into a tree of frozen nodes, and wrapped in a `Selector`
