@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from hyperwall.cli.app import app
+from tests.agent.test_manager_source import wait_for
 from tests.manager.conftest import EXAMPLES, Live
 from tests.manager.support import call
 
@@ -107,7 +107,7 @@ def test_status_and_apply_wait(live_sqlite: Live) -> None:
                 body = {"revision": current, "programHash": "x", "converged": True,
                         "error": None, "endpoints": 1}  # fmt: skip
                 call(live.url, live.admin, "PUT", f"/v1/agent/{host}/status", body)
-            time.sleep(0.1)
+            stop.wait(0.1)
 
     thread = threading.Thread(target=agents, daemon=True)
     thread.start()
@@ -117,8 +117,7 @@ def test_status_and_apply_wait(live_sqlite: Live) -> None:
         r = hw(live, "apply", "-f", str(EXAMPLES), "--wait", "--timeout", "30", "--json")
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["realized"] is True
-        time.sleep(0.3)
-        assert hw(live, "status").exit_code == 0
+        wait_for(lambda: hw(live, "status").exit_code == 0, "every host in sync")
     finally:
         stop.set()
         thread.join()
