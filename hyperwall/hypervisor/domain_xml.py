@@ -412,11 +412,18 @@ def metadata_element(workload: d.WorkloadDoc, policy: d.PolicyDoc | None = None)
     return root
 
 
+def _unqualified(el: ET.Element) -> ET.Element:
+    out = ET.Element(el.tag[len(_Q) :] if el.tag.startswith(_Q) else el.tag, el.attrib)
+    out.text = el.text
+    out.extend(_unqualified(child) for child in el)
+    return out
+
+
 def metadata_xml(workload: d.WorkloadDoc, policy: d.PolicyDoc | None = None) -> str:
-    """The `<hw:workload>` element for a Workload (and its embedded Policy), as text: what
-    `virsh metadata DOMAIN https://hyperwall.io/xmlns/workload/1 --key hw --set` takes."""
-    ET.register_namespace("hw", NS)
-    return ET.tostring(metadata_element(workload, policy), encoding="unicode")
+    """The metadata for a Workload (and its embedded Policy) as libvirt's `setMetadata` and
+    `virsh metadata DOMAIN --uri https://hyperwall.io/xmlns/workload/1 --key hw --set XML`
+    take it: without a namespace (libvirt puts the whole element in the hw namespace)."""
+    return ET.tostring(_unqualified(metadata_element(workload, policy)), encoding="unicode")
 
 
 def domain_xml(

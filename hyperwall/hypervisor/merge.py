@@ -52,6 +52,20 @@ def _declared_host(raw: Any) -> str | None:
     return spec.get("host") if isinstance(spec, dict) else None
 
 
+def _placement(raw: Any) -> Any:
+    """What a declared and a discovered Workload must agree on: host and addresses."""
+    spec = raw.get("spec") if isinstance(raw, dict) else None
+    if not isinstance(spec, dict):
+        return None
+    interfaces = spec.get("interfaces")
+    addresses = [
+        (str(i.get("mac", "")).lower(), sorted(map(str, i.get("ips") or [])))
+        for i in (interfaces if isinstance(interfaces, list) else [])
+        if isinstance(i, dict)
+    ]
+    return spec.get("host"), addresses
+
+
 def _domain_of(source: Source) -> str | None:
     return source.file[len(_PREFIX) :] if source.file.startswith(_PREFIX) else None
 
@@ -69,14 +83,15 @@ def merge(
             unmanaged[dom.name] = "; ".join(str(p) for p in dom.problems)
         elif isinstance(dom, Unmanaged):
             unmanaged[dom.name] = f"domain {dom.name!r}: no hyperwall metadata (hw:workload)"
-    discovered_keys = {_key(m.workload) for m in managed.values()}
+    discovered = {_key(m.workload): m.workload for m in managed.values()}
     conflicts: list[str] = []
     base: list[tuple[Any, Source]] = []
     for raw, source in declared:
         key = _key(raw)
         if key is not None and key[0] == "Workload":
-            if key in discovered_keys:
-                conflicts.append(f"{key[1]}/{key[2]}" if key[1] else key[2])
+            if key in discovered:
+                if _placement(raw) != _placement(discovered[key]):
+                    conflicts.append(f"{key[1]}/{key[2]}" if key[1] else key[2])
                 continue
             if _declared_host(raw) == host:
                 continue
@@ -86,7 +101,7 @@ def merge(
         for dom in managed.values():
             docs.extend((raw, source_of(dom.name, i)) for i, raw in enumerate(dom.documents(), 1))
         try:
-            catalog = build_catalog(docs)
+            catalog = build_catalog(docs, absent_workloads=True)
         except DocumentsInvalid as exc:
             blamed = _blame(exc.issues, managed)
             if not blamed:

@@ -33,6 +33,9 @@ from hyperwall.policy.selector import parse_selector
 
 @dataclass
 class _Builder:
+    # True: a reference to a Workload that is not there names a VM that is absent right now
+    # (discovered from a hypervisor: VMs come and go) and matches nothing; False: an error
+    absent_workloads: bool = False
     issues: list[Issue] = field(default_factory=list)
     seen: dict[tuple[str, str], Source] = field(default_factory=dict)
     tenants: dict[str, tuple[d.TenantDoc, Source]] = field(default_factory=dict)
@@ -91,6 +94,8 @@ class _Builder:
             )
             return None
         key = object_key(tenant or owner, name)
+        if key not in table and kind == "Workload" and self.absent_workloads:
+            return key
         if key not in table:
             scope = f"tenant {tenant or owner!r}" if (tenant or owner) else "provider scope"
             self.issue(source, path, f"unknown {kind} {ref!r}", f"a {kind} defined in {scope}")
@@ -296,14 +301,20 @@ Parsed = tuple[d.Document | None, Sequence[Issue], Source]
 and where it came from."""
 
 
-def build_catalog(documents: Iterable[tuple[Any, Source]]) -> Catalog:
-    """Validate decoded documents (with their sources) and resolve them, or raise."""
-    return build_parsed((*d.parse_document(raw, source), source) for raw, source in documents)
+def build_catalog(
+    documents: Iterable[tuple[Any, Source]], absent_workloads: bool = False
+) -> Catalog:
+    """Validate decoded documents (with their sources) and resolve them, or raise.
+    `absent_workloads`: references to Workloads that are not there match nothing (the
+    workloads come from a hypervisor) instead of being errors."""
+    return build_parsed(
+        ((*d.parse_document(raw, source), source) for raw, source in documents), absent_workloads
+    )
 
 
-def build_parsed(documents: Iterable[Parsed]) -> Catalog:
+def build_parsed(documents: Iterable[Parsed], absent_workloads: bool = False) -> Catalog:
     """`build_catalog` of documents already parsed (by a caller that keeps the models)."""
-    builder = _Builder()
+    builder = _Builder(absent_workloads=absent_workloads)
     for doc, issues, source in documents:
         builder.issues.extend(issues)
         if doc is not None:

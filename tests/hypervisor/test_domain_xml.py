@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 
+import libvirt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hyperwall.hypervisor.domain_xml import (
+    NS,
     Invalid,
     Managed,
     Unmanaged,
@@ -212,17 +214,30 @@ def test_hand_written_metadata_is_enough() -> None:
     ]
 
 
-def test_metadata_xml_is_what_virsh_metadata_takes() -> None:
-    parsed = parse_domain(hand(), "hv1")
+def test_metadata_xml_is_what_libvirt_set_metadata_takes() -> None:
+    """libvirt puts the element written without a namespace (as an operator types it for
+    `virsh metadata --set`) into the hw namespace, children included."""
+    parsed = parse_domain(hand(POLICY), "hv1")
     assert isinstance(parsed, Managed)
-    doc = WorkloadDoc.model_validate(parsed.workload)
-    text = metadata_xml(doc)
-    assert text.startswith("<hw:workload xmlns:hw=")
-    again = parse_domain(
-        hand().replace(hand().split("<metadata>")[1].split("</metadata>")[0], text),
-        "hv1",
+    workload = WorkloadDoc.model_validate(parsed.workload)
+    policy = PolicyDoc.model_validate(parsed.policy)
+    text = metadata_xml(workload, policy)
+    assert text.startswith('<workload tenant="acme"><label key="role" value="web" />')
+    bare = workload.model_copy(
+        update={"metadata": workload.metadata.model_copy(update={"labels": {}})}
     )
-    assert isinstance(again, Managed) and again.workload == parsed.workload
+    conn = libvirt.open("test:///default")
+    dom = conn.defineXML(domain_xml(bare))
+    try:
+        before = parse_domain(dom.XMLDesc(0), "hv1")
+        assert isinstance(before, Managed) and "labels" not in before.workload["metadata"]
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, text, "hw", NS, 0)
+        again = parse_domain(dom.XMLDesc(0), "hv1")
+        assert isinstance(again, Managed)
+        assert (again.workload, again.policy) == (parsed.workload, parsed.policy)
+    finally:
+        dom.undefine()
+        conn.close()
 
 
 def test_no_metadata_is_unmanaged() -> None:
