@@ -18,8 +18,17 @@ _counter = itertools.count()
 PREFIX = os.environ.get("HW_TEST_NETNS_PREFIX", "hwx-")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on a throwaway namespace (`netns`, or `nft` bound to one) is a `kernel` test."""
+    for item in items:
+        if "netns" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kernel)
+
+
 @pytest.fixture
 def netns() -> Iterator[str]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates a network namespace")
     name = f"{PREFIX}{os.getpid()}-{next(_counter)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:

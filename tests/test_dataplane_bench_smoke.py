@@ -76,6 +76,9 @@ def test_write_section_replaces_only_its_own(tmp_path: Path) -> None:
 # -- the lab ---------------------------------------------------------------------------
 
 
+@pytest.mark.lab
+@pytest.mark.kernel
+@pytest.mark.slow
 @pytest.mark.skipif(_lab_missing() is not None, reason=_lab_missing() or "")
 def test_benchmark_runs_at_a_tiny_size_and_cleans_up(tmp_path: Path) -> None:
     try:

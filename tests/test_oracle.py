@@ -218,6 +218,7 @@ def traced(catalog: Catalog, p: Probe) -> tuple[str, End, End]:
 # -- the property ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150,
     deadline=None,

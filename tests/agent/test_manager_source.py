@@ -44,8 +44,8 @@ from hyperwall.compiler.delta import diff
 from hyperwall.compiler.digest import digest_text, program_digest
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import HostProgram
-from hyperwall.compiler.serialize import program_hash
 from hyperwall.compiler.program_codec import delta_to_wire, program_to_wire
+from hyperwall.compiler.serialize import program_hash
 from hyperwall.dataplane.netns import inside
 from hyperwall.io.files import read_documents
 from hyperwall.policy.catalog import build_catalog
@@ -566,6 +566,7 @@ def table(netns: str) -> str:
     return out.stdout
 
 
+@pytest.mark.slow  # kernel: the `netns` fixture marks it
 def test_agent_follows_the_manager_and_survives_its_absence(netns: str, tmp_path: Path) -> None:
     subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
     (tmp_path / "srv").mkdir()

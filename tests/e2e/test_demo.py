@@ -12,7 +12,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds network namespaces")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="builds network namespaces"),
+    pytest.mark.lab,
+    pytest.mark.kernel,
+    pytest.mark.slow,
+]
 
 
 def test_demo_matrix_matches_trace() -> None:

@@ -41,10 +41,15 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 VERDICT_TO_RESULT = {"allow": "allowed", "drop": "blocked", "reject": "rejected"}
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or any(shutil.which(t) is None for t in ("ip", "nft", "sysctl")),
-    reason="needs root and iproute2/nftables (creates network namespaces)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.geteuid() != 0 or any(shutil.which(t) is None for t in ("ip", "nft", "sysctl")),
+        reason="needs root and iproute2/nftables (creates network namespaces)",
+    ),
+    pytest.mark.lab,
+    pytest.mark.kernel,
+    pytest.mark.slow,
+]
 
 
 def probe_rows() -> list[tuple[str, str, str, str]]:

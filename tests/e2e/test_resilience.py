@@ -42,10 +42,15 @@ from tests.agent.test_manager_source import example_documents, hyperwall, relabe
 from tests.e2e.test_manager_lab import EXAMPLES, Fleet, hashes, probe_rows
 from tests.store.etcd_server import EtcdProcess
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or any(shutil.which(t) is None for t in ("ip", "nft", "sysctl")),
-    reason="needs root and iproute2/nftables (creates network namespaces)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.geteuid() != 0 or any(shutil.which(t) is None for t in ("ip", "nft", "sysctl")),
+        reason="needs root and iproute2/nftables (creates network namespaces)",
+    ),
+    pytest.mark.lab,
+    pytest.mark.kernel,
+    pytest.mark.slow,
+]
 
 # web-1 moves from the web tier to the app tier: it may then reach the database, and the
 # load balancer no longer reaches it (web-2 stays reachable)

@@ -32,6 +32,11 @@ def needs_root() -> pytest.MarkDecorator:
     )
 
 
+def lab_marks() -> list[pytest.MarkDecorator]:
+    """The marks of a test that builds a namespace lab: root only; `lab`, `kernel`, `slow`."""
+    return [needs_root(), pytest.mark.lab, pytest.mark.kernel, pytest.mark.slow]
+
+
 def lab_name(suffix: str) -> str:
     name = f"t{os.getpid() % 10_000_000}{suffix}"
     assert len(name) <= 12

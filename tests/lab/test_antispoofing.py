@@ -26,9 +26,9 @@ import pytest
 from hyperwall.lab import Lab
 from hyperwall.lab.topology import GATEWAY4, GATEWAY6, SHARED_MAC
 
-from .conftest import lab_name, lab_namespaces, needs_root
+from .conftest import lab_marks, lab_name, lab_namespaces
 
-pytestmark = needs_root()
+pytestmark = lab_marks()
 
 FLEET = """
 apiVersion: hyperwall.io/v1

@@ -15,8 +15,9 @@ import itertools
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -38,9 +39,18 @@ from hyperwall.lab.topology import (
 )
 from hyperwall.policy.model import Catalog, Interface
 
-from .conftest import EXAMPLES, VERDICT_TO_RESULT, lab_name, lab_namespaces, needs_root, run_cli
+from .conftest import EXAMPLES, VERDICT_TO_RESULT, lab_marks, lab_name, lab_namespaces, run_cli
 
-ROOT_ONLY = needs_root()
+Test = TypeVar("Test", bound=Callable[..., None])
+
+
+def builds_the_lab(test: Test) -> Test:
+    """Root only; marked `lab`, `kernel` and `slow`."""
+    for mark in lab_marks():
+        test = mark(test)
+    return test
+
+
 PARALLEL = 64
 
 # web-2 rejects, in the emergency tier; jump-1 (hv1) and app-2 (hv2, web-2's host) may send
@@ -217,7 +227,7 @@ def _in_ns(ns: str, *argv: str) -> str:
     ).stdout
 
 
-@ROOT_ONLY
+@builds_the_lab
 def test_hosts_are_bridged_and_agents_run_bridge_mode(lab: Lab) -> None:
     plan = lab.plan()
     assert plan.mode == "bridge"
@@ -236,7 +246,7 @@ def test_hosts_are_bridged_and_agents_run_bridge_mode(lab: Lab) -> None:
     assert lab.status().healthy
 
 
-@ROOT_ONLY
+@builds_the_lab
 def test_probes_tsv(lab: Lab) -> None:
     rows = []
     for line in (EXAMPLES / "probes.tsv").read_text().splitlines():
@@ -274,7 +284,7 @@ def _mismatches(lab: Lab, probes: list[tuple[str, str, str]]) -> list[object]:
     ]
 
 
-@ROOT_ONLY
+@builds_the_lab
 def test_vm_to_vm_traffic_matches_trace(lab: Lab) -> None:
     catalog = lab.catalog()
     probes = _vm_matrix(catalog)
@@ -286,7 +296,7 @@ def test_vm_to_vm_traffic_matches_trace(lab: Lab) -> None:
     assert verdicts == {"allow", "drop", "reject"}
 
 
-@ROOT_ONLY
+@builds_the_lab
 def test_outside_ipv4_traffic_matches_trace(lab: Lab) -> None:
     probes = []
     for w in sorted(lab.catalog().workloads):
@@ -295,7 +305,7 @@ def test_outside_ipv4_traffic_matches_trace(lab: Lab) -> None:
     assert _mismatches(lab, probes) == []
 
 
-@ROOT_ONLY
+@builds_the_lab
 def test_reject_answers_bridged_packets(lab: Lab, tmp_path: Path) -> None:
     """TCP reset and ICMP(v6) admin-prohibited reach the sender: same host, across hosts, and
     from the outside (the host routes to the VM addresses via its bridge, docs/design/lab.md)."""
@@ -321,7 +331,7 @@ def test_reject_answers_bridged_packets(lab: Lab, tmp_path: Path) -> None:
     assert lab.probe_many([*probes, *control]) == before
 
 
-@ROOT_ONLY
+@builds_the_lab
 def test_foreign_source_address_gets_nothing_through(lab: Lab) -> None:
     """Anti-spoofing at the bridge port: nobody's address, then another VM's (lb-1's)."""
     v4 = [("web-1", "app-1", "app-api"), ("web-1", "app-2", "app-api"), ("web-1", "dns-1", "dns")]
@@ -341,7 +351,7 @@ def test_foreign_source_address_gets_nothing_through(lab: Lab) -> None:
         assert lab.probe_many(probes) == ["allowed"] * len(probes)
 
 
-@ROOT_ONLY
+@builds_the_lab
 def test_dhcp_ports_do_not_bypass_policy(lab: Lab) -> None:
     probes = [
         ("globex-web-1", "web-1", "udp/67"),  # across tenants, same host
@@ -352,7 +362,7 @@ def test_dhcp_ports_do_not_bypass_policy(lab: Lab) -> None:
     assert _mismatches(lab, probes) == []
 
 
-@ROOT_ONLY
+@builds_the_lab
 def test_traffic_routed_into_the_bridge_gets_ingress_policy(lab: Lab) -> None:
     """The outside reaches web-2 and globex-web-2 through their host's IP stack (e.g. a host
     that is its VMs' router) instead of over the VM segment."""
@@ -369,7 +379,7 @@ def test_traffic_routed_into_the_bridge_gets_ingress_policy(lab: Lab) -> None:
             _in_ns(plan.external.ns, "ip", "route", "replace", dst, "dev", VXLAN)
 
 
-@ROOT_ONLY
+@builds_the_lab
 def test_down_leaves_nothing(lab: Lab) -> None:
     """Last in the module: the CLI takes the lab down (the fixture's down is then a no-op)."""
     done = run_cli("lab", "down", "--name", lab.name)

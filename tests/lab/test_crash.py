@@ -13,9 +13,9 @@ import pytest
 from hyperwall.lab import Lab, build
 from hyperwall.lab.nsexec import alive, namespace_pids
 
-from .conftest import lab_name, lab_namespaces, needs_root, run_cli
+from .conftest import lab_marks, lab_name, lab_namespaces, run_cli
 
-pytestmark = needs_root()
+pytestmark = lab_marks()
 
 SMALL = """
 apiVersion: hyperwall.io/v1

@@ -37,9 +37,9 @@ from tests.fleetgen import (
     workload_ips,
 )
 
-from .conftest import VERDICT_TO_RESULT, lab_name, lab_namespaces, needs_root
+from .conftest import VERDICT_TO_RESULT, lab_marks, lab_name, lab_namespaces
 
-pytestmark = needs_root()
+pytestmark = lab_marks()
 
 Probe = tuple[str, str, str]  # (src address, dst address, service)
 

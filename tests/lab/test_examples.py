@@ -22,14 +22,14 @@ from hyperwall.policy.model import Catalog
 from .conftest import (
     EXAMPLES,
     VERDICT_TO_RESULT,
+    lab_marks,
     lab_name,
     lab_namespaces,
-    needs_root,
     probe_rows,
     run_cli,
 )
 
-pytestmark = needs_root()
+pytestmark = lab_marks()
 
 PARALLEL = 128  # probes in flight: bursts far above the log rate limit (200/s, burst 50)
 

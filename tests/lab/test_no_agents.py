@@ -9,9 +9,9 @@ import pytest
 
 from hyperwall.lab import Lab
 
-from .conftest import EXAMPLES, lab_name, lab_namespaces, needs_root, probe_rows, run_cli
+from .conftest import EXAMPLES, lab_marks, lab_name, lab_namespaces, probe_rows, run_cli
 
-pytestmark = needs_root()
+pytestmark = lab_marks()
 
 
 @pytest.fixture(scope="module")

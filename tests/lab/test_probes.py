@@ -63,6 +63,7 @@ def test_bad_source_is_an_error() -> None:
     assert outcome.result == "error"
 
 
+@pytest.mark.kernel
 @pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP sockets need root")
 def test_icmp_echo_on_loopback() -> None:
     assert run_probe(ProbeRequest("icmp", "127.0.0.1", "127.0.0.1", 8, 2.0)).result == "allowed"

@@ -43,9 +43,9 @@ from hyperwall.lab.probe_messages import ProbeRequest
 from hyperwall.lab.resolve import resolve_probe
 from hyperwall.policy.model import Catalog
 
-from .conftest import VERDICT_TO_RESULT, lab_name, lab_namespaces, needs_root
+from .conftest import VERDICT_TO_RESULT, lab_marks, lab_name, lab_namespaces
 
-pytestmark = needs_root()
+pytestmark = lab_marks()
 
 SEED = 20250607
 STEPS = 36  # churn actions (apply, kill + restart) in the stress test
