@@ -56,14 +56,10 @@ from hyperwall.compiler.program import Endpoint, HostProgram, LookupRule
 from hyperwall.dataplane.netns import inside
 from hyperwall.dataplane.nft import plan as planner
 from hyperwall.dataplane.nft.backend import NftBackend
-from hyperwall.dataplane.nft.client import NftClient
-from hyperwall.dataplane.nft.render import (
-    Options,
-    TableState,
-    policy_chain_name,
-    render_program,
-)
-from hyperwall.dataplane.nft.wire import encode
+from hyperwall.dataplane.nft.json_text import encode
+from hyperwall.dataplane.nft.kernel import NftKernel
+from hyperwall.dataplane.nft.render import Options, render_program
+from hyperwall.dataplane.nft.table import TableState, policy_chain_name
 from hyperwall.policy.catalog import build_catalog
 from hyperwall.policy.errors import Source
 from hyperwall.policy.model import Catalog
@@ -215,8 +211,8 @@ def tools_in(directory: Path) -> Tools:
 # -- timing the kernel transactions ------------------------------------------------------
 
 
-class TimedClient(NftClient):
-    """An NftClient that records each transaction's wall time and the kernel's CPU time."""
+class TimedClient(NftKernel):
+    """An NftKernel that records each transaction's wall time and the kernel's CPU time."""
 
     def __init__(self) -> None:
         super().__init__()

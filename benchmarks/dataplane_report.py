@@ -542,7 +542,7 @@ above, see docs/design/dataplane.md "Block sets"; 2026-11-27, not re-measured by
   chain keeps its per-rule elements and is re-folded only around the rules that changed
   (`compiler/fold.py`, docs/design/compiler.md); before that, a rule edit or a membership
   change of a folded group re-folded the policy's whole chain (100-650 ms for a 10,000-rule
-  policy). The apply side sends element texts written directly (`dataplane/nft/wire.py`)
+  policy). The apply side sends element texts written directly (`dataplane/nft/json_text.py`)
   and plans a delta without walking whole sets (docs/design/dataplane.md).
 - **Throughput is noise-dominated here.** Bulk traffic never reaches the rules (conntrack
   accepts established packets first; per packet there is one base chain with an

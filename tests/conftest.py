@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from hyperwall.dataplane.netns import inside
-from hyperwall.dataplane.nft.client import NftClient
+from hyperwall.dataplane.nft.kernel import NftKernel
 
 _counter = itertools.count()
 # Namespaces are named with this prefix (several runs on one machine keep apart by it).
@@ -38,6 +38,6 @@ def netns() -> Iterator[str]:
 
 
 @pytest.fixture
-def nft(netns: str) -> NftClient:
+def nft(netns: str) -> NftKernel:
     with inside(netns):
-        return NftClient()
+        return NftKernel()

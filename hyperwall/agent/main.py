@@ -31,6 +31,7 @@ from hyperwall.agent.status import read_status
 from hyperwall.agent.workqueue import WorkQueue
 from hyperwall.attachment import Attachment
 from hyperwall.dataplane.nft.backend import NftBackend
+from hyperwall.dataplane.nft.kernel import NftKernel
 from hyperwall.dataplane.nft.render import Options
 
 
@@ -107,7 +108,7 @@ def _manager_hook(config: AgentConfig, source: ManagerSource, reporter: Reporter
 
 
 def run_agent(config: AgentConfig) -> None:
-    backend = NftBackend(options=Options(vm_prefix=config.vm_prefix, mode=config.mode))
+    backend = NftBackend(NftKernel(), Options(vm_prefix=config.vm_prefix, mode=config.mode))
     queue = WorkQueue()
     stop = threading.Event()
     threads: list[threading.Thread] = []

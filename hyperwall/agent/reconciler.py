@@ -3,8 +3,9 @@
 Keys: `policy` (the desired program may have changed: apply the delta), `resync` (timer:
 read the kernel table back and repair drift). Either way the work is the same shape: the
 desired program from the source (the manager's program, or one compiled here from a policy
-folder: `compiling.LocalCompiler`), then the backend converges the kernel to it. Invalid
-input never reaches the kernel: the last valid program stays.
+folder: `compiling.LocalCompiler`), then the data plane (`dataplane.protocol.Dataplane`)
+converges the kernel to it. Invalid input never reaches the kernel: the last valid program
+stays.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from hyperwall.agent.status import AgentStatus, write_status
 from hyperwall.compiler.program import HostProgram
 from hyperwall.compiler.serialize import program_hash
-from hyperwall.dataplane.nft.backend import ApplyResult, NftBackend
+from hyperwall.dataplane.protocol import ApplyResult, Dataplane
 from hyperwall.policy.errors import DocumentsInvalid
 
 # The desired program and a digest naming it (changes whenever the program may have);
@@ -30,7 +31,7 @@ ProgramLoader = Callable[[], tuple[HostProgram, str]]
 class Reconciler:
     host: str
     load: ProgramLoader
-    backend: NftBackend
+    backend: Dataplane
     status_path: Path
     policy_hash: str | None = None
     program: HostProgram | None = None

@@ -1,6 +1,6 @@
-"""The agent's reconcile step against the real kernel in a throwaway namespace: it converges
-to the documents, keeps the last valid policy when they turn invalid, and closes every VM
-interface on a fresh host before any policy is known."""
+"""The agent's reconcile step: it converges to the documents (on the in-memory data plane),
+keeps the last valid policy when they turn invalid, and closes every VM interface on a fresh
+host before any policy is known (both against the real kernel in a throwaway namespace)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from hyperwall.agent.reconciler import Reconciler
 from hyperwall.agent.status import read_status
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.serialize import program_hash
+from hyperwall.dataplane.memory import MemoryDataplane
 from hyperwall.dataplane.nft.backend import NftBackend
-from hyperwall.dataplane.nft.client import NftClient
+from hyperwall.dataplane.nft.kernel import NftKernel
+from hyperwall.dataplane.protocol import Dataplane
 from hyperwall.io.files import load_catalog
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -27,15 +29,15 @@ def expected_hash(folder: Path, host: str) -> str:
     return program_hash(compiler.host_program(host))
 
 
-def make(nft: NftClient, folder: Path, state: Path) -> Reconciler:
+def make(dataplane: Dataplane, folder: Path, state: Path) -> Reconciler:
     load = LocalCompiler(PolicyDir(folder).load, "hv1")
-    return Reconciler("hv1", load, NftBackend(nft), state / "status.json")
+    return Reconciler("hv1", load, dataplane, state / "status.json")
 
 
-def test_converges_and_follows_changes(nft: NftClient, tmp_path: Path) -> None:
+def test_converges_and_follows_changes(tmp_path: Path) -> None:
     folder = tmp_path / "policy"
     shutil.copytree(EXAMPLES, folder)
-    rec = make(nft, folder, tmp_path)
+    rec = make(MemoryDataplane(), folder, tmp_path)
     assert rec.reconcile("policy")
     status = read_status(tmp_path / "status.json")
     assert status is not None and status.converged and status.mode == "sync"
@@ -51,10 +53,10 @@ def test_converges_and_follows_changes(nft: NftClient, tmp_path: Path) -> None:
     assert status is not None and status.mode == "noop"
 
 
-def test_invalid_documents_keep_the_last_valid_policy(nft: NftClient, tmp_path: Path) -> None:
+def test_invalid_documents_keep_the_last_valid_policy(nft: NftKernel, tmp_path: Path) -> None:
     folder = tmp_path / "policy"
     shutil.copytree(EXAMPLES, folder)
-    rec = make(nft, folder, tmp_path)
+    rec = make(NftBackend(nft), folder, tmp_path)
     rec.reconcile("policy")
     good = read_status(tmp_path / "status.json")
     before = nft.list_table()
@@ -71,8 +73,8 @@ def test_invalid_documents_keep_the_last_valid_policy(nft: NftClient, tmp_path: 
     assert strip(nft.list_table()) == strip(before)
 
 
-def test_fresh_host_without_policy_is_closed(nft: NftClient, tmp_path: Path) -> None:
-    rec = make(nft, tmp_path / "missing", tmp_path)
+def test_fresh_host_without_policy_is_closed(nft: NftKernel, tmp_path: Path) -> None:
+    rec = make(NftBackend(nft), tmp_path / "missing", tmp_path)
     assert not rec.reconcile("policy")
     listing = nft.list_table()
     assert listing is not None  # the skeleton: every VM interface falls through to drop

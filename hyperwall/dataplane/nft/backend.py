@@ -15,38 +15,40 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 from hyperwall.compiler.delta import ProgramDelta, diff
 from hyperwall.compiler.program import Chain, HostProgram, LookupRule
 from hyperwall.dataplane.nft import plan as planner
-from hyperwall.dataplane.nft.client import NftClient, NftError
+from hyperwall.dataplane.nft.blocks import (
+    Local,
+    block_clip,
+    block_set_specs,
+    clip_range,
+    local_addresses,
+    render_block_set,
+    split_element,
+)
+from hyperwall.dataplane.nft.kernel_api import Kernel
 from hyperwall.dataplane.nft.netlink import exact_keys
+from hyperwall.dataplane.nft.policy_chains import passing_chains, render_policy_chain
 from hyperwall.dataplane.nft.readback import TornListing, parse_table
 from hyperwall.dataplane.nft.render import (
+    Options,
+    render_address_set,
+    render_endpoint,
+    render_program,
+)
+from hyperwall.dataplane.nft.table import (
     FAMILY,
     SHAPES,
     Element,
-    Local,
-    Options,
     SetSpec,
     TableState,
     address_set_name,
-    block_clip,
     block_set_name,
-    block_set_specs,
-    block_shapes,
-    clip_range,
-    local_addresses,
-    passing_chains,
-    render_address_set,
-    render_block_set,
-    render_endpoint,
-    render_policy_chain,
-    render_program,
 )
+from hyperwall.dataplane.protocol import ApplyResult, Mode, apply_by_change
 
-Mode = Literal["noop", "incremental", "sync", "rebuild"]
 BULK_ELEMENTS = 20_000  # a fresh table with more exact block elements than this loads
 BULK_SET = 1_000  # its sets of this many or more through netlink (`_load_big_sets`)
 LISTING_ATTEMPTS = 8  # a torn listing (`readback.TornListing`) is taken again, then it fails
@@ -56,16 +58,11 @@ ENDPOINT_SETS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    mode: Mode
-    commands: int
-    seconds: float
-
-
 class NftBackend:
-    def __init__(self, client: NftClient | None = None, options: Options | None = None) -> None:
-        self.client = client or NftClient()
+    """The `Dataplane` of the agent: our tables in the kernel, through `kernel`."""
+
+    def __init__(self, kernel: Kernel, options: Options | None = None) -> None:
+        self.kernel = kernel
         self.options = options or Options()
         self.program: HostProgram | None = None
         self.state: TableState | None = None  # what the kernel holds after our last success
@@ -90,7 +87,7 @@ class NftBackend:
         state = TableState()
         present: set[str] = set()
         for family, prefix in (("inet", ""), ("bridge", planner.BRIDGE)):
-            listing = self.client.list_table(family)
+            listing = self.kernel.list_table(family)
             if listing is not None:
                 present.add(family)
                 parse_table(listing, prefix, state)
@@ -106,7 +103,7 @@ class NftBackend:
             if loaded is not None:
                 actual, present = loaded, {FAMILY}
         commands = planner.plan(actual, desired, existing=present)
-        self.client.run(commands)
+        self.kernel.run(commands)
         self.state, self.program, self.local = desired, program, self._local(program)
         mode: Mode = "sync" if commands else "noop"
         return ApplyResult(mode, len(commands), time.perf_counter() - start)
@@ -114,7 +111,7 @@ class NftBackend:
     def _load_big_sets(self, desired: TableState) -> TableState | None:
         """Loads the big exact block sets of a table that does not exist yet, and returns
         what the kernel then holds: the table and the sets (empty) through libnftables, then
-        their elements as one nfnetlink batch (`NftClient.add_elements`), which skips
+        their elements as one nfnetlink batch (`Kernel.add_elements`), which skips
         libnftables' parsing of each element.
 
         Only for a fresh table: until the rest of the table follows in one transaction, the
@@ -131,10 +128,10 @@ class NftBackend:
         if sum(len(desired.elements[n]) for n in big) < BULK_ELEMENTS:
             return None
         specs = [desired.sets[n] for n in big]
-        self.client.run(
+        self.kernel.run(
             [planner.table_command("add", FAMILY), *(planner.set_command(s) for s in specs)]
         )
-        self.client.add_elements([(s.name, exact_keys(s, desired.elements[s.name])) for s in specs])
+        self.kernel.add_elements([(s.name, exact_keys(s, desired.elements[s.name])) for s in specs])
         loaded = TableState()
         for spec in specs:
             loaded.put_set(spec, desired.elements[spec.name])
@@ -145,7 +142,7 @@ class NftBackend:
         desired = render_program(program, self.options)
         _, present = self.read_actual()
         commands = planner.rebuild(desired, present)
-        self.client.run(commands)
+        self.kernel.run(commands)
         self.state, self.program, self.local = desired, program, self._local(program)
         return ApplyResult("rebuild", len(commands), time.perf_counter() - start)
 
@@ -153,29 +150,20 @@ class NftBackend:
 
     def apply(self, program: HostProgram) -> ApplyResult:
         """Converge the kernel to `program`: incremental, else sync, else rebuild."""
-        if self.program is None or self.state is None:
-            try:
-                return self.sync(program)
-            except NftError:
-                return self.rebuild(program)
-        if self.program is program:
-            return ApplyResult("noop", 0, 0.0)
+        return apply_by_change(self, program, lambda: self._incremental(program))
+
+    def _incremental(self, program: HostProgram) -> ApplyResult:
+        """Send the change from the last program applied to `program` (`NftError` if the
+        kernel refuses it: then nothing changed)."""
+        assert self.state is not None and self.program is not None
         start = time.perf_counter()
-        try:
-            delta = diff(self.program, program)
-            local = self.local
-            if delta.endpoints_put or delta.endpoints_delete:
-                local = self._local(program)
-            step = self._step(delta, program, local)
-            commands = planner.plan(
-                self.state, step.state, only=step.touched, elements=step.elements
-            )
-            self.client.run(commands)
-        except NftError:
-            try:
-                return self.sync(program)
-            except NftError:
-                return self.rebuild(program)
+        delta = diff(self.program, program)
+        local = self.local
+        if delta.endpoints_put or delta.endpoints_delete:
+            local = self._local(program)
+        step = self._step(delta, program, local)
+        commands = planner.plan(self.state, step.state, only=step.touched, elements=step.elements)
+        self.kernel.run(commands)
         self.state, self.program, self.local = step.commit(), program, local
         mode: Mode = "incremental" if commands else "noop"
         return ApplyResult(mode, len(commands), time.perf_counter() - start)
@@ -210,10 +198,10 @@ class NftBackend:
             removed: dict[str, set[Element]] = {}
             added: dict[str, set[Element]] = {}
             for e in change.removed:
-                for shape, value in block_shapes(e, clip):
+                for shape, value in split_element(e, clip):
                     removed.setdefault(shape, set()).add(value)
             for e in change.added:
-                for shape, value in block_shapes(e, clip):
+                for shape, value in split_element(e, clip):
                     added.setdefault(shape, set()).add(value)
             for shape in removed.keys() | added.keys():
                 step.change(

@@ -1,17 +1,18 @@
 """The text libnftables reads: commands as JSON with pre-encoded parts spliced in. Pure.
 
-Counterpart of `nft.plan` (which builds the commands) and `nft.client` (which sends the
-text). A full load of 100,000 rules is some 240,000 set elements; building a Python object
-per element, part and address and then running `json.dumps` over them cost more Python time
-than the kernel transaction itself. So the bulky parts are written as JSON text directly:
+Counterpart of `nft.plan` (which builds the commands) and `nft.kernel` (which sends the
+text); `nft.netlink` is the other encoding, of a fresh table's big sets. A full load of
+100,000 rules is some 240,000 set elements; building a Python object per element, part and
+address and then running `json.dumps` over them cost more Python time than the kernel
+transaction itself. So the bulky parts are written as JSON text directly:
 
 - set elements, by an encoder per set (`element_encoder`), one f-string per element, with
   the text of each address cached (hosts repeat the same few addresses a lot);
-- rule expressions, which `render` already holds as canonical JSON text.
+- rule expressions, which the renderers already hold as canonical JSON text.
 
 They travel inside the command dicts as `Raw` values, which `encode` splices in as they are.
-`render.element_json` is the readable reference: every encoder's text parses to exactly what
-it returns (tests/dataplane/test_wire.py), and the kernel reads both back the same.
+`element_json` is the readable reference: every encoder's text parses to exactly what it
+returns (tests/dataplane/nft/test_json_text.py), and the kernel reads both back the same.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hyperwall.dataplane.nft.render import Element, SetSpec, address_text, block_shape
+from hyperwall.dataplane.nft.table import Element, SetSpec, address_text, block_set_shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,7 @@ def elements_raw(spec: SetSpec, elements: Iterable[Element]) -> Raw | None:
 
 def _exact_texts(spec: SetSpec, elements: Iterable[Element]) -> list[str]:
     """Elements of an exact block set: addresses and port (the protocol is the set's)."""
-    a, kind = _TEXTS[4 if spec.type[0] == "ipv4_addr" else 6], block_shape(spec.name)[1]
+    a, kind = _TEXTS[4 if spec.type[0] == "ipv4_addr" else 6], block_set_shape(spec.name)[1]
     if kind == "e":
         return [f'{{"concat":[{a[s]},{a[d]},{pt}]}}' for s, _, d, _, _, pt, _ in elements]
     if kind == "s":
@@ -106,7 +107,7 @@ def _ranged(addr: Callable[[int], str]) -> Callable[[int, int], str]:
 
 
 def element_encoder(spec: SetSpec) -> Callable[[Element], str]:
-    """Writes one element of `spec` (in `render`'s canonical form) as nftables JSON text."""
+    """Writes one element of `spec` (in the renderers' canonical form) as nftables JSON text."""
     kind = spec.name[:2]
     if spec.verdict_map:
         return lambda e: (
@@ -138,3 +139,45 @@ def element_encoder(spec: SetSpec) -> Callable[[Element], str]:
 
 def _concat(values: tuple[Any, ...]) -> str:
     return '{"concat":[' + ",".join(map(_q, values)) + "]}"
+
+
+# -- the readable reference ----------------------------------------------------------------
+
+
+def _address_range(family: int, low: int, high: int) -> Any:
+    if low == high:
+        return address_text(family, low)
+    return {"range": [address_text(family, low), address_text(family, high)]}
+
+
+def element_json(spec: SetSpec, element: Element) -> Any:
+    """An element of our canonical form as nftables JSON: the readable reference of
+    `element_encoder`, which writes the same as text without the objects. Protocols
+    are numbers: nft looks a name up in /etc/protocols for every element."""
+    kind = spec.name[:2]
+    if spec.verdict_map:
+        key = element[0] if len(element) == 2 else {"concat": list(element[:-1])}
+        return [key, {"jump": {"target": element[-1]}}]
+    if spec.type == ("ifname",):
+        return element[0]
+    if kind == "a_":
+        family = 4 if spec.type[0] == "ipv4_addr" else 6
+        return _address_range(family, element[0], element[1])
+    if kind == "k_" and not spec.interval:  # exact shapes: plain values
+        family = 4 if spec.type[0] == "ipv4_addr" else 6
+        kind = block_set_shape(spec.name)[1]  # the protocol is the set's (table.SHAPES)
+        addrs = {"e": [element[0], element[2]], "s": [element[0]], "d": [element[2]]}[kind]
+        return {"concat": [*(address_text(family, a) for a in addrs), element[5]]}
+    if kind == "k_":
+        family = 4 if spec.type[0] == "ipv4_addr" else 6
+        parts = [
+            _address_range(family, element[0], element[1]),
+            _address_range(family, element[2], element[3]),
+        ]
+        if len(element) == 7:
+            parts.append(element[4])
+            parts.append({"range": [element[5], element[6]]})
+        elif len(element) == 6:
+            parts.append({"range": [element[4], element[5]]})
+        return {"concat": parts}
+    return {"concat": list(element)}  # br:spoof sets: ifname . MAC . IP; own: ifname . IP

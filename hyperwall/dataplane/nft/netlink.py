@@ -1,6 +1,6 @@
 """Set elements as nfnetlink messages: the bulk path of a fresh table's exact block sets. Pure.
 
-Counterpart of `nft.wire` (JSON text for libnftables) and `nft.client` (which sends both).
+Counterpart of `nft.json_text` (JSON text for libnftables) and `nft.kernel` (which sends both).
 libnftables spends about 6 us of CPU per element of three fields parsing, evaluating and
 linearising JSON; the kernel then spends 2-4 us inserting it. For the big exact block sets
 of a fresh table (hash sets: nothing to evaluate, no intervals to check) that first part is
@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 
-from hyperwall.dataplane.nft.render import Element, SetSpec, block_shape
+from hyperwall.dataplane.nft.table import Element, SetSpec, block_set_shape
 
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWSETELEM = 12
@@ -56,10 +56,10 @@ def _message(kind: int, flags: int, seq: int, family: int, res_id: int, body: by
 
 
 def exact_keys(spec: SetSpec, elements: Iterable[Element]) -> list[bytes]:
-    """The kernel keys of an exact block set's elements (`render`'s canonical tuples
+    """The kernel keys of an exact block set's elements (the canonical tuples
     `(src, _, dst, _, _, port, _)`): the shape's fields in order, each padded to 4 bytes."""
     width = 4 if spec.type[0] == "ipv4_addr" else 16
-    kind = block_shape(spec.name)[1]
+    kind = block_set_shape(spec.name)[1]
     if spec.interval or kind not in "esd":
         raise ValueError(f"{spec.name}: not an exact block set")
     port = struct.Struct(">H2x").pack

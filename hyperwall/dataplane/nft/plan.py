@@ -9,9 +9,10 @@ The kernel applies the batch atomically: all of it or none.
 Every rule carries its chain's digest as comment, so a chain read back from the kernel is
 known to be current without comparing expressions that nft normalises.
 
-Set elements and rule expressions go into the commands as `wire.Raw` JSON text (see `wire`).
-On the steady path the caller may say how a set's elements change (`elements`): the plan
-then costs what the change touches, not the size of the sets it touches.
+Set elements and rule expressions go into the commands as `json_text.Raw` JSON text (see
+`json_text`). On the steady path the caller may say how a set's elements change
+(`elements`): the plan then costs what the change touches, not the size of the sets it
+touches.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hyperwall.dataplane.nft.render import (
+from hyperwall.dataplane.nft.json_text import Raw, elements_raw
+from hyperwall.dataplane.nft.table import (
     FAMILY,
     TABLE,
     ChainSpec,
@@ -28,7 +30,6 @@ from hyperwall.dataplane.nft.render import (
     SetSpec,
     TableState,
 )
-from hyperwall.dataplane.nft.wire import Raw, elements_raw
 
 Command = dict[str, Any]
 ElementChange = tuple[set[Element], set[Element]]  # (to delete, to add), both exact

@@ -1,8 +1,8 @@
 """Parses `nft -j list table inet hyperwall` output back into a `TableState`. Pure.
 
 Elements come back normalised (single addresses, prefixes, ranges, names for protocols and
-ICMP types); they are turned into the canonical tuples `render` produces, so actual and
-desired compare as values. Chains are compared by the digest every rule carries as comment.
+ICMP types); they are turned into the canonical tuples the renderers produce, so actual
+and desired compare as values. Chains are compared by the digest every rule carries as comment.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from hyperwall.dataplane.nft.render import (
+from hyperwall.dataplane.nft.table import (
     SHAPES,
     ChainSpec,
     Element,
     SetSpec,
     TableState,
-    block_shape,
+    block_set_shape,
 )
 from hyperwall.policy.ports import ICMP_TYPES, ICMPV6_TYPES, PROTO_NUMBERS
 
@@ -136,9 +136,9 @@ def _key(kind: str, value: str) -> str:
 
 def _exact(spec: SetSpec, parts: list[Any]) -> Element:
     """An exact-shape block element back in canonical form: addresses and port from the
-    element, the protocol from the set's shape (`render.SHAPES`)."""
+    element, the protocol from the set's shape (`table.SHAPES`)."""
     family_max = 2**32 - 1 if spec.type[0] == "ipv4_addr" else 2**128 - 1
-    shape = block_shape(spec.name)
+    shape = block_set_shape(spec.name)
     kind, proto = shape[1], int(shape[2:])
     first = _interval(parts[0])
     if kind == "e":
@@ -165,7 +165,7 @@ def parse_table(
             spec = SetSpec(
                 prefix + raw["name"], tuple(types), "interval" in raw.get("flags", []), "map" in raw
             )
-            if spec.name.startswith("k_") and block_shape(spec.name) not in SHAPES:
+            if spec.name.startswith("k_") and block_set_shape(spec.name) not in SHAPES:
                 # an earlier version's block set: never wanted, so deleted whole by the
                 # sync; its elements need not (and may not) parse
                 state.put_set(spec, set())

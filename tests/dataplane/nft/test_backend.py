@@ -19,13 +19,13 @@ from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import AddressSet, BlockSet, HostProgram
 from hyperwall.dataplane.nft import plan as planner
 from hyperwall.dataplane.nft.backend import NftBackend
-from hyperwall.dataplane.nft.client import NftClient
+from hyperwall.dataplane.nft.kernel import NftKernel
 from hyperwall.dataplane.nft.render import Options, render_program
 from hyperwall.io.files import load_catalog
 from hyperwall.policy.model import Catalog, PolicyConfig
 from hyperwall.policy.ports import parse_port_spec
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def program(catalog: Catalog, host: str = "hv1") -> HostProgram:
 
 
 def in_sync(
-    nft: NftClient, prog: HostProgram, options: Options | None = None
+    nft: NftKernel, prog: HostProgram, options: Options | None = None
 ) -> list[dict[str, object]]:
     """Commands still needed to make the kernel's tables equal `prog` (empty when in sync)."""
     actual, present = NftBackend(nft, options).read_actual()
@@ -62,7 +62,7 @@ def edit_rule(config: PolicyConfig, policy: str, rule: str, **changes: object) -
     return dataclasses.replace(config, policies=policies)
 
 
-def test_apply_programs_exactly_what_was_compiled(nft: NftClient, catalog: Catalog) -> None:
+def test_apply_programs_exactly_what_was_compiled(nft: NftKernel, catalog: Catalog) -> None:
     prog = program(catalog)
     result = NftBackend(nft).apply(prog)
     assert result.mode == "sync" and result.commands > 0
@@ -90,7 +90,7 @@ def test_apply_programs_exactly_what_was_compiled(nft: NftClient, catalog: Catal
     assert [e["rule"]["expr"] for e in receiving if "rule" in e][-1][-1] == {"drop": None}
 
 
-def test_reapply_and_restart_are_no_ops(nft: NftClient, catalog: Catalog) -> None:
+def test_reapply_and_restart_are_no_ops(nft: NftKernel, catalog: Catalog) -> None:
     prog = program(catalog)
     backend = NftBackend(nft)
     backend.apply(prog)
@@ -100,7 +100,7 @@ def test_reapply_and_restart_are_no_ops(nft: NftClient, catalog: Catalog) -> Non
     assert (result.mode, result.commands) == ("noop", 0)
 
 
-def test_incremental_label_change_is_small_and_exact(nft: NftClient, catalog: Catalog) -> None:
+def test_incremental_label_change_is_small_and_exact(nft: NftKernel, catalog: Catalog) -> None:
     before = program(catalog)
     backend = NftBackend(nft)
     full = backend.apply(before).commands
@@ -116,7 +116,7 @@ def test_incremental_label_change_is_small_and_exact(nft: NftClient, catalog: Ca
     ["port", "action-pass", "log", "remove-policy", "remove-workload", "migrate-away"],
 )
 def test_incremental_ends_where_full_sync_would(
-    nft: NftClient, catalog: Catalog, change: str
+    nft: NftKernel, catalog: Catalog, change: str
 ) -> None:
     compiler = FleetCompiler(catalog.config, catalog.workloads.values())
     backend = NftBackend(nft)
@@ -143,7 +143,7 @@ def test_incremental_ends_where_full_sync_would(
     assert in_sync(nft, after) == []
 
 
-def test_drift_is_repaired_by_sync(nft: NftClient, catalog: Catalog) -> None:
+def test_drift_is_repaired_by_sync(nft: NftKernel, catalog: Catalog) -> None:
     prog = program(catalog)
     NftBackend(nft).apply(prog)
     some_set = next(n for n in render_program(prog, Options()).sets if n.startswith("a_"))
@@ -155,7 +155,7 @@ def test_drift_is_repaired_by_sync(nft: NftClient, catalog: Catalog) -> None:
     assert in_sync(nft, prog) == []
 
 
-def test_failed_incremental_falls_back_to_sync(nft: NftClient, catalog: Catalog) -> None:
+def test_failed_incremental_falls_back_to_sync(nft: NftKernel, catalog: Catalog) -> None:
     before = program(catalog)
     backend = NftBackend(nft)
     backend.apply(before)
@@ -166,7 +166,7 @@ def test_failed_incremental_falls_back_to_sync(nft: NftClient, catalog: Catalog)
     assert in_sync(nft, after) == []
 
 
-def test_rebuild_replaces_the_table_in_one_transaction(nft: NftClient, catalog: Catalog) -> None:
+def test_rebuild_replaces_the_table_in_one_transaction(nft: NftKernel, catalog: Catalog) -> None:
     prog = program(catalog)
     backend = NftBackend(nft)
     backend.apply(prog)
@@ -178,7 +178,7 @@ def test_rebuild_replaces_the_table_in_one_transaction(nft: NftClient, catalog: 
     assert in_sync(nft, prog) == []
 
 
-def test_other_tables_are_never_touched(nft: NftClient, catalog: Catalog) -> None:
+def test_other_tables_are_never_touched(nft: NftKernel, catalog: Catalog) -> None:
     nft.command("add table inet other")
     nft.command("add chain inet other c { type filter hook forward priority 5; policy accept; }")
     nft.command("add rule inet other c counter accept")
@@ -190,7 +190,7 @@ def test_other_tables_are_never_touched(nft: NftClient, catalog: Catalog) -> Non
     assert nft.command("list table inet other") == before
 
 
-def test_bridge_mode_tables(nft: NftClient, catalog: Catalog) -> None:
+def test_bridge_mode_tables(nft: NftKernel, catalog: Catalog) -> None:
     """Bridge attachment: a bridge-family table for anti-spoofing and reject, MAC dispatch."""
     options = Options(mode="bridge")
     compiler = FleetCompiler(catalog.config, catalog.workloads.values())
@@ -246,9 +246,9 @@ def every_set_kind(prog: HostProgram) -> HostProgram:
     )
 
 
-def test_every_set_kind_reads_back_as_rendered(nft: NftClient, catalog: Catalog) -> None:
-    """The element texts `wire` writes load into the kernel as exactly what `render` holds,
-    on a full load and through incremental element changes."""
+def test_every_set_kind_reads_back_as_rendered(nft: NftKernel, catalog: Catalog) -> None:
+    """The element texts `json_text` writes load into the kernel as exactly what `render`
+    holds, on a full load and through incremental element changes."""
     prog = every_set_kind(program(catalog))
     backend = NftBackend(nft)
     assert backend.apply(prog).mode == "sync"
@@ -276,7 +276,7 @@ def test_every_set_kind_reads_back_as_rendered(nft: NftClient, catalog: Catalog)
     assert in_sync(nft, gone_block) == []
 
 
-def test_sync_replaces_an_earlier_versions_block_sets(nft: NftClient, catalog: Catalog) -> None:
+def test_sync_replaces_an_earlier_versions_block_sets(nft: NftKernel, catalog: Catalog) -> None:
     """Before one exact set per protocol, exact block sets had the protocol as a key field
     (`k_<hash>_4e`); an upgraded agent's first sync removes them and what refers to them."""
     prog = program(catalog)
@@ -296,7 +296,7 @@ def test_sync_replaces_an_earlier_versions_block_sets(nft: NftClient, catalog: C
     assert in_sync(nft, prog) == []
 
 
-def test_sync_replaces_the_earlier_routed_dispatch(nft: NftClient, catalog: Catalog) -> None:
+def test_sync_replaces_the_earlier_routed_dispatch(nft: NftKernel, catalog: Catalog) -> None:
     """Before the one-lookup dispatch, the routed table had `spoof4/6` (interface . MAC .
     IP), `egress_map` and `ingress_map` (by interface name), used from `forward` and
     `to_vm`; an upgraded agent's first sync replaces them in one transaction."""
@@ -329,8 +329,8 @@ def test_sync_replaces_the_earlier_routed_dispatch(nft: NftClient, catalog: Cata
     assert not names & {"spoof4", "egress_map", "ingress_map"}
 
 
-class CountingClient(NftClient):
-    """The real client, counting its bulk element loads."""
+class CountingKernel(NftKernel):
+    """The real kernel, counting its bulk element loads."""
 
     bulk = 0
 
@@ -341,14 +341,14 @@ class CountingClient(NftClient):
 
 def test_a_fresh_big_table_loads_its_big_sets_in_bulk(netns: str, catalog: Catalog) -> None:
     """Past `BULK_ELEMENTS` exact block elements, a fresh table's big sets get their elements
-    as one nfnetlink batch, through a socket in the client's namespace (not the caller's):
+    as one nfnetlink batch, through a socket in the kernel object's namespace (not the caller's):
     the table ends exactly as rendered, and the calling namespace is untouched."""
     from hyperwall.dataplane.netns import inside
     from hyperwall.dataplane.nft.backend import BULK_ELEMENTS
 
     here = subprocess.run(["nft", "-j", "list", "tables"], capture_output=True, text=True)
     with inside(netns):
-        nft = CountingClient()
+        nft = CountingKernel()
     n = BULK_ELEMENTS // 2 + 1000
     blocks = {
         name: BlockSet(
@@ -372,7 +372,7 @@ def test_a_fresh_big_table_loads_its_big_sets_in_bulk(netns: str, catalog: Catal
 
 
 def test_an_agent_dying_after_the_bulk_sets_completes_the_table_on_restart(
-    nft: NftClient, catalog: Catalog
+    nft: NftKernel, catalog: Catalog
 ) -> None:
     """The fresh load stops after its big sets (sets and elements in the kernel, no chain):
     nothing filters yet; the next agent's sync reads them back and adds only the rest."""

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hyperwall.dataplane.nft.backend import Step
-from hyperwall.dataplane.nft.render import Element, SetSpec, TableState
+from hyperwall.dataplane.nft.table import Element, SetSpec, TableState
 
 NAMES = ("a_x_4", "a_y_4")
 values = st.frozensets(st.tuples(st.integers(0, 6), st.integers(0, 6)), max_size=6)

@@ -22,7 +22,7 @@ import pytest
 from hyperwall.compiler.program import BlockSet, Chain, Endpoint, HostProgram, LookupRule
 from hyperwall.dataplane.netns import inside
 from hyperwall.dataplane.nft.backend import NftBackend
-from hyperwall.dataplane.nft.client import NftClient
+from hyperwall.dataplane.nft.kernel import NftKernel
 from hyperwall.dataplane.nft.render import Options
 from tests.conftest import PREFIX
 
@@ -137,7 +137,7 @@ def reachable(ns: str) -> set[int]:
 def test_block_lookups_decide_connections(topology: Topology) -> None:
     t = topology
     with inside(t.host):
-        nft = NftClient()
+        nft = NftKernel()
     by_key = {"t/c/eth0": t.ifnames["c"], "t/s/eth0": t.ifnames["s"]}
     options = Options(vm_prefix=PREFIX, ifname_of=lambda ep: by_key[ep.key])
     backend = NftBackend(nft, options)

@@ -1,9 +1,10 @@
-"""The JSON text libnftables reads (`nft.wire`), against readable references. Pure.
+"""The JSON text libnftables reads (`nft.json_text`), against readable references. Pure.
 
-Each set's element encoder must write exactly what `render.element_json` (the readable
-reference) returns; `encode` must equal `json.dumps` of the same commands with the `Raw`
-parts parsed back; `block_shapes` must equal its first, plainer version. The kernel side
-(what these texts load as, read back) is in test_nft_backend.py.
+Each set's element encoder must write exactly what `element_json` (the readable reference)
+returns; `encode` must equal `json.dumps` of the same commands with the `Raw` parts parsed
+back; `blocks.split_element`, which shapes the elements encoded here, must equal its first,
+plainer version. The kernel side (what these texts load as, read back) is in
+test_backend.py.
 """
 
 from __future__ import annotations
@@ -17,18 +18,9 @@ from hypothesis import strategies as st
 
 from hyperwall.compiler.intervals import V4_MAX, V6_MAX
 from hyperwall.dataplane.nft import plan as planner
-from hyperwall.dataplane.nft.render import (
-    EXPAND,
-    Element,
-    SetSpec,
-    TableState,
-    block_set_specs,
-    block_shape,
-    block_shapes,
-    element_json,
-    split_block,
-)
-from hyperwall.dataplane.nft.wire import Raw, element_encoder, encode
+from hyperwall.dataplane.nft.blocks import EXPAND, block_set_specs, split_block, split_element
+from hyperwall.dataplane.nft.json_text import Raw, element_encoder, element_json, encode
+from hyperwall.dataplane.nft.table import Element, SetSpec, TableState, block_set_shape
 
 FULL = {4: V4_MAX, 6: V6_MAX}
 PROTOS = st.sampled_from([6, 17, 132])
@@ -62,7 +54,7 @@ def block_elements(draw: st.DrawFn) -> tuple[Any, ...]:
 
 
 def _reference_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
-    """`block_shapes` as first written (lists of the addresses of each side), with one exact
+    """`split_element` as first written (lists of the addresses of each side), with one exact
     set per port protocol, and short port ranges expanded port by port."""
 
     def singles(low: int, high: int, full: int) -> list[int] | None:
@@ -95,8 +87,8 @@ def _reference_shapes(element: tuple[Any, ...]) -> list[tuple[str, Element]]:
 
 
 @given(block_elements())
-def test_block_shapes_equal_the_plain_version(element: tuple[Any, ...]) -> None:
-    assert sorted(block_shapes(element)) == sorted(_reference_shapes(element))
+def test_split_element_equals_the_plain_version(element: tuple[Any, ...]) -> None:
+    assert sorted(split_element(element)) == sorted(_reference_shapes(element))
 
 
 @given(st.lists(block_elements(), max_size=20))
@@ -110,8 +102,8 @@ def test_split_block_groups_the_shapes_of_each_element(elements: list[tuple[Any,
 
 @given(block_elements())
 def test_block_elements_encode_as_the_reference(element: tuple[Any, ...]) -> None:
-    specs = {block_shape(spec.name): spec for spec in block_set_specs("b:t")}
-    for shape, value in block_shapes(element):
+    specs = {block_set_shape(spec.name): spec for spec in block_set_specs("b:t")}
+    for shape, value in split_element(element):
         spec = specs[shape]
         assert json.loads(element_encoder(spec)(value)) == element_json(spec, value)
 

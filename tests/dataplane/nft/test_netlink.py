@@ -1,4 +1,4 @@
-"""The nfnetlink element path (`nft.netlink`, `NftClient.add_elements`) against the kernel:
+"""The nfnetlink element path (`nft.netlink`, `NftKernel.add_elements`) against the kernel:
 what nft lists back is exactly what was sent, for every exact shape and family; a batch the
 kernel refuses changes nothing."""
 
@@ -11,16 +11,17 @@ from hypothesis import strategies as st
 from hyperwall.dataplane.nft import netlink
 from hyperwall.dataplane.nft import plan as planner
 from hyperwall.dataplane.nft.backend import NftBackend
-from hyperwall.dataplane.nft.client import NftClient, NftError
+from hyperwall.dataplane.nft.blocks import block_set_specs
+from hyperwall.dataplane.nft.kernel import NftKernel
+from hyperwall.dataplane.nft.kernel_api import NftError
 from hyperwall.dataplane.nft.readback import TornListing, parse_table
-from hyperwall.dataplane.nft.render import (
+from hyperwall.dataplane.nft.table import (
     EXACT_PROTOS,
     FAMILY,
     Element,
     SetSpec,
     TableState,
-    block_set_specs,
-    block_shape,
+    block_set_shape,
 )
 
 FULL = {4: (1 << 32) - 1, 6: (1 << 128) - 1}
@@ -28,7 +29,7 @@ EXACT = [s for s in block_set_specs("b:in:t/p:r1") if not s.interval]
 
 
 def _element(spec: SetSpec, src: int, dst: int, port: int) -> Element:
-    shape = block_shape(spec.name)
+    shape = block_set_shape(spec.name)
     family, kind, proto = int(shape[0]), shape[1], int(shape[2:])
     if kind == "s":
         return (src, src, 0, FULL[family], proto, port, port)
@@ -37,22 +38,22 @@ def _element(spec: SetSpec, src: int, dst: int, port: int) -> Element:
     return (src, src, dst, dst, proto, port, port)
 
 
-def _read(nft: NftClient) -> TableState:
+def _read(nft: NftKernel) -> TableState:
     """What the kernel holds (a listing torn by a resize right after a big load is taken
     again: `readback.TornListing`)."""
     return NftBackend(nft).read_actual()[0]
 
 
-def _fresh_sets(nft: NftClient, specs: list[SetSpec]) -> None:
+def _fresh_sets(nft: NftKernel, specs: list[SetSpec]) -> None:
     nft.run([planner.table_command("add", FAMILY), *(planner.set_command(s) for s in specs)])
 
 
-def test_every_exact_shape_reads_back_as_sent(nft: NftClient) -> None:
+def test_every_exact_shape_reads_back_as_sent(nft: NftKernel) -> None:
     """Edge values too: address 0 and all ones, ports 0 and 65535."""
     _fresh_sets(nft, EXACT)
     sent: dict[str, set[Element]] = {}
     for spec in EXACT:
-        family = int(block_shape(spec.name)[0])
+        family = int(block_set_shape(spec.name)[0])
         sent[spec.name] = {
             _element(spec, src, dst, port)
             for src, dst, port in [
@@ -80,9 +81,9 @@ def test_every_exact_shape_reads_back_as_sent(nft: NftClient) -> None:
     st.integers(0, 65535),
 )
 def test_any_elements_read_back_as_sent(
-    nft: NftClient, spec: SetSpec, pairs: list[tuple[int, int]], port: int
+    nft: NftKernel, spec: SetSpec, pairs: list[tuple[int, int]], port: int
 ) -> None:
-    family = int(block_shape(spec.name)[0])
+    family = int(block_set_shape(spec.name)[0])
     elements = {_element(spec, s & FULL[family], d & FULL[family], port) for s, d in pairs}
     nft.run([planner.table_command("add", FAMILY), planner.table_command("delete", FAMILY)])
     _fresh_sets(nft, [spec])
@@ -90,9 +91,9 @@ def test_any_elements_read_back_as_sent(
     assert _read(nft).elements[spec.name] == elements
 
 
-def test_a_big_batch_goes_in_many_messages_and_one_transaction(nft: NftClient) -> None:
+def test_a_big_batch_goes_in_many_messages_and_one_transaction(nft: NftKernel) -> None:
     """12,000 IPv6 elements of 36 bytes: far more than one attribute (64 KiB) holds."""
-    spec = next(s for s in EXACT if block_shape(s.name) == "6e6")
+    spec = next(s for s in EXACT if block_set_shape(s.name) == "6e6")
     elements = {_element(spec, (0xFD << 120) + i, (0xFD << 120) + 1, 80) for i in range(12_000)}
     keys = netlink.exact_keys(spec, elements)
     batch = netlink.element_batch("hyperwall", [(spec.name, keys)], 1)
@@ -102,10 +103,10 @@ def test_a_big_batch_goes_in_many_messages_and_one_transaction(nft: NftClient) -
     assert _read(nft).elements[spec.name] == elements
 
 
-def test_a_refused_batch_changes_nothing(nft: NftClient) -> None:
+def test_a_refused_batch_changes_nothing(nft: NftKernel) -> None:
     """The second set does not exist: the kernel refuses the batch, the first set stays
     empty (one transaction), and the error says so."""
-    spec = next(s for s in EXACT if block_shape(s.name) == "4e6")
+    spec = next(s for s in EXACT if block_set_shape(s.name) == "4e6")
     _fresh_sets(nft, [spec])
     keys = netlink.exact_keys(spec, {_element(spec, 1, 2, 80)})
     with pytest.raises(NftError, match="No such file or directory"):
@@ -123,7 +124,7 @@ def test_only_exact_block_sets_have_kernel_keys() -> None:
 def test_a_listing_with_repeated_elements_is_torn() -> None:
     """A dump that repeats an element skipped another (`TornListing`): never taken as the
     kernel's state."""
-    spec = next(s for s in EXACT if block_shape(s.name) == "4e6")
+    spec = next(s for s in EXACT if block_set_shape(s.name) == "4e6")
     element = {"concat": ["10.0.0.1", "10.0.0.2", 80]}
     listing = {
         "nftables": [
