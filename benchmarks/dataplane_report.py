@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import dataplane_policy as policy
-from benchmarks.dataplane import PATHS, Case, Results
+from benchmarks.dataplane_results import PATHS, Case, Results
 
 SECTION = "## Data plane (benchmarks/dataplane)"
 CONN_VS_A1 = 0.95  # targets from the issue

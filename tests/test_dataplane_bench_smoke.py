@@ -19,6 +19,7 @@ import pytest
 from benchmarks import dataplane, dataplane_report
 from benchmarks import dataplane_policy as policy
 from benchmarks import dataplane_topology as topo
+from benchmarks.dataplane_results import PATHS, Results
 from benchmarks.results_file import write_section
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import LookupRule
@@ -96,7 +97,7 @@ def test_benchmark_runs_at_a_tiny_size_and_cleans_up(tmp_path: Path) -> None:
     assert keys == ["a0", "a1", "b-10", "c-10", "d-10"]
     assert set(results.samples) == set(keys)
     for key in keys:
-        for path in dataplane.PATHS:
+        for path in PATHS:
             metrics = results.samples[key][path]
             assert set(metrics) == set(dataplane.METRICS)
             for values in metrics.values():
@@ -105,7 +106,7 @@ def test_benchmark_runs_at_a_tiny_size_and_cleans_up(tmp_path: Path) -> None:
     assert results.errors == {}
     for key in keys:  # no firewall answers "refused"; every firewall drops the port
         want = "refused" if key in ("a0", "a1") else "timeout"
-        assert results.probes[key] == {p: want for p in dataplane.PATHS}
+        assert results.probes[key] == {p: want for p in PATHS}
     assert [load["mode"] for load in results.loads["b-10"]] == ["sync", "sync"]
     assert {c["what"] for c in results.changes[10]} == {"in", "out"}
     assert all(c["mode"] == "incremental" and c["delta"] > 0 for c in results.changes[10])
@@ -116,7 +117,7 @@ def test_benchmark_runs_at_a_tiny_size_and_cleans_up(tmp_path: Path) -> None:
     )
     assert results.shapes[10]["policy_chains"] == 1
     for metric, case in (("conn_per_s", "b-10"), ("gbit_per_s", "b-10")):
-        for path in dataplane.PATHS:
+        for path in PATHS:
             pairs = results.paired[metric][case][path]
             assert len(pairs) >= 1 and all(v > 0 for pair in pairs for v in pair)
 
@@ -124,7 +125,7 @@ def test_benchmark_runs_at_a_tiny_size_and_cleans_up(tmp_path: Path) -> None:
     assert section.startswith(dataplane_report.SECTION)
     for heading in ("### Targets", "### Paired ratios", "### New connections", "### Control path"):
         assert heading in section
-    again = dataplane.Results.from_json(results.to_json())
+    again = Results.from_json(results.to_json())
     assert dataplane_report.render_section(again, "x", None).count("| b hyperwall") >= 3
     if importlib.util.find_spec("matplotlib") is not None:
         plot = tmp_path / "plot.png"
