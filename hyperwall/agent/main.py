@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from hyperwall.agent.compiling import LocalCompiler
+from hyperwall.agent.libvirt_source import DiscoveringFolder, Localized, write_domains
 from hyperwall.agent.manager_source import (
     ManagerSource,
     Reporter,
@@ -33,6 +34,7 @@ from hyperwall.attachment import Attachment
 from hyperwall.dataplane.nft.backend import NftBackend
 from hyperwall.dataplane.nft.kernel import NftKernel
 from hyperwall.dataplane.nft.render import Options
+from hyperwall.hypervisor.watcher import RELIST, DomainWatcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,7 @@ class AgentConfig:
     resync_seconds: float = 30.0
     max_backoff: float = 10.0
     mode: Attachment = "routed"  # how VMs attach: render.Options.mode
+    libvirt: str | None = None  # libvirt URI: this host's VMs come from its hypervisor
     manager: ManagerConfig | None = None
 
 
@@ -116,6 +119,15 @@ def run_agent(config: AgentConfig) -> None:
     reporter: Reporter | None = None
     manager_source: ManagerSource | None = None
     load: ProgramLoader
+    watcher: DomainWatcher | None = None
+    discovering: DiscoveringFolder | None = None
+    if config.libvirt is not None:
+        watcher = DomainWatcher(
+            config.libvirt,
+            config.host,
+            lambda name: queue.add(f"domain:{name}"),
+            config.max_backoff,
+        )
     if config.manager is not None:
         m = config.manager
         manager_source = ManagerSource(
@@ -132,7 +144,11 @@ def run_agent(config: AgentConfig) -> None:
         load = manager_source.load
     elif config.policy_dir is not None:
         source = PolicyDir(config.policy_dir)
-        load = LocalCompiler(source.load, config.host)
+        if watcher is not None:
+            discovering = DiscoveringFolder(source, watcher, config.host)
+            load = LocalCompiler(discovering.load, config.host)
+        else:
+            load = LocalCompiler(source.load, config.host)
         threads.append(
             threading.Thread(
                 target=_poll, args=(queue, source, stop, config.poll_seconds), daemon=True
@@ -140,6 +156,9 @@ def run_agent(config: AgentConfig) -> None:
         )
     else:
         raise ValueError("AgentConfig needs a policy_dir or a manager")
+    localized: Localized | None = None
+    if watcher is not None:
+        load = localized = Localized(load, watcher, config.vm_prefix)
     reconciler = Reconciler(config.host, load, backend, config.state_dir / "status.json")
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
@@ -156,6 +175,8 @@ def run_agent(config: AgentConfig) -> None:
     if manager_source is not None and reporter is not None:
         reporter.start()
         manager_source.start(lambda: queue.add("policy"))
+    if watcher is not None:
+        watcher.start()
     queue.add("policy")
     failures: dict[str, int] = {}
     while not stop.is_set():
@@ -163,7 +184,13 @@ def run_agent(config: AgentConfig) -> None:
         if key is None:
             continue
         try:
-            ok = reconciler.reconcile(key)
+            if watcher is not None and key.startswith("domain:"):
+                watcher.refresh(key.removeprefix("domain:"))  # level-triggered: read it again
+            elif watcher is not None and key == "resync":
+                watcher.refresh(RELIST)  # the safety net for missed events
+            ok = reconciler.reconcile("policy" if key.startswith("domain:") else key)
+            if watcher is not None:
+                write_domains(config.state_dir / "domains.json", watcher, discovering, localized)
         finally:
             queue.done(key)
         if after_reconcile is not None:
@@ -176,3 +203,5 @@ def run_agent(config: AgentConfig) -> None:
     if manager_source is not None and reporter is not None:
         manager_source.stop(timeout=1.0)
         reporter.stop(timeout=1.0)
+    if watcher is not None:
+        watcher.stop()

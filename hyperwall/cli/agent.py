@@ -1,7 +1,8 @@
-"""`hyperwall agent --host H (--policy-dir D | --server URL --token-file F)`: run the host
-agent (in the host's namespace). The desired state comes from a documents folder or from the
-manager (long-poll watch, cached in `--cache-dir`); `HYPERWALL_SERVER` and `HYPERWALL_TOKEN`
-(the token itself) may replace `--server` and `--token-file`."""
+"""`hyperwall agent --host H (--policy-dir D | --server URL --token-file F) [--libvirt URI]`:
+run the host agent (in the host's namespace). The desired state comes from a documents folder
+or from the manager (long-poll watch, cached in `--cache-dir`); `HYPERWALL_SERVER` and
+`HYPERWALL_TOKEN` (the token itself) may replace `--server` and `--token-file`. With
+`--libvirt`, the host's own VMs come from its libvirt domains (`hypervisor`)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,18 @@ def agent(
     state_dir: Path = typer.Option(
         Path("/run/hyperwall/agent"), "--state-dir", help="Where status.json is written"
     ),
-    vm_prefix: str = typer.Option("hwt", "--vm-prefix", help="Host-side VM interface prefix"),
+    vm_prefix: str | None = typer.Option(
+        None,
+        "--vm-prefix",
+        help="Host-side VM interface prefix: an interface with it and no managed VM behind it"
+        " passes nothing (default: hwt; with --libvirt: vnet, libvirt's own tap names)",
+    ),
+    libvirt: str | None = typer.Option(
+        None,
+        "--libvirt",
+        help="libvirt URI (e.g. qemu:///system): this host's VMs, their identity and embedded"
+        " rules come from its domains (events, and a relist every --resync)",
+    ),
     resync: float = typer.Option(30.0, "--resync", help="Seconds between drift repairs"),
     mode: str = typer.Option(
         "routed",
@@ -92,9 +104,12 @@ def agent(
         host,
         policy_dir,
         state_dir,
-        vm_prefix,
+        vm_prefix or ("vnet" if libvirt else "hwt"),
         resync_seconds=resync,
         mode=attachment,
         manager=manager,
+        libvirt=libvirt,
     )
+    if libvirt is not None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run_agent(config)

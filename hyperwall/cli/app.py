@@ -10,6 +10,7 @@ from hyperwall.cli.compile import compile_command
 from hyperwall.cli.delete import delete
 from hyperwall.cli.demo import demo
 from hyperwall.cli.diff import diff
+from hyperwall.cli.discover import discover_command
 from hyperwall.cli.get import get
 from hyperwall.cli.history import history
 from hyperwall.cli.lab import lab_app
@@ -32,6 +33,7 @@ app.command("trace")(trace_command)
 app.command("compile")(compile_command)
 app.command("demo")(demo)
 app.command("agent")(agent)
+app.command("discover")(discover_command)
 app.add_typer(lab_app, name="lab")
 app.command("manager")(manager)
 app.command("apply")(apply)

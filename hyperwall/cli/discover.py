@@ -15,7 +15,7 @@ from hyperwall.cli.common import EXIT_INPUT, EXIT_OK, EXIT_VERDICT, err, fail, p
 from hyperwall.hypervisor.domain_xml import Invalid, Managed
 from hyperwall.hypervisor.libvirt_conn import BadURI, Unreachable, discover, host_name
 from hyperwall.hypervisor.libvirt_conn import open_connection as open_libvirt
-from hyperwall.policy.documents import _name
+from hyperwall.policy.documents import check_name
 
 EXIT_UNREACHABLE = 4
 
@@ -37,7 +37,7 @@ def discover_command(
     try:
         name = host if host is not None else host_name(conn)
         try:
-            _name(name)
+            check_name(name)
         except ValueError as exc:
             fail(f"bad host name {name!r} ({exc}); give one with --host", EXIT_INPUT)
         parsed = discover(conn, name)

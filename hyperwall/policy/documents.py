@@ -47,6 +47,11 @@ def _name(value: str) -> str:
     return value
 
 
+def check_name(value: str) -> str:
+    """`value` if it is a valid document name; raises ValueError saying why not."""
+    return _name(value)
+
+
 def _ref(value: str) -> str:
     """A reference: NAME, or TENANT/NAME (provider documents naming a tenant's object)."""
     parts = value.split("/")
