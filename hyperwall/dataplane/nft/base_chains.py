@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 
+from hyperwall.attachment import Attachment
 from hyperwall.compiler.program import Endpoint
 from hyperwall.dataplane.nft.expr import (
     Expr,
@@ -60,7 +61,7 @@ def render_dispatch(
     return ChainSpec(name, tuple(rules), comment=f"dispatch {direction}"), tiers
 
 
-def static_objects(mode: str, vm_prefix: str) -> tuple[list[SetSpec], list[ChainSpec]]:
+def static_objects(mode: Attachment, vm_prefix: str) -> tuple[list[SetSpec], list[ChainSpec]]:
     """The sets and chains every table of `mode` has, VM interfaces named `vm_prefix`*."""
     if mode == "bridge":
         return _bridge_static(vm_prefix)

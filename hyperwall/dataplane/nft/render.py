@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hyperwall.attachment import Attachment
 from hyperwall.compiler.program import AddressSet, Endpoint, HostProgram
 from hyperwall.dataplane.nft.base_chains import render_dispatch, static_objects
 from hyperwall.dataplane.nft.blocks import local_addresses, render_block_set
@@ -45,7 +46,7 @@ class Options:
 
     vm_prefix: str = "hwt"  # host-side VM interfaces are named with this prefix
     ifname_of: Callable[[Endpoint], str] | None = None  # default: vm_ifname(mac, prefix)
-    mode: str = "routed"  # "routed" (VM links routed by the host) or "bridge" (br_netfilter)
+    mode: Attachment = "routed"  # VM links routed by the host, or bridged (br_netfilter)
     clip: bool = True  # load block elements only for the host's own addresses (`blocks.Clip`)
 
     def ifname(self, ep: Endpoint) -> str:
