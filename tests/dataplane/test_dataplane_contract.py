@@ -57,7 +57,7 @@ def _kernel(nft: NftKernel) -> Harness:
     )
 
 
-@pytest.fixture(params=["memory", "nft"])
+@pytest.fixture(params=["memory", pytest.param("nft", marks=pytest.mark.kernel)])
 def harness(request: pytest.FixtureRequest) -> Harness:
     if request.param == "memory":
         return _memory()

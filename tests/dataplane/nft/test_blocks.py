@@ -33,6 +33,8 @@ GATEWAY = "169.254.1.1"
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 PORTS = (5201, 5202, 5300, 6000, 6001, 6002)
 
+pytestmark = pytest.mark.kernel  # builds its own namespaces
+
 
 def run(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True)
