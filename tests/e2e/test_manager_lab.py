@@ -16,7 +16,6 @@ Every process is stopped and the lab removed afterwards, also on failure.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -36,20 +35,13 @@ from tests.agent.test_manager_source import (
     relabel,
     wait_for,
 )
+from tests.lab.conftest import lab_marks
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 VERDICT_TO_RESULT = {"allow": "allowed", "drop": "blocked", "reject": "rejected"}
 
-pytestmark = [
-    pytest.mark.skipif(
-        os.geteuid() != 0 or any(shutil.which(t) is None for t in ("ip", "nft", "sysctl")),
-        reason="needs root and iproute2/nftables (creates network namespaces)",
-    ),
-    pytest.mark.lab,
-    pytest.mark.kernel,
-    pytest.mark.slow,
-]
+pytestmark = lab_marks()
 
 
 def probe_rows() -> list[tuple[str, str, str, str]]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -40,17 +39,10 @@ from hyperwall.lab import Lab
 from hyperwall.store import DocKey
 from tests.agent.test_manager_source import example_documents, hyperwall, relabel, wait_for
 from tests.e2e.test_manager_lab import EXAMPLES, Fleet, hashes, probe_rows
+from tests.lab.conftest import lab_marks
 from tests.store.etcd_server import EtcdProcess
 
-pytestmark = [
-    pytest.mark.skipif(
-        os.geteuid() != 0 or any(shutil.which(t) is None for t in ("ip", "nft", "sysctl")),
-        reason="needs root and iproute2/nftables (creates network namespaces)",
-    ),
-    pytest.mark.lab,
-    pytest.mark.kernel,
-    pytest.mark.slow,
-]
+pytestmark = lab_marks()
 
 # web-1 moves from the web tier to the app tier: it may then reach the database, and the
 # load balancer no longer reaches it (web-2 stays reachable)
