@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +60,13 @@ def _policy(w: WorkloadDoc) -> PolicyDoc:
             "spec": {
                 "appliedTo": {"workload": w.metadata.name},
                 "rules": [
-                    {"name": "ssh", "action": "allow", "direction": "in",
-                     "from": [{"cidr": "192.0.2.0/24"}], "services": ["tcp/22"]},
+                    {
+                        "name": "ssh",
+                        "action": "allow",
+                        "direction": "in",
+                        "from": [{"cidr": "192.0.2.0/24"}],
+                        "services": ["tcp/22"],
+                    },
                 ],
             },
         }
@@ -88,11 +94,11 @@ class DiscoverResult:
     command_s: float
 
 
-def _median_time(fn: object, repeat: int) -> float:
+def _median_time(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -124,7 +130,8 @@ def section(result: DiscoverResult) -> list[str]:
         "",
         "| what | median |",
         "|---|---|",
-        f"| baseline: list the domains and read each one's XML | {result.baseline_s * 1000:.0f} ms |",
+        f"| baseline: list the domains and read each one's XML "
+        f"| {result.baseline_s * 1000:.0f} ms |",
         f"| discover: the same, plus parse and validate every domain's metadata "
         f"| {result.discover_s * 1000:.0f} ms |",
         f"| `hyperwall discover --json`, the whole command | {result.command_s * 1000:.0f} ms |",
