@@ -1,4 +1,4 @@
-"""The compiled programs and the evaluator against a naive reading of POLICY.md.
+"""The compiled programs and the evaluator against a naive reading of docs/policy.md.
 
 `Oracle` is an independent, deliberately plain implementation of the policy meaning that
 works straight from the RAW documents (dicts as a user writes them): its own reference
@@ -67,7 +67,7 @@ def port_matches(spec: str, proto: str, port: int) -> bool:
 
 
 class Oracle:
-    """POLICY.md's meaning, read directly off raw documents; see the module docstring."""
+    """docs/policy.md's meaning, read directly off raw documents; see the module docstring."""
 
     def __init__(self, docs: Sequence[Doc]) -> None:
         self.default: dict[str, str] = {}

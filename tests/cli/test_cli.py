@@ -2,7 +2,7 @@
 
 Runs `hyperwall.cli.app.app` in-process with typer's `CliRunner` against `examples/` and
 small document sets under `tmp_path`, checking exit codes (0 allow / valid, 1 drop or
-reject, 2 bad input), the error listing, and the exact JSON shape POLICY.md promises for
+reject, 2 bad input), the error listing, and the exact JSON shape docs/policy.md promises for
 `trace --json`. One test runs the installed console script in a subprocess.
 """
 

@@ -2,7 +2,7 @@
 
 Hand-built programs pin the evaluator's own semantics (anti-spoofing, connection state,
 `pass`, tiers, `reject`, the default, `LookupRule` attribution); programs compiled from tiny
-inline documents (`build_catalog` + `FleetCompiler`) check the same against POLICY.md.
+inline documents (`build_catalog` + `FleetCompiler`) check the same against docs/policy.md.
 """
 
 from __future__ import annotations
