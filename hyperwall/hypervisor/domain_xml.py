@@ -55,11 +55,22 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
-class Managed:
+class Domain:
+    """What every domain has, managed or not."""
+
     name: str
     uuid: str
     active: bool
     taps: tuple[Tap, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unmanaged(Domain):
+    """A domain without hyperwall metadata: its interfaces fail closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Managed(Domain):
     workload: Mapping[str, Any]  # the raw Workload document (valid on its own)
     policy: Mapping[str, Any] | None = None  # the raw embedded Policy document, if any
 
@@ -68,19 +79,9 @@ class Managed:
 
 
 @dataclass(frozen=True, slots=True)
-class Unmanaged:
-    name: str
-    uuid: str
-    active: bool
-    taps: tuple[Tap, ...]
+class Invalid(Domain):
+    """Metadata is there but wrong: fails closed like unmanaged, and is reported."""
 
-
-@dataclass(frozen=True, slots=True)
-class Invalid:
-    name: str
-    uuid: str
-    active: bool
-    taps: tuple[Tap, ...]
     problems: tuple[Problem, ...] = field(default_factory=tuple)
 
 

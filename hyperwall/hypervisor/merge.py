@@ -52,7 +52,7 @@ def _declared_host(raw: Any) -> str | None:
     return spec.get("host") if isinstance(spec, dict) else None
 
 
-def _placement(raw: Any) -> Any:
+def placement(raw: Any) -> Any:
     """What a declared and a discovered Workload must agree on: host and addresses."""
     spec = raw.get("spec") if isinstance(raw, dict) else None
     if not isinstance(spec, dict):
@@ -90,7 +90,7 @@ def merge(
         key = _key(raw)
         if key is not None and key[0] == "Workload":
             if key in discovered:
-                if _placement(raw) != _placement(discovered[key]):
+                if placement(raw) != placement(discovered[key]):
                     conflicts.append(f"{key[1]}/{key[2]}" if key[1] else key[2])
                 continue
             if _declared_host(raw) == host:
