@@ -2,7 +2,8 @@
 
 Every form of docs/policy.md's Service table (`tcp/443`, `tcp/8000-8080`, `udp`,
 `icmp/echo-request`, `icmp/8`, `icmpv6`, `any`) must survive `parse_port_spec` -> `str` ->
-`parse_port_spec`, and every malformed form must be refused with a message that says what was expected.
+`parse_port_spec`, and every malformed form must be refused with a message that says what was
+expected.
 """
 
 from __future__ import annotations
