@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Literal, NoReturn, TypeVar
 
 import typer
 
@@ -87,19 +87,29 @@ def up(
         help="VM attachment: 'routed' (host-routed VM links) or 'bridge' (a Linux bridge per"
         " host, all VMs on one VXLAN segment, agents with --mode bridge)",
     ),
+    vm: str = typer.Option(
+        "netns",
+        "--vm",
+        help="What a VM is: 'netns' (a network namespace) or 'libvirt' (a real QEMU guest under"
+        " a libvirtd per host; the agents learn their VMs from it)",
+    ),
 ) -> None:
     """Build the lab: a namespace per host and per VM, responders, one agent per host."""
     chosen = parse_attachment(mode)
     if chosen is None:
         fail(f"bad --mode {mode!r}: expected one of {', '.join(ATTACHMENTS)}", EXIT_INPUT)
+    if vm not in ("netns", "libvirt"):
+        fail(f"bad --vm {vm!r}: expected netns or libvirt", EXIT_INPUT)
+    kind: Literal["netns", "libvirt"] = "libvirt" if vm == "libvirt" else "netns"
     lab = _lab(name)
     load_or_exit(files)
     start = time.monotonic()
-    _run(lambda: lab.up(files, agents_enabled=not no_agents, timeout=timeout, mode=chosen))
+    _run(lambda: lab.up(files, agents_enabled=not no_agents, timeout=timeout, mode=chosen, vm=kind))
     plan = lab.plan()
     agents = "no agents" if no_agents else "agents converged"
     out.print(
-        f"lab {name} up ({plan.mode} mode): {len(plan.hosts)} hosts, {len(plan.vms)} VMs,"
+        f"lab {name} up ({plan.mode} mode): {len(plan.hosts)} hosts, {len(plan.vms)}"
+        f" {'guests' if kind == 'libvirt' else 'VMs'},"
         f" {agents} ({time.monotonic() - start:.1f} s)"
     )
 

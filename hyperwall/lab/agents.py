@@ -88,7 +88,10 @@ def _source_args(paths: LabPaths, host: str) -> list[str]:
 
 
 def agent_argv(paths: LabPaths, host: str, mode: Attachment = "routed") -> list[str]:
+    from hyperwall.lab.guest_lab import agent_args  # --vm libvirt: --libvirt URI --vm-prefix vnet
+
     mode_args = ["--mode", mode] if mode != "routed" else []
+    guest_args = agent_args(paths, host)
     return [
         *hyperwall_command(),
         "agent",
@@ -97,8 +100,7 @@ def agent_argv(paths: LabPaths, host: str, mode: Attachment = "routed") -> list[
         *_source_args(paths, host),
         "--state-dir",
         str(paths.agent_dir(host)),
-        "--vm-prefix",
-        VM_PREFIX,
+        *(guest_args or ["--vm-prefix", VM_PREFIX]),
         *mode_args,
     ]
 

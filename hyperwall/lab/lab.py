@@ -16,7 +16,7 @@ from types import TracebackType
 
 from hyperwall.attachment import Attachment
 from hyperwall.io.files import load_catalog
-from hyperwall.lab import agents, build, nsexec, responder_client
+from hyperwall.lab import agents, build, guest_lab, nsexec, responder_client
 from hyperwall.lab.agents import AgentReport
 from hyperwall.lab.errors import LabError, LabInputError
 from hyperwall.lab.probe_messages import ProbeOutcome, ProbeRequest, Result
@@ -68,15 +68,19 @@ class VmStatus:
     namespace: str
     addresses: tuple[str, ...]
     pid: int | None
-    alive: bool  # its responder runs
+    alive: bool  # its responder runs (a guest: its control proxy)
+    guest: dict[str, object] | None = None  # --vm libvirt: domain, host, uri, taps, running
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "namespace": self.namespace,
             "addresses": list(self.addresses),
             "pid": self.pid,
             "alive": self.alive,
         }
+        if self.guest is not None:
+            out["guest"] = self.guest
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,8 @@ class Lab:
         if self._cache is None or self._cache[0] != generation:
             catalog = load_catalog([self.paths.policy])
             plan = build_plan(self.name, catalog, build.read_mode(self.paths))
+            if guest_lab.is_guest_lab(self.paths):
+                plan = guest_lab.plan_for(plan)
             self._cache = (generation, catalog, plan)
         return self._cache[1], self._cache[2]
 
@@ -166,6 +172,7 @@ class Lab:
         server: str | None = None,
         token_files: Mapping[str, Path] | None = None,
         before_agents: Callable[[LabPlan], None] | None = None,
+        vm: guest_lab.VmKind = "netns",
     ) -> None:
         """Build the lab; raise DocumentsInvalid, LabInputError or LabError.
 
@@ -175,10 +182,15 @@ class Lab:
 
         If construction fails, everything made so far is removed. If only the agents fail to
         converge, the lab stays up for inspection (`status`, logs) and LabError is raised.
+
+        `vm="libvirt"`: every VM is a real guest under a libvirtd per host (`guest_lab`).
         """
         sources = [Path(s).absolute() for s in sources]
         catalog = load_catalog(sources)
         plan = build_plan(self.name, catalog, mode)
+        if vm == "libvirt":
+            guest_lab.check_available()
+            plan = guest_lab.plan_for(plan)
         leftovers = [n for n in nsexec.list_namespaces() if self.names.owns(n)]
         if self.paths.dir.exists() or leftovers:
             raise LabError(
@@ -202,11 +214,16 @@ class Lab:
         try:
             write_state(self.paths, state)
             build.write_mode(self.paths, mode)
+            if vm == "libvirt":
+                guest_lab.mark(self.paths)
             if server is not None:
                 agents.write_agent_source(self.paths, server, token_files or {})
             agents.install_policy(self.paths, sources, 1)
             build.build(plan)
-            vms, external = build.start_responders(self.paths, plan)
+            if vm == "libvirt":
+                vms, external, _ = guest_lab.bring_up(self.paths, plan, sources)
+            else:
+                vms, external = build.start_responders(self.paths, plan)
             state = replace(state, vms=vms, external=external)
             write_state(self.paths, state)
             if before_agents is not None:
@@ -236,8 +253,13 @@ class Lab:
     def wait(self, timeout: float = DEFAULT_AGENT_TIMEOUT) -> list[AgentReport]:
         """Until every agent runs the program of the lab's current documents."""
         state = self.state()
-        expected = agents.expected_hashes(self.catalog(), list(state.agents))
+        expected = self._expected(list(state.agents))
         return agents.wait_converged(self.paths, state, expected, timeout)
+
+    def _expected(self, hosts: list[str]) -> dict[str, str]:
+        if guest_lab.is_guest_lab(self.paths):
+            return guest_lab.expected_hashes(self.paths, self.catalog(), hosts)
+        return agents.expected_hashes(self.catalog(), hosts)
 
     def apply(
         self, sources: Sequence[Path], wait: bool = False, timeout: float = DEFAULT_AGENT_TIMEOUT
@@ -246,6 +268,8 @@ class Lab:
         sources = [Path(s).absolute() for s in sources]
         catalog = load_catalog(sources)
         plan = build_plan(self.name, catalog)
+        if guest_lab.is_guest_lab(self.paths):
+            plan = guest_lab.plan_for(plan)
         state = self.state()
         if plan.topology_key() != self.plan().topology_key():
             raise LabInputError(
@@ -262,6 +286,7 @@ class Lab:
 
     def down(self) -> list[str]:
         """Remove the lab (idempotent; works without or with a stale state file)."""
+        guest_lab.before_teardown(self.paths)
         removed = build.teardown(self.names, self.paths, read_state(self.paths))
         shutil.rmtree(self.paths.dir, ignore_errors=True)
         self._cache = None
@@ -363,9 +388,13 @@ class Lab:
     def exec(
         self, vm: str, argv: Sequence[str], check: bool = False, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run `argv` inside the namespace of workload `vm` (or `external`)."""
+        """Run `argv` inside the namespace of workload `vm` (or `external`), or the guest."""
+        namespace = self.namespace_of(vm)
+        if vm != "external" and guest_lab.is_guest_lab(self.paths):
+            key = next(v.key for v in self.plan().vms if v.ns == namespace)
+            return guest_lab.exec_in_guest(self.paths, self.state().vms[key], argv, check, stdin)
         return subprocess.run(
-            ["ip", "netns", "exec", self.namespace_of(vm), *argv],
+            ["ip", "netns", "exec", namespace, *argv],
             input=stdin,
             capture_output=True,
             text=True,
@@ -377,14 +406,24 @@ class Lab:
         existing = set(nsexec.list_namespaces())
         namespaces = {n: n in existing for n in state.namespaces}
         stray = tuple(sorted(n for n in existing if self.names.owns(n) and n not in namespaces))
+        guest = guest_lab.guest_status(self.paths) if guest_lab.is_guest_lab(self.paths) else {}
         vms = tuple(
-            VmStatus(key, r.ns, r.addresses, r.pid, r.pid is not None and nsexec.alive(r.pid))
+            VmStatus(
+                key,
+                r.ns,
+                r.addresses,
+                r.pid,
+                r.pid is not None
+                and nsexec.alive(r.pid)
+                and guest.get(key, {}).get("running", True),
+                guest.get(key),
+            )
             for key, r in sorted(state.vms.items())
         )
         reports: list[AgentReport] = []
         if state.agents:
             try:
-                expected = agents.expected_hashes(self.catalog(), list(state.agents))
+                expected = self._expected(list(state.agents))
             except Exception:  # documents unreadable: report the agents without a target
                 expected = {}
             reports = agents.agent_reports(self.paths, state, expected)
