@@ -25,6 +25,7 @@ from hyperwall.compiler.program import (
     LookupRule,
     MatchRule,
 )
+from hyperwall.compiler.serialize import endpoint_json
 from hyperwall.policy.ports import PortMatch
 
 T = TypeVar("T")
@@ -57,17 +58,7 @@ def _item(item: ChainItem) -> list[Any]:
 
 
 def _endpoint(ep: Endpoint) -> dict[str, Any]:
-    return {
-        "workload": ep.workload,
-        "interface": ep.interface,
-        "tenant": ep.tenant,
-        "mac": ep.mac,
-        "ips": list(ep.ips),
-        "ingress": [list(t) for t in ep.ingress],
-        "egress": [list(t) for t in ep.egress],
-        "default": ep.default,
-        "logDefault": ep.log_default,
-    }
+    return endpoint_json(ep, lambda tiers: [list(t) for t in tiers])
 
 
 def _flat(intervals: tuple[Interval, ...]) -> list[int]:

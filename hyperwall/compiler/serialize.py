@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from hyperwall.compiler.digest import digest_text, program_digest
 from hyperwall.compiler.intervals import format_interval
 from hyperwall.compiler.program import (
@@ -51,15 +54,19 @@ def _dispatch(tiers: tuple[tuple[str, ...], ...]) -> dict[str, list[str]]:
     return {TIER_NAMES[i]: list(chains) for i, chains in enumerate(tiers) if chains}
 
 
-def _endpoint(ep: Endpoint) -> dict[str, object]:
+def endpoint_json(
+    ep: Endpoint, dispatch: Callable[[tuple[tuple[str, ...], ...]], object] = _dispatch
+) -> dict[str, Any]:
+    """An endpoint as JSON; `dispatch` writes its per-tier chain lists (named tiers here,
+    plain lists on the wire: `program_codec`)."""
     return {
         "workload": ep.workload,
         "interface": ep.interface,
         "tenant": ep.tenant,
         "mac": ep.mac,
         "ips": list(ep.ips),
-        "ingress": _dispatch(ep.ingress),
-        "egress": _dispatch(ep.egress),
+        "ingress": dispatch(ep.ingress),
+        "egress": dispatch(ep.egress),
         "default": ep.default,
         "logDefault": ep.log_default,
     }
@@ -73,7 +80,7 @@ def program_to_json(program: HostProgram) -> dict[str, object]:
     return {
         "host": program.host,
         "size": program.size(),
-        "endpoints": {k: _endpoint(e) for k, e in program.endpoints.items()},
+        "endpoints": {k: endpoint_json(e) for k, e in program.endpoints.items()},
         "chains": {k: _chain(c) for k, c in program.chains.items()},
         "addressSets": {k: _addresses(s) for k, s in program.address_sets.items()},
         "blockSets": {
