@@ -14,7 +14,8 @@ Exactly as `../shared/HYPERVISOR_FACTS.md` found it works without systemd:
 Per host `STATE/libvirt/HOST/` holds `run/`, `var/`, `etc/` (libvirtd.conf: TCP on the host's
 underlay address, no auth, a distinct host_uuid; qemu.conf: root, no cgroups, no security
 driver, no namespaces, `stdio_handler = "file"` so no virtlogd), `passwd`, `group`,
-`start.sh` and `console/` (the guests' serial logs). Connect with `uri(paths, host)`.
+`start.sh` and `console/` (the guests' serial logs). Connect with `uri(paths, host)`. The QEMU
+capabilities cache is shared by all daemons (`capabilities_cache`).
 """
 
 from __future__ import annotations
@@ -107,13 +108,22 @@ def _keep(path: Path, hd: Path) -> str:
     return ""
 
 
+def capabilities_cache(cache: Path) -> Path:
+    """Where every lab daemon keeps libvirt's QEMU capabilities (probing them runs QEMU for
+    about 10 s under TCG; libvirt checks the cache against the QEMU binary and itself, and
+    replaces files by rename, so daemons can share it)."""
+    return cache / "libvirt-qemu-capabilities"
+
+
 def start_script(paths: LabPaths, host: LabHost, cache: Path, hostname: str) -> str:
     hd = host_dir(paths, host.name)
+    caps = capabilities_cache(cache)
     return (
         "set -e\n"
         f"hostname '{hostname}'\n"
         f"{_keep(paths.dir, hd)}"
         f"{_keep(cache, hd)}"
+        f"mount --bind '{caps}' '{hd}/var/cache/libvirt/qemu/capabilities'\n"
         f"mount --rbind '{hd}/var' /var\n"
         f"mount --bind '{hd}/etc' /etc/libvirt\n"
         f"mount --bind '{hd}/passwd' /etc/passwd\n"
@@ -131,7 +141,7 @@ def prepare(paths: LabPaths, host: LabHost, cache: Path) -> Path:
         "run/libvirt",
         "run/lock",
         "var/lib/libvirt/qemu",
-        "var/cache/libvirt/qemu",
+        "var/cache/libvirt/qemu/capabilities",
         "var/log/libvirt/qemu",
         "var/tmp",
         "etc/qemu",
@@ -139,6 +149,7 @@ def prepare(paths: LabPaths, host: LabHost, cache: Path) -> Path:
     ):
         (hd / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(hd / "var/tmp", 0o1777)
+    capabilities_cache(cache).mkdir(parents=True, exist_ok=True)
     for name, target in (("var/run", "/run"), ("var/lock", "/run/lock")):
         if not (hd / name).is_symlink():
             (hd / name).symlink_to(target)
