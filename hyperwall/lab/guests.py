@@ -378,28 +378,40 @@ def wait_booted(
 
 
 def destroy_guests(paths: LabPaths, hosts: Sequence[str]) -> None:
-    """Destroy and undefine every domain of the lab's daemons that still answer."""
+    """Destroy and undefine every domain of the lab's daemons that still answer, all at once
+    (libvirt's destroy of a TCG guest takes about 2 s)."""
     try:
         import libvirt
     except ImportError:
         return
     libvirt.registerErrorHandler(lambda *_: None, None)
+    conns = []
     for host in hosts:
-        if not libvirtd.socket_path(paths, host).exists():
-            continue
+        if libvirtd.socket_path(paths, host).exists():
+            try:
+                conns.append(libvirt.open(libvirtd.uri(paths, host)))
+            except libvirt.libvirtError:
+                continue
+
+    def destroy(dom: Any) -> None:
         try:
-            conn = libvirt.open(libvirtd.uri(paths, host))
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
         except libvirt.libvirtError:
-            continue
-        try:
-            for dom in conn.listAllDomains():
-                try:
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefine()
-                except libvirt.libvirtError:
-                    pass
-        finally:
+            pass
+
+    try:
+        domains = []
+        for conn in conns:
+            try:
+                domains += conn.listAllDomains()
+            except libvirt.libvirtError:
+                continue
+        with ThreadPoolExecutor(max_workers=max(1, len(domains))) as pool:
+            list(pool.map(destroy, domains))
+    finally:
+        for conn in conns:
             conn.close()
 
 
