@@ -42,6 +42,40 @@ class AgentInventory(BaseModel):
     workloads: list[dict[str, Any]]
 
 
+class DiscoveredTap(BaseModel):
+    mac: str
+    dev: str | None = None
+    type: str = ""
+
+
+class DiscoveredDomain(BaseModel):
+    state: str = Field(description="running or shut off")
+    managed: bool = Field(description="whether the agent found valid hyperwall metadata")
+    taps: list[DiscoveredTap] = []
+
+
+class DiscoveredReport(BaseModel):
+    """What an agent with `--libvirt` found on its host (docs/design/manager.md)."""
+
+    documents: list[dict[str, Any]] = Field(
+        description="the running managed domains' Workloads (spec.host = this host) and their"
+        " embedded Policies vm-DOMAIN"
+    )
+    domains: dict[str, DiscoveredDomain] = Field({}, description="every domain, by name")
+    unmanaged: dict[str, str] = Field({}, description="domain -> why it is unmanaged")
+
+
+class DiscoveredResult(BaseModel):
+    revision: int = Field(description="the new revision, or the current one if unchanged")
+    created: bool
+    message: str
+    refused: dict[str, str] = Field(description="domain -> why its documents were refused")
+    conflicts: list[dict[str, Any]] = Field(
+        description="declared Workloads replaced by a discovered one with another host or"
+        " other addresses"
+    )
+
+
 class ErrorBody(BaseModel):
     error: str
 
@@ -112,6 +146,12 @@ class HostStatus(BaseModel):
     error: str | None
     endpoints: int
     reported: float | None
+    conflicts: list[dict[str, Any]] = Field(
+        [], description="declared Workloads that disagree with what this host discovered"
+    )
+    unmanaged: dict[str, str] = Field(
+        {}, description="domains of this host that are not enforced (unmanaged or refused)"
+    )
 
 
 class StatusBody(BaseModel):

@@ -8,6 +8,9 @@ Two pieces compose with the agent's other sources:
 - `Localized` (either source): the program bound to this host's taps
   (`hypervisor.localize`), so the kernel dispatches on libvirt's own tap names.
 
+With `--server`, `discovered_report` is what the agent tells the manager it found (the
+manager commits the running managed domains' documents: `manager.discovery`).
+
 Until the watcher has read the domains once, both raise `NotListed` (an `OSError`): the
 reconciler keeps whatever the kernel enforces now (a restarted agent with libvirtd down
 keeps its VMs' rules), or the closed skeleton on a fresh boot.
@@ -135,6 +138,24 @@ def domains_report(
     }
 
 
+def discovered_report(watcher: DomainWatcher, report: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of `PUT /v1/agent/HOST/discovered` (`manager_api.DiscoveredReport`): the
+    documents of the running managed domains (a domain that is shut off runs nowhere: its
+    workload is not reported, so it goes from the manager's set), every domain's state and
+    taps, and why the unmanaged ones are unmanaged (`report`: `domains_report`)."""
+    documents = [
+        dict(doc)
+        for _, dom in sorted(watcher.domains().items())
+        if isinstance(dom, Managed) and dom.active
+        for doc in dom.documents()
+    ]
+    return {
+        "documents": documents,
+        "domains": report["domains"],
+        "unmanaged": report["unmanaged"],
+    }
+
+
 _reported: dict[str, str] = {}
 
 
@@ -143,8 +164,9 @@ def write_domains(
     watcher: DomainWatcher,
     discovering: DiscoveringFolder | None,
     localized: Localized | None,
-) -> None:
-    """Write `domains.json` atomically; log each problem when it first shows, once."""
+) -> dict[str, Any]:
+    """Write `domains.json` atomically; log each problem when it first shows, once. Returns
+    the report written."""
     report = domains_report(watcher, discovering, localized)
     problems = {**report["unmanaged"], **report["outside_prefix"]}
     for name, why in problems.items():
@@ -156,3 +178,4 @@ def write_domains(
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2))
     os.replace(tmp, path)
+    return report

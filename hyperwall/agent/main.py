@@ -2,7 +2,9 @@
 
 Wires the inputs (policy folder poller or the manager watch, resync timer) to the work
 queue and runs the one worker. With a manager (`ManagerConfig`), a hook after each
-reconcile reports the status and the host's inventory to it (`manager_source.Reporter`).
+reconcile reports the status and the host's inventory to it (`manager_source.Reporter`);
+with `--libvirt` too, the domains it discovered (`libvirt_source.discovered_report`), which
+the manager commits as the host's workloads.
 Runs inside the host's network namespace (its nftables context binds there). On
 SIGTERM/SIGINT it stops and leaves the kernel table as it is: enforcement goes on.
 """
@@ -16,9 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from hyperwall.agent.compiling import LocalCompiler
-from hyperwall.agent.libvirt_source import DiscoveringFolder, Localized, write_domains
+from hyperwall.agent.libvirt_source import (
+    DiscoveringFolder,
+    Localized,
+    discovered_report,
+    write_domains,
+)
 from hyperwall.agent.manager_source import (
     ManagerSource,
     Reporter,
@@ -80,7 +88,8 @@ AfterReconcile = Callable[[Reconciler], None]
 
 
 def _manager_hook(config: AgentConfig, source: ManagerSource, reporter: Reporter) -> AfterReconcile:
-    """After each reconcile: PUT the status; the inventory when the revision changed."""
+    """After each reconcile: PUT the status; the inventory when the revision changed (not
+    with `--libvirt`: there the discovered domains are the host's inventory)."""
     inventory_of: list[int] = []  # the revision whose inventory was last queued
     frozen: list[int] = []  # the digest of the program last moved out of the collector
 
@@ -91,7 +100,7 @@ def _manager_hook(config: AgentConfig, source: ManagerSource, reporter: Reporter
             # collector's full passes, which otherwise pause the agent for ~0.5 s
             frozen[:] = [current.digest]
             gc.freeze()
-        if current is not None and inventory_of != [current.revision]:
+        if config.libvirt is None and current is not None and inventory_of != [current.revision]:
             inventory_of[:] = [current.revision]
             reporter.inventory(host_inventory(current.program))
         status = read_status(reconciler.status_path)
@@ -179,6 +188,7 @@ def run_agent(config: AgentConfig) -> None:
         watcher.start()
     queue.add("policy")
     failures: dict[str, int] = {}
+    last_discovered: list[dict[str, Any]] = []  # the last discovered report queued
     while not stop.is_set():
         key = queue.get(timeout=1.0)
         if key is None:
@@ -190,7 +200,14 @@ def run_agent(config: AgentConfig) -> None:
                 watcher.refresh(RELIST)  # the safety net for missed events
             ok = reconciler.reconcile("policy" if key.startswith("domain:") else key)
             if watcher is not None:
-                write_domains(config.state_dir / "domains.json", watcher, discovering, localized)
+                report = write_domains(
+                    config.state_dir / "domains.json", watcher, discovering, localized
+                )
+                if reporter is not None and watcher.listed:  # on change and every resync
+                    found = discovered_report(watcher, report)
+                    if key == "resync" or last_discovered != [found]:
+                        last_discovered[:] = [found]
+                        reporter.discovered(found)
         finally:
             queue.done(key)
         if after_reconcile is not None:

@@ -20,8 +20,9 @@ the cache is read, so an agent restarted while the manager is unreachable still 
 the last program it had.
 
 `Reporter` (another thread) PUTs the agent's status after each reconcile (and again every
-`heartbeat` seconds, so the manager sees a live host) and the host's inventory (its
-endpoints) on each new revision. Only the latest of each is kept and sent; failures are
+`heartbeat` seconds, so the manager sees a live host), the host's inventory (its
+endpoints) on each new revision, and with `--libvirt` the domains it discovered (on change
+and every resync). Only the latest of each is kept and sent; failures are
 retried with backoff. Nothing here raises into the agent: every network or decoding error
 is logged and retried with jittered exponential backoff.
 """
@@ -134,10 +135,15 @@ class Client:
             raise ManagerError("GET desired: bad reply: not an object")
         return reply
 
-    def put(self, what: str, body: dict[str, Any]) -> None:
-        code, _ = self._request("PUT", f"/{what}", body)
+    def put(self, what: str, body: dict[str, Any]) -> Any:
+        """PUT a report; the decoded answer (None for 204)."""
+        code, answer = self._request("PUT", f"/{what}", body)
         if code not in (200, 204):
             raise ManagerError(f"PUT {what}: unexpected HTTP {code}")
+        try:
+            return json.loads(answer) if code == 200 and answer else None
+        except ValueError as exc:
+            raise ManagerError(f"PUT {what}: bad reply: {exc}") from None
 
 
 class ManagerSource:
@@ -296,28 +302,34 @@ class StatusReport:
 
 
 class Reporter:
-    """Sends the latest status and inventory to the manager from its own thread."""
+    """Sends the latest status, inventory and discovered domains to the manager from its own
+    thread. Only the latest of each is kept: a newer one replaces an unsent or failed one."""
 
     def __init__(self, client: Client, max_backoff: float = 10.0, heartbeat: float = 10.0) -> None:
         self.client = client
         self.max_backoff = max_backoff
         self.heartbeat = heartbeat  # the manager marks a host unreachable after 30 s of silence
         self._cond = threading.Condition()
-        self._status: StatusReport | None = None
-        self._inventory: list[dict[str, Any]] | None = None
+        self._pending: dict[str, dict[str, Any]] = {}  # endpoint -> body, sent in this order
         self._stop = False
         self._thread: threading.Thread | None = None
-        self.sent = 0  # successful PUTs (for tests and logs)
+        self.sent = 0  # successful rounds of PUTs (for tests and logs)
+        self.answers: dict[str, Any] = {}  # endpoint -> the manager's last answer
+
+    def _queue(self, what: str, body: dict[str, Any]) -> None:
+        with self._cond:
+            self._pending[what] = body
+            self._cond.notify()
 
     def status(self, report: StatusReport) -> None:
-        with self._cond:
-            self._status = report
-            self._cond.notify()
+        self._queue("status", report.to_json())
 
     def inventory(self, workloads: list[dict[str, Any]]) -> None:
-        with self._cond:
-            self._inventory = workloads
-            self._cond.notify()
+        self._queue("inventory", {"workloads": workloads})
+
+    def discovered(self, report: dict[str, Any]) -> None:
+        """The workloads found on the hypervisor (`libvirt_source.discovered_report`)."""
+        self._queue("discovered", report)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="manager-report", daemon=True)
@@ -332,28 +344,30 @@ class Reporter:
 
     def run(self) -> None:
         failures = 0
-        last: StatusReport | None = None  # resent as a heartbeat when nothing is new
+        last: dict[str, Any] | None = None  # the status, resent as a heartbeat
+        order = ("inventory", "discovered", "status")
         while True:
             with self._cond:
                 idle = self._cond.wait_for(
-                    lambda: self._stop or self._status is not None or self._inventory is not None,
-                    self.heartbeat,
+                    lambda: self._stop or bool(self._pending), self.heartbeat
                 )
                 if self._stop:
                     return
                 if not idle and last is not None:
-                    self._status = last
-                status, inventory = self._status, self._inventory
-                self._status = self._inventory = None
-            if status is None and inventory is None:
+                    self._pending["status"] = last
+                batch = [(w, self._pending.pop(w)) for w in order if w in self._pending]
+            if not batch:
                 continue
             try:
-                if inventory is not None:
-                    self.client.put("inventory", {"workloads": inventory})
-                    inventory = None
-                if status is not None:
-                    self.client.put("status", status.to_json())
-                    last, status = status, None
+                while batch:
+                    what, body = batch[0]
+                    answer = self.client.put(what, body)
+                    self.answers[what] = answer
+                    if what == "discovered":
+                        _log_refused(answer)
+                    if what == "status":
+                        last = body
+                    batch.pop(0)
                 failures = 0
                 self.sent += 1
             except Exception as exc:  # keep the unsent ones unless newer ones arrived
@@ -361,8 +375,21 @@ class Reporter:
                 delay = backoff(failures, cap=self.max_backoff)
                 log.warning("reporting to the manager failed: %s; retrying in %.1f s", exc, delay)
                 with self._cond:
-                    if self._status is None:
-                        self._status = status
-                    if self._inventory is None:
-                        self._inventory = inventory
+                    for what, body in batch:
+                        self._pending.setdefault(what, body)
                     self._cond.wait_for(lambda: self._stop, delay)
+
+
+_refused_logged: dict[str, str] = {}
+
+
+def _log_refused(answer: Any) -> None:
+    """Log each domain the manager refused when its reason first shows."""
+    refused = answer.get("refused") if isinstance(answer, dict) else None
+    if not isinstance(refused, dict):
+        return
+    for domain, why in refused.items():
+        if _refused_logged.get(domain) != why:
+            log.warning("the manager refused domain %r: %s", domain, why)
+    _refused_logged.clear()
+    _refused_logged.update(refused)

@@ -35,5 +35,15 @@ def status(
                 escape(h.error or ""),
             )
         out.print(table)
+        for h in result.hosts:
+            for c in h.conflicts:
+                out.print(
+                    escape(
+                        f"{h.host}: conflict {c.get('workload')}: declared {c.get('declared')},"
+                        f" discovered {c.get('discovered')} (the discovered one is in force)"
+                    )
+                )
+            for domain, why in sorted(h.unmanaged.items()):
+                out.print(escape(f"{h.host}: domain {domain} not enforced: {why}"))
     if any(h.state != "in-sync" for h in result.hosts):
         raise typer.Exit(EXIT_VERDICT)

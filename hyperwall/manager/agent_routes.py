@@ -1,4 +1,5 @@
-"""Agent endpoints: the host's program (long-poll), status and inventory reports.
+"""Agent endpoints: the host's program (long-poll), status and inventory reports, and the
+workloads an agent discovered on its hypervisor (`discovery`).
 
 An agent token of host H may use only `/v1/agent/H/*` (provider-admin may use all). An
 agent receives its host's compiled program, never the document set: the whole program the
@@ -19,7 +20,13 @@ from hyperwall.compiler.digest import digest_text
 from hyperwall.compiler.program_codec import delta_to_wire, program_to_wire
 from hyperwall.manager.deps import Mgr, Who
 from hyperwall.manager.service import MAX_WAIT
-from hyperwall.manager_api import AgentInventory, AgentStatus, DesiredBody
+from hyperwall.manager_api import (
+    AgentInventory,
+    AgentStatus,
+    DesiredBody,
+    DiscoveredReport,
+    DiscoveredResult,
+)
 
 router = APIRouter(prefix="/v1/agent/{host}", tags=["agent"])
 DIGEST = re.compile(r"[0-9a-f]{32}")
@@ -90,3 +97,12 @@ async def put_inventory(host: str, body: AgentInventory, who: Who, manager: Mgr)
     """The workloads the agent found on its host (stored, not revisioned)."""
     who.require_agent_of(host)
     await manager.store.put_inventory(host, body.workloads)
+
+
+@router.put("/discovered", response_model=DiscoveredResult)
+async def put_discovered(
+    host: str, body: DiscoveredReport, who: Who, manager: Mgr
+) -> dict[str, Any]:
+    """The host's running managed domains as documents, committed as one revision authored
+    by the agent; the domains refused (not valid with the rest) are listed, not committed."""
+    return await manager.discovered(who, host, body)

@@ -27,6 +27,14 @@ def stored_source(key: Key) -> Source:
     return source_of(DocKey(*key))
 
 
+def build_state(documents: Mapping[DocKey, Document]) -> CatalogState:
+    """The validated state of a stored set. References to absent Workloads match nothing
+    (`absent_workloads`): discovered workloads come and go, and a group that names one
+    that went away must not make the stored set invalid (docs/design/manager.md)."""
+    pairs = ((doc, source_of(k)) for k, doc in documents.items())
+    return CatalogState.build(pairs, absent_workloads=True)
+
+
 @dataclass(frozen=True, slots=True)
 class View:
     revision: int
@@ -48,7 +56,7 @@ class CatalogTracker:
     def load(self, revision: int, documents: Mapping[DocKey, Document]) -> Catalog:
         docs = dict(documents)
         try:
-            state = CatalogState.build((doc, source_of(k)) for k, doc in docs.items())
+            state = build_state(docs)
         except Exception:
             self._broken = docs
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from hyperwall.policy.catalog import build_catalog
@@ -55,27 +56,22 @@ def source_of(key: DocKey) -> Source:
 
 
 def validate(
-    documents: Mapping[DocKey, Document], submitted: Mapping[DocKey, int] | None = None
+    documents: Mapping[DocKey, Document],
+    submitted: Mapping[DocKey, int] | None = None,
+    absent_workloads: bool | AbstractSet[str] = False,
 ) -> Catalog:
     """Build the catalog of a whole set, or BadRequest with every issue. `submitted` maps
-    the keys given in the request to their 1-based position there, for error sources."""
+    the keys given in the request to their 1-based position there, for error sources;
+    `absent_workloads` as `build_catalog`'s."""
     numbered = submitted or {}
     pairs = [
         (doc, Source("request", numbered[key]) if key in numbered else source_of(key))
         for key, doc in documents.items()
     ]
     try:
-        return build_catalog(pairs)
+        return build_catalog(pairs, absent_workloads)
     except DocumentsInvalid as exc:
         raise BadRequest([i.to_json() for i in exc.issues]) from None
-
-
-def try_catalog(documents: Mapping[DocKey, Document]) -> Catalog | None:
-    """The catalog of a stored set, or None if it does not validate (it always should)."""
-    try:
-        return build_catalog((doc, source_of(k)) for k, doc in documents.items())
-    except DocumentsInvalid:
-        return None
 
 
 def matches(

@@ -10,9 +10,13 @@ from typing import Any
 
 from hyperwall.compiler.digest import digest_text
 from hyperwall.manager.auth import Principal, Refused
-from hyperwall.manager.catalogs import View, state_key, stored_source
+from hyperwall.manager.catalogs import View, build_state, state_key, stored_source
+from hyperwall.manager.discovery import check_report, discovered_status
+from hyperwall.manager.discovery import plan as discovery_plan
 from hyperwall.manager.documents import BadRequest, key_json, keys_of, request_error, validate
 from hyperwall.manager.fleetwatch import FleetWatch
+from hyperwall.manager_api import DiscoveredReport
+from hyperwall.policy.catalog_state import CatalogState
 from hyperwall.policy.errors import DocumentsInvalid, Source
 from hyperwall.store import (
     Conflict,
@@ -103,28 +107,42 @@ class Manager:
         if len(set(keys)) != len(keys):
             raise request_error("a document is given twice in one request")
         numbered = {k: i + 1 for i, k in enumerate(keys)}
-        view = await self._current_view()
-        if view is None:  # the fleet watch is not there yet: the whole set, from the store
-            snap = await self.store.snapshot()
-            target = apply_changes(snap.documents, documents, deletes)
-            catalog = validate(target, numbered)
-            puts, gone = difference(snap.documents, target)
-            base, current = snap.revision, dict(snap.documents)
-        else:  # validate the change against the validated set the fleet watch holds
-            base, current = view.revision, dict(view.documents)
-            puts, gone = touched_difference(current, documents, deletes)
-            try:
-                state = view.state.change(
-                    [(doc, Source("request", numbered[DocKey.of(doc)])) for doc in puts],
-                    [state_key(k) for k in gone],
-                    stored_source,
-                )
-            except DocumentsInvalid as exc:
-                raise BadRequest([i.to_json() for i in exc.issues]) from None
-            catalog = state.catalog
+        base, current, state = await self._base()
+        puts, gone = touched_difference(current, documents, deletes)
+        changed: CatalogState | None = None
+        try:  # in time proportional to the change (CatalogState)
+            changed = state.change(
+                [(doc, Source("request", numbered[DocKey.of(doc)])) for doc in puts],
+                [state_key(k) for k in gone],
+                stored_source,
+            )
+        except DocumentsInvalid as exc:
+            issues = exc.issues
+        if changed is None or changed.absent_references() - state.absent_references():
+            # People may not name a workload that is not there (a typo), nor delete one that
+            # is named: the stored set tolerates only the absences discovery left behind.
+            # This raises with every issue of the set, those references included.
+            target = apply_changes(current, puts, gone)
+            validate(target, numbered, absent_workloads=state.absent_references())
+            if changed is None:
+                raise BadRequest([i.to_json() for i in issues])
+        catalog = changed.catalog
         before = {k: current[k] for k in [*map(DocKey.of, puts), *gone] if k in current}
         hosts = await self.fleet.what_if(catalog) if what_if and (puts or gone) else []
         return Plan(base, puts, gone, before, hosts)
+
+    async def _base(self) -> tuple[int, dict[DocKey, Document], CatalogState]:
+        """The current revision, its documents and their validated state: the fleet watch's
+        if it is at the store's revision, else validated here from a snapshot."""
+        view = await self._current_view()
+        if view is not None:
+            return view.revision, dict(view.documents), view.state
+        snap = await self.store.snapshot()
+        try:
+            state = build_state(snap.documents)
+        except DocumentsInvalid as exc:
+            raise BadRequest([i.to_json() for i in exc.issues]) from None
+        return snap.revision, dict(snap.documents), state
 
     async def _current_view(self) -> View | None:
         """The fleet watch's validated view if it is at the store's revision (waiting a
@@ -161,7 +179,7 @@ class Manager:
     async def rollback(self, who: Principal, target: int, message: str | None) -> dict[str, Any]:
         current = await self.store.snapshot()
         old = await self.store.snapshot(target)
-        validate(old.documents)
+        validate(old.documents, absent_workloads=True)
         puts, deletes = difference(current.documents, old.documents)
         text = message or f"rollback to revision {target}"
         info = await self.store.commit(puts, deletes, who.identity, text, current.revision)
@@ -174,12 +192,53 @@ class Manager:
             "hostsChanged": hosts,
         }
 
+    # -- discovered workloads -------------------------------------------------------------
+
+    async def discovered(
+        self, who: Principal, host: str, report: DiscoveredReport
+    ) -> dict[str, Any]:
+        """Commit what an agent discovered on its host (`discovery.plan`) as one revision
+        authored by the agent, and keep its record (the host's inventory)."""
+        who.require_agent_of(host)
+        units = check_report(host, report.documents)
+        domains = {name: d.model_dump() for name, d in report.domains.items()}
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            base, current, state = await self._base()
+            records = await self.store.inventory()
+            outcome = discovery_plan(
+                host, units, domains, report.unmanaged, current, records, state
+            )
+            info = None
+            if outcome.puts or outcome.deletes:
+                # first the old and the new keys: a crash before the commit forgets nothing
+                await self.store.put_inventory(host, outcome.pending)
+                try:
+                    info = await self.store.commit(
+                        outcome.puts, outcome.deletes, who.identity, outcome.message, base
+                    )
+                except Conflict:
+                    if attempt == COMMIT_ATTEMPTS:
+                        raise
+                    continue
+            await self.store.put_inventory(host, outcome.record)
+            if outcome.refused:
+                log.warning("%s: refused %s", outcome.message, outcome.refused)
+            return {
+                "revision": info.number if info is not None else base,
+                "created": info is not None,
+                "message": outcome.message,
+                "refused": outcome.refused,
+                "conflicts": outcome.conflicts,
+            }
+        raise AssertionError("unreachable")
+
     # -- status ---------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
         revision = await self.store.revision()
         expected = {h: digest_text(d) for h, d in self.fleet.programs.digests().items()}
         reports = await self.store.statuses()
+        inventories = await self.store.inventory()
         now = time.time()
         hosts = []
         for host in sorted(set(expected) | set(reports)):
@@ -197,6 +256,7 @@ class Manager:
             if report is not None:
                 entry.update({k: report.get(k, entry[k]) for k in list(entry)[2:]})
             entry["state"] = host_state(entry, revision, now)
+            entry.update(discovered_status(inventories.get(host)))
             hosts.append(entry)
         return {"revision": revision, "hosts": hosts}
 

@@ -9,6 +9,7 @@ read by `hyperwall.io.files`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +35,9 @@ from hyperwall.policy.selector import parse_selector
 @dataclass
 class _Builder:
     # True: a reference to a Workload that is not there names a VM that is absent right now
-    # (discovered from a hypervisor: VMs come and go) and matches nothing; False: an error
-    absent_workloads: bool = False
+    # (discovered from a hypervisor: VMs come and go) and matches nothing; False: an error;
+    # a set of workload keys: only references to those may name an absent workload
+    absent_workloads: bool | AbstractSet[str] = False
     issues: list[Issue] = field(default_factory=list)
     seen: dict[tuple[str, str], Source] = field(default_factory=dict)
     tenants: dict[str, tuple[d.TenantDoc, Source]] = field(default_factory=dict)
@@ -94,13 +96,18 @@ class _Builder:
             )
             return None
         key = object_key(tenant or owner, name)
-        if key not in table and kind == "Workload" and self.absent_workloads:
+        if key not in table and kind == "Workload" and self.may_be_absent(key):
             return key
         if key not in table:
             scope = f"tenant {tenant or owner!r}" if (tenant or owner) else "provider scope"
             self.issue(source, path, f"unknown {kind} {ref!r}", f"a {kind} defined in {scope}")
             return None
         return key
+
+    def may_be_absent(self, key: str) -> bool:
+        if isinstance(self.absent_workloads, bool):
+            return self.absent_workloads
+        return key in self.absent_workloads
 
     def check_tenant(self, doc: d.Document, source: Source) -> None:
         tenant = doc.metadata.tenant
@@ -302,17 +309,20 @@ and where it came from."""
 
 
 def build_catalog(
-    documents: Iterable[tuple[Any, Source]], absent_workloads: bool = False
+    documents: Iterable[tuple[Any, Source]], absent_workloads: bool | AbstractSet[str] = False
 ) -> Catalog:
     """Validate decoded documents (with their sources) and resolve them, or raise.
     `absent_workloads`: references to Workloads that are not there match nothing (the
-    workloads come from a hypervisor) instead of being errors."""
+    workloads come from a hypervisor) instead of being errors; a set of workload keys
+    allows that for those only."""
     return build_parsed(
         ((*d.parse_document(raw, source), source) for raw, source in documents), absent_workloads
     )
 
 
-def build_parsed(documents: Iterable[Parsed], absent_workloads: bool = False) -> Catalog:
+def build_parsed(
+    documents: Iterable[Parsed], absent_workloads: bool | AbstractSet[str] = False
+) -> Catalog:
     """`build_catalog` of documents already parsed (by a caller that keeps the models)."""
     builder = _Builder(absent_workloads=absent_workloads)
     for doc, issues, source in documents:

@@ -138,9 +138,10 @@ class CatalogState:
     """A valid document set, its `Catalog`, and what validating a change needs (see the
     module docstring for the contract and invariants)."""
 
-    __slots__ = ("_entries", "_ips", "_macs", "_referenced", "catalog")
+    __slots__ = ("_entries", "_ips", "_macs", "_referenced", "absent_workloads", "catalog")
 
     catalog: Catalog
+    absent_workloads: bool  # as `build_catalog`'s: references to absent Workloads match nothing
 
     def __init__(
         self,
@@ -149,8 +150,10 @@ class CatalogState:
         macs: dict[str, str],
         ips: dict[str, str],
         referenced: frozenset[str],
+        absent_workloads: bool = False,
     ) -> None:
         self.catalog = catalog
+        self.absent_workloads = absent_workloads
         self._entries = entries
         self._macs = macs
         self._ips = ips
@@ -160,27 +163,37 @@ class CatalogState:
         return len(self._entries)
 
     @classmethod
-    def build(cls, documents: Iterable[tuple[Any, Source]]) -> CatalogState:
-        """`build_catalog` of the documents, kept as a state; raises `DocumentsInvalid`."""
+    def build(
+        cls, documents: Iterable[tuple[Any, Source]], absent_workloads: bool = False
+    ) -> CatalogState:
+        """`build_catalog(documents, absent_workloads)`, kept as a state (its changes are
+        validated the same way); raises `DocumentsInvalid`."""
         parsed: list[Parsed] = []
         raws: list[Any] = []
         for raw, source in documents:
             doc, issues = d.parse_document(raw, source)
             parsed.append((doc, issues, source))
             raws.append(raw)
-        catalog = build_parsed(parsed)
+        catalog = build_parsed(parsed, absent_workloads)
         # Valid: every document parsed and has a unique key.
         entries: dict[Key, _Entry] = {}
         for raw, (doc, _, _) in zip(raws, parsed, strict=True):
             key = key_of(raw)
             assert key is not None and doc is not None and key not in entries
             entries[key] = _Entry(raw, doc)
-        return cls._indexed(catalog, entries)
+        return cls._indexed(catalog, entries, absent_workloads)
 
     @classmethod
-    def _indexed(cls, catalog: Catalog, entries: dict[Key, _Entry]) -> CatalogState:
+    def _indexed(
+        cls, catalog: Catalog, entries: dict[Key, _Entry], absent_workloads: bool
+    ) -> CatalogState:
         macs, ips = _addresses(catalog.workloads.values())
-        return cls(catalog, entries, macs, ips, _referenced(catalog.config))
+        return cls(catalog, entries, macs, ips, _referenced(catalog.config), absent_workloads)
+
+    def absent_references(self) -> frozenset[str]:
+        """Keys of the workloads that groups and policies name but that are not in the set
+        (always empty unless `absent_workloads`)."""
+        return self._referenced - self.catalog.workloads.keys()
 
     def documents(self) -> list[Mapping[str, Any]]:
         """The raw documents of the set, in order."""
@@ -233,7 +246,11 @@ class CatalogState:
         if any(key[0] != "Workload" for key in deletes):
             return None
         referenced = self._referenced
-        if any(object_key(key[1], key[2]) in referenced for key in deletes):
+        # With absent_workloads a reference resolves whether or not its workload is there
+        # (the PolicyConfig does not depend on which workloads exist): deleting one is fine.
+        if not self.absent_workloads and any(
+            object_key(key[1], key[2]) in referenced for key in deletes
+        ):
             return None
         tenants = self.catalog.config.tenants
         parsed: list[tuple[Key, Any, d.WorkloadDoc]] = []
@@ -278,7 +295,7 @@ class CatalogState:
             entries[key] = _Entry(raw, doc)
             workloads[workload.key] = workload
         catalog = Catalog(self.catalog.config, workloads)
-        return CatalogState(catalog, entries, macs, ips, referenced)
+        return CatalogState(catalog, entries, macs, ips, referenced, self.absent_workloads)
 
     # -- the full path -----------------------------------------------------------------------
 
@@ -304,9 +321,9 @@ class CatalogState:
         for new, raw, source in puts:
             if new is None or new in by_key:
                 order.append((new, raw, (*d.parse_document(raw, source), source)))
-        catalog = build_parsed(parsed for _, _, parsed in order)
+        catalog = build_parsed((parsed for _, _, parsed in order), self.absent_workloads)
         entries: dict[Key, _Entry] = {}
         for kept, raw, (doc, _, _) in order:
             assert kept is not None and doc is not None  # the set is valid
             entries[kept] = _Entry(raw, doc)
-        return self._indexed(catalog, entries)
+        return self._indexed(catalog, entries, self.absent_workloads)
