@@ -66,7 +66,9 @@ def resulting(
     return out
 
 
-def reference(current: dict[Key, Doc], puts: Puts, deletes: list[Key]) -> Catalog | list[Issue]:
+def reference(
+    current: dict[Key, Doc], puts: Puts, deletes: list[Key], absent: bool = False
+) -> Catalog | list[Issue]:
     """What `build_catalog` says of the resulting set: a Catalog, or the issues."""
     position = {id(raw): i + 1 for i, raw in enumerate(puts)}
     pairs = [
@@ -74,7 +76,7 @@ def reference(current: dict[Key, Doc], puts: Puts, deletes: list[Key]) -> Catalo
         for raw, key in resulting(current, puts, deletes)
     ]
     try:
-        return build_catalog(pairs)
+        return build_catalog(pairs, absent_workloads=absent)
     except DocumentsInvalid as exc:
         return exc.issues
 
@@ -273,18 +275,21 @@ def changes(draw: st.DrawFn, current: dict[Key, Doc]) -> Change:
 # -- properties ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("absent", [False, True], ids=["strict", "absent_workloads"])
 @SETTINGS
-@given(st.data())
-def test_change_answers_like_build_catalog(data: st.DataObject) -> None:
+@given(data=st.data())
+def test_change_answers_like_build_catalog(absent: bool, data: st.DataObject) -> None:
+    """With `absent_workloads` too: then deleting a workload that a group names is a
+    valid change, taken on the fast path."""
     docs = data.draw(fleets())
     current = keyed(docs)
-    first = CatalogState.build(request(docs))
+    first = CatalogState.build(request(docs), absent_workloads=absent)
     history: list[tuple[CatalogState, dict[Key, Doc]]] = [(first, current)]
     for _ in range(data.draw(st.integers(1, 6))):
         back = data.draw(st.integers(0, 3))  # mostly from the latest state
         state, current = history[max(0, len(history) - 1 - back)]
         puts, deletes = data.draw(changes(current))
-        expected = reference(current, puts, deletes)
+        expected = reference(current, puts, deletes, absent)
         got = answer(state, puts, deletes)
         if isinstance(expected, list):
             assert got == expected
@@ -297,7 +302,7 @@ def test_change_answers_like_build_catalog(data: st.DataObject) -> None:
             assert all(map(same, got.documents(), after))
             history.append((got, keyed(after)))
     for state, current in history:  # every state is still what it was built as
-        assert state.catalog == build_catalog(request(list(current.values())))
+        assert state.catalog == build_catalog(request(list(current.values())), absent)
         assert all(map(same, state.documents(), current.values()))
 
 
@@ -387,3 +392,13 @@ def test_same_tells_types_apart() -> None:
     assert same({"a": [1, "x"]}, {"a": [1, "x"]})
     assert not same({"log": True}, {"log": 1})
     assert not same([1.0], [1])
+
+
+def test_with_absent_workloads_a_named_workload_may_go_and_come_back() -> None:
+    state = CatalogState.build(request(BASE), absent_workloads=True)
+    gone = state.change([], [("Workload", "acme", "a")], rest)
+    assert gone.catalog.config is state.catalog.config  # the Workload-only path
+    assert gone.absent_references() == {"acme/a"} and state.absent_references() == set()
+    back = gone.change(request([BASE[1]]), [], rest)
+    assert back.absent_references() == set()
+    assert back.catalog == build_catalog(request(BASE))
