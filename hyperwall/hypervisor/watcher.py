@@ -57,6 +57,7 @@ class DomainWatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._broken: str | None = None  # set when the connection was lost, until closed
         self.error: str | None = None  # why there is no connection now
         self.listed = False  # domains read at least once (else nothing is known yet)
         self.connects = 0
@@ -69,12 +70,12 @@ class DomainWatcher:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None
+        return self._conn is not None and self._broken is None
 
     def refresh(self, name: str) -> None:
         """Read one domain again (RELIST: all of them); keeps the last state on errors."""
         conn = self._conn
-        if conn is None:
+        if conn is None or self._broken is not None:
             return
         try:
             if name == RELIST:
@@ -119,8 +120,13 @@ class DomainWatcher:
         return self.listed
 
     def _run(self) -> None:
+        """The one thread that opens and closes connections (never libvirt's event thread:
+        closing a connection from its own close callback stalls libvirt's event loop)."""
         backoff = 0.1
         while not self._stop.is_set():
+            if self._broken is not None:
+                self._close()
+                self._broken = None
             if self._conn is None:
                 try:
                     self._connect()
@@ -167,10 +173,15 @@ class DomainWatcher:
         self._lost(f"connection closed (reason {reason})")
 
     def _lost(self, why: str) -> None:
+        """The connection is unusable: stop using it now; the watch thread closes it and
+        reconnects. Called from libvirt's event thread or the agent's worker."""
+        if self._conn is None or self._broken is not None:
+            return
         log.warning("libvirt: %s; keeping the last known domains, reconnecting", why)
         self.error = why
-        self._close()
+        self._broken = why
         self._wake.set()
+        self.notify(RELIST)  # the agent reports the lost connection (nothing else changes)
 
     def _close(self) -> None:
         with self._lock:

@@ -242,6 +242,22 @@ def host_tap_lines(vm: LabVm, taps: Mapping[str, str]) -> list[str]:
     return lines
 
 
+def wire_taps(plan: LabPlan, vm: LabVm, live_xml: str) -> dict[str, str]:
+    """The hypervisor's network setup for a guest that just started (routed): its taps
+    (MAC -> tap, from the live XML) get the gateway addresses, routes and neighbours in the
+    host namespace. Not the firewall: the agent does that. LabError if a tap is missing."""
+    taps = taps_of(live_xml)
+    missing = [i.mac for i in vm.interfaces if i.mac.lower() not in taps]
+    if missing:
+        raise LabError(f"guest {vm.key}: no tap for {', '.join(missing)}")
+    host_ns = plan.host(vm.host).ns
+    nsexec.run(nsexec.batch_job(host_tap_lines(vm, taps), host_ns))
+    sysctls = [f"net/ipv4/conf/{t}/rp_filter=0" for t in taps.values()]
+    sysctls += [f"net/ipv6/conf/{t}/accept_ra=0" for t in taps.values()]
+    nsexec.run(nsexec.Job(("sysctl", "-q", "-w", *sysctls), ns=host_ns, what="tap sysctls"))
+    return taps
+
+
 def workload_documents(sources: Sequence[Path]) -> dict[str, d.WorkloadDoc]:
     """Workload key -> its document, from the (already validated) sources."""
     docs, _ = read_documents(sources)
@@ -298,15 +314,7 @@ def start_guests(
             dom.create()
         except libvirt.libvirtError as exc:
             raise LabError(f"guest {vm.key} on {vm.host}: {exc}") from None
-        taps = taps_of(dom.XMLDesc(0))
-        missing = [i.mac for i in vm.interfaces if i.mac.lower() not in taps]
-        if missing:
-            raise LabError(f"guest {vm.key}: no tap for {', '.join(missing)}")
-        host_ns = plan.host(vm.host).ns
-        nsexec.run(nsexec.batch_job(host_tap_lines(vm, taps), host_ns))
-        sysctls = [f"net/ipv4/conf/{t}/rp_filter=0" for t in taps.values()]
-        sysctls += [f"net/ipv6/conf/{t}/accept_ra=0" for t in taps.values()]
-        nsexec.run(nsexec.Job(("sysctl", "-q", "-w", *sysctls), ns=host_ns, what="tap sysctls"))
+        taps = wire_taps(plan, vm, dom.XMLDesc(0))
         return Guest(
             vm.key,
             vm.name,
