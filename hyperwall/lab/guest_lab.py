@@ -36,9 +36,10 @@ def check_available() -> None:
 
 
 def plan_for(plan: LabPlan) -> LabPlan:
-    """The namespaces and links to build when the VMs are guests (LabInputError if not fit)."""
-    if plan.mode != "routed":
-        raise LabInputError("--vm libvirt supports --mode routed only (bridge: not yet)")
+    """The namespaces and links to build when the VMs are guests (LabInputError if not fit).
+
+    Both attachments: routed (`<interface type='ethernet'>` taps) and bridge (`<interface
+    type='bridge'>` on the host's `hwbr0`, which the plan builds with only its VXLAN port)."""
     guests.check_guests(plan)
     return guests.vm_free_plan(plan)
 

@@ -7,12 +7,14 @@
   direct kernel boot of the lab image (`guest_image`), 128 MiB, virtio-net without vhost
   (`<driver name='qemu'/>`) and without option ROM, a virtio-serial `<channel type='unix'>`
   named `hyperwall.control` (QEMU listens; `guest_proxy` connects), and the serial console
-  to a file. Routed: `<interface type='ethernet'>`, taps named by libvirt (`vnet0`...).
+  to a file. Routed: `<interface type='ethernet'>`; bridge mode: `<interface type='bridge'>`
+  on the host's `hwbr0` (libvirt enslaves the tap). Taps named by libvirt (`vnet0`...).
 - `start_guests`: defines and starts every guest, all at once (TCG boots take seconds; the
   daemons and QEMUs work in parallel), then, acting as the hypervisor's network setup (not
   the firewall), reads each live XML for its taps and gives every tap the gateway addresses
   and a `/32` / `/128` route and a permanent neighbour per guest address, in the host's
-  namespace, as `build` does for the namespace VMs' veths. Then a `guest_proxy` per guest.
+  namespace, as `build` does for the namespace VMs' veths (bridge mode: nothing, the bridge
+  is the network). Then a `guest_proxy` per guest.
 - `expected_hashes`: what each host's agent reports once it enforces the documents on
   these taps (the compiled program bound to the taps, `hypervisor.localize`).
 
@@ -31,13 +33,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hyperwall.attachment import Attachment
 from hyperwall.hypervisor.domain_xml import domain_xml
 from hyperwall.io.files import read_documents
 from hyperwall.lab import libvirtd, nsexec, responder_client
 from hyperwall.lab.errors import LabError, LabInputError
 from hyperwall.lab.guest_image import GuestImage
 from hyperwall.lab.state import LabPaths, Responder
-from hyperwall.lab.topology import GATEWAY4, GATEWAY6, LabPlan, LabVm
+from hyperwall.lab.topology import GATEWAY4, GATEWAY6, HOST_BRIDGE, LabPlan, LabVm
 from hyperwall.policy import documents as d
 
 CHANNEL = "hyperwall.control"
@@ -162,13 +165,15 @@ def vm_free_plan(plan: LabPlan) -> LabPlan:
     )
 
 
-def kernel_cmdline(vm: LabVm) -> str:
+def kernel_cmdline(vm: LabVm, mode: Attachment = "routed") -> str:
+    """The guest's `/init` reads this: name, interfaces, and the gateways (`hwgw=onlink` in
+    bridge mode: every destination on the segment, like the namespace VMs there)."""
     words = ["console=ttyS0", "quiet", "panic=-1", f"hwname={vm.name}"]
     for iface in vm.interfaces:
         words.append(
             f"hwif={iface.mac.lower()},{iface.name},{iface.table or 0},{'+'.join(iface.ips)}"
         )
-    words.append(f"hwgw={GATEWAY4},{GATEWAY6}")
+    words.append("hwgw=onlink" if mode == "bridge" else f"hwgw={GATEWAY4},{GATEWAY6}")
     return " ".join(words)
 
 
@@ -179,12 +184,13 @@ def guest_domain_xml(
     channel: Path,
     console: Path,
     dtype: str = "qemu",
+    mode: Attachment = "routed",
 ) -> str:
     os_el = ET.Element("os")
     ET.SubElement(os_el, "type", {"arch": "x86_64", "machine": "pc"}).text = "hvm"
     ET.SubElement(os_el, "kernel").text = str(image.kernel)
     ET.SubElement(os_el, "initrd").text = str(image.initrd)
-    ET.SubElement(os_el, "cmdline").text = kernel_cmdline(vm)
+    ET.SubElement(os_el, "cmdline").text = kernel_cmdline(vm, mode)
     chan = ET.Element("channel", {"type": "unix"})
     ET.SubElement(chan, "source", {"mode": "bind", "path": str(channel)})
     ET.SubElement(chan, "target", {"type": "virtio", "name": CHANNEL})
@@ -200,13 +206,15 @@ def guest_domain_xml(
     text = domain_xml(
         doc,
         domain_type=dtype,
-        interface_type="ethernet",
+        interface_type="bridge" if mode == "bridge" else "ethernet",
         extra_devices=extra,
         os_xml=os_el,
         memory_mib=MEMORY_MIB,
     )
     root = ET.fromstring(text)
     for iface in root.iter("interface"):
+        if mode == "bridge":
+            ET.SubElement(iface, "source", {"bridge": HOST_BRIDGE})
         ET.SubElement(iface, "model", {"type": "virtio"})
         ET.SubElement(iface, "driver", {"name": "qemu"})  # no vhost-net here
         ET.SubElement(iface, "rom", {"enabled": "no"})
@@ -243,13 +251,16 @@ def host_tap_lines(vm: LabVm, taps: Mapping[str, str]) -> list[str]:
 
 
 def wire_taps(plan: LabPlan, vm: LabVm, live_xml: str) -> dict[str, str]:
-    """The hypervisor's network setup for a guest that just started (routed): its taps
-    (MAC -> tap, from the live XML) get the gateway addresses, routes and neighbours in the
-    host namespace. Not the firewall: the agent does that. LabError if a tap is missing."""
+    """The hypervisor's network setup for a guest that just started: its taps (MAC -> tap,
+    from the live XML). Routed: they get the gateway addresses, routes and neighbours in the
+    host namespace; bridge mode: nothing (libvirt made them ports of `hwbr0`). Not the
+    firewall: the agent does that. LabError if a tap is missing."""
     taps = taps_of(live_xml)
     missing = [i.mac for i in vm.interfaces if i.mac.lower() not in taps]
     if missing:
         raise LabError(f"guest {vm.key}: no tap for {', '.join(missing)}")
+    if plan.mode == "bridge":
+        return taps
     host_ns = plan.host(vm.host).ns
     nsexec.run(nsexec.batch_job(host_tap_lines(vm, taps), host_ns))
     sysctls = [f"net/ipv4/conf/{t}/rp_filter=0" for t in taps.values()]
@@ -307,7 +318,7 @@ def start_guests(
     def boot(vm: LabVm) -> Guest:
         channel = guests_dir / f"v{vm.index}.chan"
         console = libvirtd.console_log(paths, vm.host, vm.name)
-        xml = guest_domain_xml(docs[vm.key], vm, image, channel, console, dtype)
+        xml = guest_domain_xml(docs[vm.key], vm, image, channel, console, dtype, plan.mode)
         conn = conns[vm.host]
         try:
             dom = conn.defineXML(xml)
