@@ -1,6 +1,6 @@
 """`hyperwall lab ...`: real hosts and VMs as network namespaces, from the same documents.
 
-Commands: `up`, `apply`, `probe`, `status`, `exec`, `down`. Exit codes: 0 good, 1 a probe
+Commands: `up`, `apply`, `probe`, `status`, `exec`, `migrate`, `down`. Exit codes: 0 good, 1 a probe
 not allowed or a lab failure, 2 bad input. The work is done by `hyperwall.lab.Lab`.
 """
 
@@ -220,3 +220,38 @@ def down(name: str = _NAME) -> None:
     lab = _lab(name)
     removed = _run(lab.down)
     out.print(f"lab {name} down: {len(removed)} namespaces and links removed")
+
+
+@lab_app.command("migrate")
+def migrate(
+    vm: str = typer.Argument(..., help="The VM (workload name or tenant/name) to move"),
+    to: str = typer.Option(..., "--to", help="The host it moves to"),
+    name: str = _NAME,
+    no_state: bool = typer.Option(
+        False, "--no-state", help="Skip the agents' connection-state handover"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object"),
+    timeout: float = typer.Option(
+        DEFAULT_AGENT_TIMEOUT, "--timeout", help="Seconds to wait for the agents to converge"
+    ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="Admin token, for a lab whose agents follow a manager"
+    ),
+) -> None:
+    """Move a running VM to another host: its links, the underlay routes, its documents."""
+    lab = _lab(name)
+    token = token_file.read_text().strip() if token_file is not None else None
+    report = _run(lambda: lab.migrate(vm, to, state=not no_state, timeout=timeout, token=token))
+    if as_json:
+        print_json(report.to_json())
+        return
+    gap = "not measured" if report.gap_ms is None else f"{report.gap_ms:g} ms"
+    out.print(
+        f"{report.vm}: {report.source} -> {report.dest}, {report.connections} connections"
+        f" handed over{'' if report.state else ' (--no-state)'}, gap {gap}"
+        + (f" ({report.echo})" if report.echo else "")
+    )
+    for line in report.handover:
+        out.print(f"  {line}", markup=False)
+    for line in report.errors:
+        err.print(f"handover failed: {line}", markup=False)

@@ -49,8 +49,15 @@ def install_policy(paths: LabPaths, sources: Sequence[Path], generation: int) ->
                     shutil.copyfile(file, dest)
         else:
             shutil.copyfile(source, tmp / f"{i:02d}-{source.name}")
+    install_generation(paths, tmp, generation)
+
+
+def install_generation(paths: LabPaths, folder: Path, generation: int) -> None:
+    """Rename the complete `folder` to `policy.N` and point the `policy` symlink at it
+    (atomically); generations older than N-1 are deleted."""
+    target = paths.policy_generation(generation)
     shutil.rmtree(target, ignore_errors=True)
-    os.rename(tmp, target)
+    os.rename(folder, target)
     link = paths.dir / "policy.link.tmp"
     link.unlink(missing_ok=True)
     link.symlink_to(target.name)

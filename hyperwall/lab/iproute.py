@@ -46,17 +46,18 @@ def _vxlan(x: Vxlan) -> str:
     )
 
 
-def _address(a: Address) -> str:
-    line = f"address add {a.cidr} dev {a.dev}"
+def address_line(a: Address, verb: str = "add") -> str:
+    line = f"address {verb} {a.cidr} dev {a.dev}"
     return line + " nodad" if ":" in a.cidr else line
 
 
-def _neighbour(n: Neighbour) -> str:
+def neighbour_line(n: Neighbour) -> str:
     return f"neigh replace {n.address} lladdr {n.mac} dev {n.dev} nud permanent"
 
 
-def _route(r: Route) -> str:
-    parts = ["route add"]
+def route_line(r: Route, verb: str = "add") -> str:
+    """`route add` (construction), `replace` (a migration: idempotent) or `del`."""
+    parts = [f"route {verb}"]
     if r.local:
         parts.append("local")
     parts.append(r.dst)
@@ -74,7 +75,7 @@ def _rule(r: Rule) -> str:
     return f"rule add from {r.src} table {r.table} pref {r.priority}"
 
 
-def _link_up(link: str, master: str | None) -> list[str]:
+def link_up_lines(link: str, master: str | None) -> list[str]:
     lines = [f"link set {link} addrgenmode none"]
     if master is not None:
         lines.append(f"link set {link} master {master}")
@@ -94,20 +95,20 @@ def namespace_lines(plan: LabPlan, ns: str) -> list[str]:
         if b.ns == ns:
             mac = f" address {b.mac}" if b.mac is not None else ""
             lines.append(f"link add {b.name}{mac} type bridge stp_state 0 mcast_snooping 0")
-            lines += _link_up(b.name, None)
+            lines += link_up_lines(b.name, None)
             ports.update((p, b.name) for p in b.ports)
             made.add(b.name)
     vxlans = [x for x in plan.vxlans if x.ns == ns]
     made |= {x.name for x in vxlans}
     for link in plan.links_in(ns):
         if link not in made:
-            lines += _link_up(link, ports.get(link))
+            lines += link_up_lines(link, ports.get(link))
     for x in vxlans:
         lines.append(_vxlan(x))
-        lines += _link_up(x.name, ports.get(x.name))
-    lines += [_address(a) for a in plan.addresses if a.ns == ns]
-    lines += [_neighbour(n) for n in plan.neighbours if n.ns == ns]
-    lines += [_route(r) for r in plan.routes if r.ns == ns]
+        lines += link_up_lines(x.name, ports.get(x.name))
+    lines += [address_line(a) for a in plan.addresses if a.ns == ns]
+    lines += [neighbour_line(n) for n in plan.neighbours if n.ns == ns]
+    lines += [route_line(r) for r in plan.routes if r.ns == ns]
     return lines
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from hyperwall.attachment import Attachment
 from hyperwall.io.files import load_catalog
@@ -32,6 +33,9 @@ from hyperwall.lab.state import (
 )
 from hyperwall.lab.topology import LabNames, LabPlan, build_plan, check_lab_name
 from hyperwall.policy.model import Catalog
+
+if TYPE_CHECKING:
+    from hyperwall.lab.migrate import MigrationReport
 
 DEFAULT_PROBE_TIMEOUT = 1.0
 DEFAULT_AGENT_TIMEOUT = 60.0
@@ -462,3 +466,19 @@ class Lab:
         agent = replace(state.agents[host], pid=pid)
         write_state(self.paths, replace(state, agents={**state.agents, host: agent}))
         return pid
+
+    # -- live migration --------------------------------------------------------------------
+
+    def migrate(
+        self,
+        vm: str,
+        to: str,
+        state: bool = True,
+        timeout: float = DEFAULT_AGENT_TIMEOUT,
+        token: str | None = None,
+    ) -> MigrationReport:
+        """Move namespace VM `vm` to host `to` while it runs (`lab.migrate`; docs/design/lab.md,
+        "Migration"); `state=False` skips the agents' connection-state handover."""
+        from hyperwall.lab.migrate import migrate
+
+        return migrate(self, vm, to, state, timeout, token)
