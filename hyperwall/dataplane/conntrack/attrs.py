@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import struct
 from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
 from hyperwall.dataplane.conntrack.entry import (
     ICMP_PROTOCOLS,
-    IPS_CONFIRMED,
     IPPROTO_ICMPV6,
     IPPROTO_TCP,
+    IPS_CONFIRMED,
     PORT_PROTOCOLS,
     ZONE_DIR_BOTH,
     ZONE_DIR_ORIG,
@@ -100,8 +101,113 @@ def nest(kind: int, *parts: bytes) -> bytes:
     return _NLA.pack(4 + len(body), kind | NLA_F_NESTED) + body
 
 
+def _swap16(value: int) -> int:
+    """A host-order u16 as it reads in big-endian (headers inside a '>' struct format)."""
+    return int.from_bytes(struct.pack("=H", value), "big")
+
+
+class _Template:
+    """A tuple's attributes (without its own header) as '>' structs: the attribute headers
+    are constants (byte-swapped into big-endian), the rest are the tuple's values. Encodes
+    in one `pack`; decodes in two `unpack_from` (headers, to check the shape; values) when
+    the headers match, which they do for what the kernel dumps (same attributes, order)."""
+
+    def __init__(self, fields: list[tuple[str, int | None]]) -> None:
+        self.struct = struct.Struct(">" + "".join(f for f, _ in fields))
+        self.size = self.struct.size
+        self.consts = tuple(_swap16(c) for _, c in fields if c is not None)
+        self.const_at = [i for i, (_, c) in enumerate(fields) if c is not None]
+        self.value_at = [i for i, (_, c) in enumerate(fields) if c is None]
+        pads = [f if c is not None else f"{struct.calcsize('>' + f)}x" for f, c in fields]
+        vals = [f if c is None else "2x" for f, c in fields]
+        self.headers = struct.Struct(">" + "".join(pads))
+        self.values = struct.Struct(">" + "".join(vals))
+        self._header = struct.Struct("=HH")
+
+    def pack(self, kind: int, values: tuple[object, ...]) -> bytes:
+        args: list[object] = [0] * (len(self.const_at) + len(self.value_at))
+        for i, c in zip(self.const_at, self.consts, strict=True):
+            args[i] = c
+        for i, v in zip(self.value_at, values, strict=True):
+            args[i] = v
+        return self._header.pack(4 + self.size, kind | NLA_F_NESTED) + self.struct.pack(*args)
+
+    def unpack(self, data: bytes | memoryview, start: int) -> tuple[Any, ...] | None:
+        if self.headers.unpack_from(data, start) != self.consts:
+            return None
+        return self.values.unpack_from(data, start)
+
+
+def _h(length: int, kind: int) -> list[tuple[str, int | None]]:
+    return [("H", length), ("H", kind)]
+
+
+def _ip_fields(v6: bool) -> list[tuple[str, int | None]]:
+    size, src, dst = (16, CTA_IP_V6_SRC, CTA_IP_V6_DST) if v6 else (4, CTA_IP_V4_SRC, CTA_IP_V4_DST)
+    return [
+        *_h(4 + 2 * (4 + size), CTA_TUPLE_IP | NLA_F_NESTED),
+        *_h(4 + size, src),
+        (f"{size}s", None),
+        *_h(4 + size, dst),
+        (f"{size}s", None),
+    ]
+
+
+def _u8_fields(kind: int) -> list[tuple[str, int | None]]:
+    return [*_h(5, kind), ("B3x", None)]
+
+
+def _be16_fields(kind: int) -> list[tuple[str, int | None]]:
+    return [*_h(6, kind), ("H2x", None)]
+
+
+def _templates() -> dict[tuple[bool, str], _Template]:
+    out = {}
+    for v6 in (False, True):
+        icmp = CTA_PROTO_ICMPV6_ID if v6 else CTA_PROTO_ICMP_ID
+        shapes = {
+            "ports": [
+                *_u8_fields(CTA_PROTO_NUM),
+                *_be16_fields(CTA_PROTO_SRC_PORT),
+                *_be16_fields(CTA_PROTO_DST_PORT),
+            ],
+            "icmp": [
+                *_u8_fields(CTA_PROTO_NUM),
+                *_be16_fields(icmp),
+                *_u8_fields(icmp + 1),
+                *_u8_fields(icmp + 2),
+            ],
+            "other": _u8_fields(CTA_PROTO_NUM),
+        }
+        for shape, proto in shapes.items():
+            length = 4 + 8 * (len(proto) // 3)
+            fields = [*_ip_fields(v6), *_h(length, CTA_TUPLE_PROTO | NLA_F_NESTED), *proto]
+            out[(v6, shape)] = _Template(fields)
+    return out
+
+
+_TEMPLATES = _templates()
+_BY_SIZE: dict[int, list[tuple[str, _Template]]] = {}
+for (_, _shape_name), _template in _TEMPLATES.items():
+    _BY_SIZE.setdefault(_template.size, []).append((_shape_name, _template))
+
+
+def _shape(proto: int) -> str:
+    if proto in PORT_PROTOCOLS:
+        return "ports"
+    return "icmp" if proto in ICMP_PROTOCOLS else "other"
+
+
 def encode_tuple(kind: int, t: Tuple, zone: int | None = None) -> bytes:
     """`CTA_TUPLE_ORIG`/`CTA_TUPLE_REPLY` (`kind`) for `t`; `zone` adds `CTA_TUPLE_ZONE`."""
+    if zone is None:
+        template = _TEMPLATES[(t.family == 6, _shape(t.proto))]
+        values: tuple[object, ...] = (t.src.packed, t.dst.packed, t.proto)
+        if t.proto in PORT_PROTOCOLS:
+            values += (t.sport, t.dport)
+        elif t.proto in ICMP_PROTOCOLS:
+            values += (t.sport, t.icmp_type, t.icmp_code)
+        return template.pack(kind, values)
     if t.family == 4:
         ip = nest(
             CTA_TUPLE_IP, attr(CTA_IP_V4_SRC, t.src.packed), attr(CTA_IP_V4_DST, t.dst.packed)
@@ -151,18 +257,79 @@ def zone_attrs(entry: Entry) -> tuple[bytes, int | None, int | None]:
     return b"", orig, reply
 
 
-def encode(entry: Entry) -> bytes:
-    """The attributes of an `IPCTNL_MSG_CT_NEW` that creates (or updates) `entry`."""
+def _fast_encoder(size: int) -> tuple[struct.Struct, tuple[bytes, ...]]:
+    """One struct for a whole entry of a port protocol (TCP, UDP, ...) with addresses of
+    `size` bytes and TCP info, and its constant attribute headers: one `pack` per entry."""
+
+    def h(length: int, kind: int) -> bytes:
+        return _NLA.pack(length, kind)
+
+    tuple_len = 4 + (4 + 2 * (4 + size)) + 28
+    ip = h(4 + 2 * (4 + size), CTA_TUPLE_IP | NLA_F_NESTED)
+    head = [
+        h(tuple_len, CTA_TUPLE_ORIG | NLA_F_NESTED) + ip + h(4 + size, 3 if size == 16 else 1),
+        h(4 + size, 4 if size == 16 else 2),
+        h(28, CTA_TUPLE_PROTO | NLA_F_NESTED) + h(5, CTA_PROTO_NUM),
+        h(6, CTA_PROTO_SRC_PORT),
+        h(6, CTA_PROTO_DST_PORT),
+        h(tuple_len, CTA_TUPLE_REPLY | NLA_F_NESTED) + ip + h(4 + size, 3 if size == 16 else 1),
+        h(4 + size, 4 if size == 16 else 2),
+        h(28, CTA_TUPLE_PROTO | NLA_F_NESTED) + h(5, CTA_PROTO_NUM),
+        h(6, CTA_PROTO_SRC_PORT),
+        h(6, CTA_PROTO_DST_PORT),
+        h(8, CTA_STATUS),
+        h(8, CTA_TIMEOUT),
+        h(8, CTA_MARK),
+        h(48, CTA_PROTOINFO | NLA_F_NESTED)
+        + h(44, CTA_PROTOINFO_TCP | NLA_F_NESTED)
+        + h(5, CTA_PROTOINFO_TCP_STATE),
+        h(5, CTA_PROTOINFO_TCP_WSCALE_ORIGINAL),
+        h(5, CTA_PROTOINFO_TCP_WSCALE_REPLY),
+        h(6, CTA_PROTOINFO_TCP_FLAGS_ORIGINAL),
+        h(6, CTA_PROTOINFO_TCP_FLAGS_REPLY),
+    ]
+    a = f"{size}s"
+    tup = f"{len(head[0])}s{a}4s{a}8sB3x4sH2x4sH2x"
+    fmt = ">" + tup + tup + "4sI4sI4sI" + "12sB3x4sB3x4sB3x4sBB2x4sBB2x"
+    return struct.Struct(fmt), tuple(head)
+
+
+_FAST = {4: _fast_encoder(4), 6: _fast_encoder(16)}
+
+
+def _encode_fast(entry: Entry, tcp: TcpInfo, confirmed: int) -> bytes:
+    o, r = entry.orig, entry.reply
+    packer, h = _FAST[o.family]
+    return packer.pack(
+        h[0], o.src.packed, h[1], o.dst.packed, h[2], o.proto, h[3], o.sport, h[4], o.dport,
+        h[5], r.src.packed, h[6], r.dst.packed, h[7], r.proto, h[8], r.sport, h[9], r.dport,
+        h[10], entry.status | confirmed, h[11], entry.timeout, h[12], entry.mark,
+        h[13], tcp.state, h[14], tcp.wscale_orig, h[15], tcp.wscale_reply,
+        h[16], tcp.flags_orig, 0xFF, h[17], tcp.flags_reply, 0xFF,
+    )  # fmt: skip
+
+
+def encode(entry: Entry, for_kernel: bool = True) -> bytes:
+    """The attributes of an `IPCTNL_MSG_CT_NEW` that creates (or updates) `entry`.
+    `for_kernel` adds `IPS_CONFIRMED` to the status (without it, the status is as is)."""
+    confirmed = IPS_CONFIRMED if for_kernel else 0
+    tcp = entry.tcp
+    if tcp is not None and entry.orig.proto == IPPROTO_TCP and entry.zone_dir == ZONE_DIR_BOTH:
+        body = _encode_fast(entry, tcp, confirmed)
+        if entry.zone:
+            body += _be16(CTA_ZONE, entry.zone)
+        if entry.labels:
+            body += attr(CTA_LABELS, entry.labels.to_bytes(LABELS_BYTES, "little"))
+        return body
     zone, orig_zone, reply_zone = zone_attrs(entry)
     parts = [
         encode_tuple(CTA_TUPLE_ORIG, entry.orig, orig_zone),
         encode_tuple(CTA_TUPLE_REPLY, entry.reply, reply_zone),
         zone,
-        _be32(CTA_STATUS, entry.status | IPS_CONFIRMED),
+        _be32(CTA_STATUS, entry.status | confirmed),
         _be32(CTA_TIMEOUT, entry.timeout),
+        _be32(CTA_MARK, entry.mark),
     ]
-    if entry.mark:
-        parts.append(_be32(CTA_MARK, entry.mark))
     if entry.tcp is not None:
         parts.append(_encode_tcp(entry.tcp))
     if entry.labels:
@@ -234,8 +401,44 @@ def _u8_at(data: bytes | memoryview, span: tuple[int, int] | None) -> int:
     return 0 if span is None else data[span[0]]
 
 
-def decode_tuple(data: bytes | memoryview, span: tuple[int, int]) -> tuple[Tuple, int | None]:
-    """A tuple attribute's payload: the tuple and its `CTA_TUPLE_ZONE`, if any."""
+AddressCache = dict[bytes, Address]
+
+
+def _cached(cache: AddressCache, raw: bytes) -> Address:
+    found = cache.get(raw)
+    if found is None:
+        found = cache[raw] = IPv4Address(raw) if len(raw) == 4 else IPv6Address(raw)
+    return found
+
+
+def _fast_tuple(
+    data: bytes | memoryview, span: tuple[int, int], cache: AddressCache
+) -> Tuple | None:
+    """The tuple by one of the templates, or None if it is not in a template's shape."""
+    for shape, template in _BY_SIZE.get(span[1] - span[0], ()):
+        got = template.unpack(data, span[0])
+        if got is None:
+            continue
+        src, dst, proto = _cached(cache, got[0]), _cached(cache, got[1]), got[2]
+        if _shape(proto) != shape:
+            return None
+        rest = got[3:]
+        if shape == "ports":
+            return Tuple(src, dst, proto, rest[0], rest[1])
+        if shape == "icmp":
+            return Tuple(src, dst, proto, rest[0], 0, rest[1], rest[2])
+        return Tuple(src, dst, proto)
+    return None
+
+
+def decode_tuple(
+    data: bytes | memoryview, span: tuple[int, int], cache: AddressCache | None = None
+) -> tuple[Tuple, int | None]:
+    """A tuple attribute's payload: the tuple and its `CTA_TUPLE_ZONE`, if any. `cache`
+    shares address objects between entries (a VM's address is in each of its entries)."""
+    fast = _fast_tuple(data, span, {} if cache is None else cache)
+    if fast is not None:
+        return fast, None
     top = parse(data, *span)
     if CTA_TUPLE_IP not in top or CTA_TUPLE_PROTO not in top:
         raise DecodeError("tuple without addresses or protocol")
@@ -261,7 +464,21 @@ def decode_tuple(data: bytes | memoryview, span: tuple[int, int]) -> tuple[Tuple
     return Tuple(src, dst, proto), zone
 
 
+_TCP_DUMPED = struct.Struct("=HHHHB3xHHB3xHHB3xHHBB2xHHBB2x")
+_TCP_HEADERS = (
+    44, CTA_PROTOINFO_TCP | NLA_F_NESTED, 5, CTA_PROTOINFO_TCP_STATE,
+    5, CTA_PROTOINFO_TCP_WSCALE_ORIGINAL, 5, CTA_PROTOINFO_TCP_WSCALE_REPLY,
+    6, CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, 6, CTA_PROTOINFO_TCP_FLAGS_REPLY,
+)  # fmt: skip
+
+
 def _decode_tcp(data: bytes | memoryview, span: tuple[int, int]) -> TcpInfo | None:
+    if span[1] - span[0] == _TCP_DUMPED.size:
+        g = _TCP_DUMPED.unpack_from(data, span[0])
+        if (g[0], g[1], g[2], g[3], g[5], g[6], g[8], g[9], g[11], g[12], g[15], g[16]) == (
+            _TCP_HEADERS
+        ):
+            return TcpInfo(g[4], g[7], g[10], g[13], g[17])
     info = parse(data, *span)
     if CTA_PROTOINFO_TCP not in info:
         return None
@@ -275,14 +492,20 @@ def _decode_tcp(data: bytes | memoryview, span: tuple[int, int]) -> TcpInfo | No
     )
 
 
-def decode(data: bytes | memoryview, start: int = 0, end: int | None = None) -> Entry:
+def decode(
+    data: bytes | memoryview,
+    start: int = 0,
+    end: int | None = None,
+    cache: AddressCache | None = None,
+) -> Entry:
     """The entry described by the attributes in data[start:end] (a `CT_NEW` or a dumped
     entry). Attributes that are not kept (see `conntrack.entry`) are skipped."""
     top = parse(data, start, len(data) if end is None else end)
     if CTA_TUPLE_ORIG not in top or CTA_TUPLE_REPLY not in top:
         raise DecodeError("entry without both tuples")
-    orig, orig_zone = decode_tuple(data, top[CTA_TUPLE_ORIG])
-    reply, reply_zone = decode_tuple(data, top[CTA_TUPLE_REPLY])
+    cache = {} if cache is None else cache
+    orig, orig_zone = decode_tuple(data, top[CTA_TUPLE_ORIG], cache)
+    reply, reply_zone = decode_tuple(data, top[CTA_TUPLE_REPLY], cache)
     zone, zone_dir = 0, ZONE_DIR_BOTH
     if CTA_ZONE in top:
         zone = _be16_at(data, top[CTA_ZONE])

@@ -27,6 +27,7 @@ from typing import Literal, Self
 
 from hyperwall.dataplane.conntrack import attrs, messages
 from hyperwall.dataplane.conntrack.entry import Address, Entry
+from hyperwall.dataplane.conntrack.transfer import Delta
 from hyperwall.dataplane.netns import enter, inside
 
 NETLINK_NETFILTER = 12
@@ -164,7 +165,9 @@ class Conntrack:
         for start in range(0, len(entries), _CHUNK):
             chunk = entries[start : start + _CHUNK]
             seq = self._next(len(chunk))
-            for index, error in self._exchange(messages.delete_messages(chunk, seq), seq, len(chunk)):
+            for index, error in self._exchange(
+                messages.delete_messages(chunk, seq), seq, len(chunk)
+            ):
                 if error == errno.ENOENT:
                     gone += 1
                 else:
@@ -215,7 +218,9 @@ class Conntrack:
 
 
 def _open() -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+    sock = socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+    )
     try:
         sock.settimeout(_TIMEOUT)
         sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 8 << 20)
@@ -226,3 +231,12 @@ def _open() -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def apply(conntrack: Conntrack, change: Delta) -> None:
+    """Carry out a switchover delta on the destination: delete the removed entries, then
+    create or update the changed ones."""
+    if change.removed:
+        conntrack.delete(list(change.removed))
+    if change.changed:
+        conntrack.inject(list(change.changed), on_exists="update")

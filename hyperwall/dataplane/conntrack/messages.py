@@ -59,9 +59,7 @@ def new_messages(entries: Sequence[Entry], seq: int, update: bool) -> bytes:
     for i, entry in enumerate(entries):
         flags = base | NLM_F_ACK if i == last else base
         parts.append(
-            message(
-                IPCTNL_MSG_CT_NEW, flags, seq + i, family_of(entry.family), attrs.encode(entry)
-            )
+            message(IPCTNL_MSG_CT_NEW, flags, seq + i, family_of(entry.family), attrs.encode(entry))
         )
     return b"".join(parts)
 
@@ -122,11 +120,8 @@ def replies(data: bytes | memoryview) -> Iterator[Reply]:
         if length < _NLMSG.size:
             break
         error = None
-        if kind == NLMSG_ERROR:
+        # An error carries an int; so does a dump's end (an error if it failed part-way).
+        if kind == NLMSG_ERROR or (kind == NLMSG_DONE and length >= _NLMSG.size + 4):
             (error,) = struct.unpack_from("=i", data, offset + _NLMSG.size)
-        elif kind == NLMSG_DONE:
-            # A dump's end carries an int too: an error if the dump failed part-way.
-            if length >= _NLMSG.size + 4:
-                (error,) = struct.unpack_from("=i", data, offset + _NLMSG.size)
         yield Reply(kind, seq, error, offset + HEADER, offset + length)
         offset += (length + 3) & ~3
