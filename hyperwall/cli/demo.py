@@ -6,10 +6,16 @@ documents through the manager, waits for every host to realize them, prints a ma
 probes (expected by `trace` vs observed) and serves the API until Ctrl-C; then removes
 everything it made. `--trace-only` prints the trace table without root or kernel.
 Probes come from `probes.tsv` beside the documents: `from to service expected [why]`.
+
+`--vm libvirt`: every VM is a real QEMU guest under a libvirtd per host (`lab up --vm
+libvirt`); each agent learns its VMs from its libvirtd only, and a second table shows, from
+the agents' `domains.json`, on which host each VM runs, its taps, and that its identity came
+from libvirt (the `hw:workload` metadata of its domain).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,8 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import typer
 from rich.markup import escape
@@ -28,6 +35,7 @@ from hyperwall.analysis.trace import TraceInputError, trace
 from hyperwall.cli.common import EXIT_OK, EXIT_VERDICT, fail, load_or_exit, out
 from hyperwall.client.api import ClientError, ManagerClient
 from hyperwall.io.files import read_documents
+from hyperwall.lab import libvirtd
 from hyperwall.lab.lab import Lab
 from hyperwall.lab.relay import LoopbackRelay
 from hyperwall.lab.topology import LabPlan
@@ -119,6 +127,53 @@ def _table(rows: list[tuple[Probe, str, str, str]], observed: Sequence[str] | No
     return wrong
 
 
+IDENTITY = "libvirt domain metadata"
+
+
+def vm_rows(
+    catalog: Catalog, reports: Mapping[str, Mapping[str, Any]]
+) -> list[tuple[str, str, str, str, str]]:
+    """(VM, host, state, taps, identity) per workload, from each host's `domains.json`:
+    the host whose libvirtd runs the domain, and whether its agent took the identity from the
+    domain's metadata (managed) or not (unmanaged: why; not found)."""
+    rows = []
+    for key, w in sorted(catalog.workloads.items()):
+        found = []
+        for host, report in sorted(reports.items()):
+            dom = report.get("domains", {}).get(w.name)
+            if dom is not None:
+                found.append((host, dom, report.get("unmanaged", {}).get(w.name)))
+        if not found:
+            rows.append((key, "-", "-", "-", "[red]not found in any libvirtd[/red]"))
+            continue
+        running = [f for f in found if f[1].get("state") == "running"] or found
+        host, dom, why = running[0]
+        taps = ", ".join(str(t.get("dev")) for t in dom.get("taps", ()))
+        identity = IDENTITY if dom.get("managed") else f"[red]unmanaged: {why}[/red]"
+        rows.append((key, host, str(dom.get("state", "?")), taps or "-", identity))
+    return rows
+
+
+def _vm_table(rows: list[tuple[str, str, str, str, str]]) -> int:
+    table = Table(title="VMs: where they run and where their identity came from")
+    for column in ("VM", "host", "state", "taps", "identity"):
+        table.add_column(column)
+    for key, host, state, taps, identity in rows:
+        table.add_row(escape(key), escape(host), escape(state), escape(taps), identity)
+    out.print(table)
+    return sum(identity != IDENTITY for *_, identity in rows)
+
+
+def _read_domains(lab: Lab) -> dict[str, dict[str, Any]]:
+    reports = {}
+    for host in lab.state().agents:
+        try:
+            reports[host] = json.loads((lab.paths.agent_dir(host) / "domains.json").read_text())
+        except (OSError, ValueError):
+            reports[host] = {}
+    return reports
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -129,6 +184,9 @@ def demo(
     trace_only: bool = typer.Option(False, "--trace-only", help="Traces only: no root"),
     exit_after: bool = typer.Option(False, "--exit", help="Clean up after the matrix"),
     name: str = typer.Option("demo", "--name", help="Lab name"),
+    vm: str = typer.Option(
+        "netns", "--vm", help="VMs: netns (namespaces) or libvirt (real QEMU guests)"
+    ),
 ) -> None:
     """Manager + lab + one agent per host, examples applied, real probes vs trace."""
     catalog = load_or_exit(files)
@@ -138,8 +196,15 @@ def demo(
     rows = _trace_rows(catalog, read_probes(table_path))
     if trace_only:
         raise typer.Exit(EXIT_OK if _table(rows, None) == 0 else EXIT_VERDICT)
+    if vm not in ("netns", "libvirt"):
+        fail(f"bad --vm {vm!r}: expected netns or libvirt")
+    kind: Literal["netns", "libvirt"] = "libvirt" if vm == "libvirt" else "netns"
     if os.geteuid() != 0:
         fail("the demo builds network namespaces: run it as root (or use --trace-only)")
+    if kind == "libvirt":
+        why = libvirtd.missing()
+        if why is not None:
+            fail(why)
     state = Path(tempfile.mkdtemp(prefix="hyperwall-demo-"))
     port = _free_port()
     lab = Lab(name)
@@ -162,9 +227,13 @@ def demo(
         def relay(plan: LabPlan) -> None:  # agents in host namespaces reach the manager
             relays.append(LoopbackRelay([h.ns for h in plan.hosts], port))
 
-        lab.up(files, server=url, token_files=tokens, before_agents=relay)
-        observed = lab.probe_many([(s, d, svc) for (s, d, svc, _, _), *_ in rows])
+        lab.up(files, server=url, token_files=tokens, before_agents=relay, vm=kind)
+        timeout = 2.0 if kind == "libvirt" else 1.0  # TCG guests share the machine's cores
+        matrix = [(s, d, svc) for (s, d, svc, _, _), *_ in rows]
+        observed = lab.probe_many(matrix, timeout=timeout)
         wrong = _table(rows, observed)
+        if kind == "libvirt":
+            wrong += _vm_table(vm_rows(catalog, _read_domains(lab)))
         if exit_after:
             raise typer.Exit(EXIT_OK if wrong == 0 else EXIT_VERDICT)
         out.print(
