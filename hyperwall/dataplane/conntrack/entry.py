@@ -3,7 +3,7 @@
 Counterpart of `conntrack.attrs` (an entry as ctnetlink attributes, both ways) and
 `conntrack.wire` (an entry as compact bytes between hosts).
 
-Kept: both tuples (IPv4/IPv6; TCP, UDP, UDP-Lite, SCTP, DCCP ports; ICMP/ICMPv6 id, type,
+Kept: both tuples (IPv4/IPv6; TCP, UDP, UDP-Lite, SCTP, DCCP ports, GRE keys; ICMP/ICMPv6 id, type,
 code; any other protocol by number only), the status bits, the remaining timeout (whole
 seconds, as the kernel reports it), mark, the 128 labels, the zone (and its direction) and
 TCP's protocol info (state, window scales, flags of each direction).
@@ -67,11 +67,14 @@ IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_DCCP = 33
+IPPROTO_GRE = 47  # its keys travel as ports (nf_conntrack_proto_gre)
 IPPROTO_ICMPV6 = 58
 IPPROTO_SCTP = 132
 IPPROTO_UDPLITE = 136
 # Protocols whose tuple has ports; ICMP and ICMPv6 have id, type, code; others only a number.
-PORT_PROTOCOLS = frozenset({IPPROTO_TCP, IPPROTO_UDP, IPPROTO_DCCP, IPPROTO_SCTP, IPPROTO_UDPLITE})
+PORT_PROTOCOLS = frozenset(
+    {IPPROTO_TCP, IPPROTO_UDP, IPPROTO_DCCP, IPPROTO_GRE, IPPROTO_SCTP, IPPROTO_UDPLITE}
+)
 ICMP_PROTOCOLS = frozenset({IPPROTO_ICMP, IPPROTO_ICMPV6})
 
 # The zone applies to both directions unless the entry was made in a directional zone.

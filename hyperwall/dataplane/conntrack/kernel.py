@@ -11,9 +11,13 @@ acknowledged (see `conntrack.messages`).
 The socket is opened inside the target namespace (`netns.inside`/`netns.enter`) and stays
 bound to it; the calling thread's namespace is never used unless asked for (`netns=None`).
 
-Dumps are filtered in the kernel (`CTA_FILTER` on the original source, then destination, of
-each address: two walks of the table per address); deletes by address are kernel flushes
-with the same filter.
+Dumps of IPv4 addresses are filtered in the kernel (`CTA_FILTER` on the original source,
+then destination, of each address: two walks of the table per address); deletes by IPv4
+address are kernel flushes with the same filter. IPv6 is filtered here, from a dump of the
+namespace's IPv6 entries, and deleted entry by entry: the kernel's IPv6 address filter is
+inverted (`ctnetlink_filter_match_tuple` skips an entry when `!ipv6_addr_cmp(...)`, that is
+when the addresses are *equal*; still so in 6.18), so a filtered IPv6 dump returns every
+entry but the VM's, and a filtered IPv6 flush would delete every entry but the VM's.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from typing import Literal, Self
 
 from hyperwall.dataplane.conntrack import attrs, messages
-from hyperwall.dataplane.conntrack.entry import Address, Entry
+from hyperwall.dataplane.conntrack.entry import Address, Entry, touches
 from hyperwall.dataplane.conntrack.transfer import Delta
 from hyperwall.dataplane.netns import enter, inside
 
@@ -107,12 +111,19 @@ class Conntrack:
         entries if None), each once."""
         if addresses is None:
             return self._dump(messages.dump_request(self._next(1)))
-        wanted = sorted(set(addresses), key=lambda a: (a.version, a.packed))
-        requests = messages.address_requests(wanted, messages.IPCTNL_MSG_CT_GET, self._next(0))
+        wanted = set(addresses)
+        v4 = sorted(a for a in wanted if a.version == 4)
+        seq = self._next(2 * len(v4))
         seen: dict[tuple[int, object], Entry] = {}
-        for request in requests:
+        for request in messages.address_requests(v4, messages.IPCTNL_MSG_CT_GET, seq):
             for entry in self._dump(request):
                 seen.setdefault(entry.key, entry)
+        v6 = frozenset(a for a in wanted if a.version == 6)
+        if v6:
+            request = messages.dump_request(self._next(1), messages.AF_INET6)
+            for entry in self._dump(request):
+                if touches(entry, v6):
+                    seen.setdefault(entry.key, entry)
         return list(seen.values())
 
     def _dump(self, request: bytes) -> list[Entry]:
@@ -179,12 +190,16 @@ class Conntrack:
     def flush(self, addresses: Iterable[Address]) -> None:
         """Delete, in the kernel, every entry whose original source or destination is one
         of `addresses`."""
-        wanted = sorted(set(addresses), key=lambda a: (a.version, a.packed))
-        seq = self._next(2 * len(wanted))
-        requests = messages.address_requests(wanted, messages.IPCTNL_MSG_CT_DELETE, seq)
+        wanted = set(addresses)
+        v4 = sorted(a for a in wanted if a.version == 4)
+        seq = self._next(2 * len(v4))
+        requests = messages.address_requests(v4, messages.IPCTNL_MSG_CT_DELETE, seq)
         for i, request in enumerate(requests):
             for _, error in self._exchange(request, seq + i, 1):
                 raise ConntrackError(f"conntrack flush failed: {os.strerror(error)}")
+        v6 = [a for a in wanted if a.version == 6]
+        if v6:
+            self.delete(self.dump(v6))
 
     def count(self) -> int:
         """How many entries the namespace holds (a full dump, counted, not decoded)."""
