@@ -10,6 +10,7 @@ from hyperwall.dataplane.conntrack.entry import (
     ZONE_DIR_BOTH,
     ZONE_DIR_ORIG,
     ZONE_DIR_REPLY,
+    Address,
     Entry,
     TcpInfo,
     Tuple,
@@ -23,7 +24,7 @@ u32 = st.integers(0, 0xFFFFFFFF)
 @st.composite
 def tuples(draw: st.DrawFn) -> tuple[Tuple, Tuple]:
     v6 = draw(st.booleans())
-    addr = (
+    addr: st.SearchStrategy[Address] = (
         st.integers(0, 2**128 - 1).map(IPv6Address)
         if v6
         else st.integers(0, 2**32 - 1).map(IPv4Address)

@@ -34,8 +34,8 @@ LABELS_ON = """table inet hwct {
 
 
 def synthetic(n: int, offset: int = 0) -> list[Entry]:
-    """n distinct entries of every kind we carry: IPv4/IPv6, TCP/UDP/ICMP/an experimental protocol (253), marks,
-    labels, zones (also directional)."""
+    """n distinct entries of every kind we carry: IPv4/IPv6, TCP/UDP/ICMP/protocol 253,
+    marks, labels, zones (also directional)."""
     out = []
     for i in range(offset, offset + n):
         kind = i % 6
