@@ -251,6 +251,7 @@ def migrate(
         f" handed over{'' if report.state else ' (--no-state)'}, gap {gap}"
         + (f" ({report.echo})" if report.echo else "")
     )
+    out.print("  steps: " + ", ".join(f"{k} {v:g} ms" for k, v in report.steps_ms))
     for line in report.handover:
         out.print(f"  {line}", markup=False)
     for line in report.errors:

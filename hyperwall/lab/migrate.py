@@ -24,6 +24,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,8 @@ METER_READY = 5.0
 
 @dataclass(frozen=True, slots=True)
 class MigrationReport:
-    vm: str
+    vm: str  # as given (a name or tenant/name)
+    key: str  # the workload key
     source: str
     dest: str
     state: bool
@@ -59,6 +61,7 @@ class MigrationReport:
     echo: str | None  # "SRC -> DST udp/PORT": what the gap was measured on
     handover: tuple[str, ...] = ()  # what the agents answered, or why there was no handover
     errors: tuple[str, ...] = ()  # a failed handover (the VM moved with its policy anyway)
+    steps_ms: tuple[tuple[str, float], ...] = ()  # how long each step took
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -186,14 +189,17 @@ def switch(sw: Switchover, places: dict[str, str], dest_plan: LabPlan) -> None:
                 f"link set {link} netns {sw.dest_ns}"
             )
     nsexec.run_jobs(nsexec.batch_job(lines, ns) for ns, lines in by_ns.items())
-    if sw.sysctls:
-        nsexec.run(nsexec.Job(("sysctl", "-q", "-w", *sw.sysctls), ns=sw.dest_ns))
     jobs = [nsexec.batch_job(list(sw.attach), sw.dest_ns)]
     jobs += [nsexec.batch_job(list(lines), ns) for ns, lines in sw.reroute.items()]
     nsexec.run_jobs(jobs)
-    cleanup = [nsexec.batch_job(list(lines), ns, force=True) for ns, lines in sw.remove.items()]
-    cleanup += [_bridge_job(ns, lines) for ns, lines in sw.fdb.items()]
-    nsexec.run_jobs(cleanup, check=False)
+    # the moved links took the destination's `default` sysctls, which the plan sets to the
+    # same values: setting them per link is off the traffic's critical path
+    after = [nsexec.Job(("sysctl", "-q", "-w", *sw.sysctls), ns=sw.dest_ns)] if sw.sysctls else []
+    after += [nsexec.batch_job(list(lines), ns, force=True) for ns, lines in sw.remove.items()]
+    after += [_bridge_job(ns, lines) for ns, lines in sw.fdb.items()]
+    if sw.resolve:
+        after.append(nsexec.batch_job(list(sw.resolve), sw.vm_ns, force=True))
+    nsexec.run_jobs(after, check=False)
 
 
 # -- the gap -------------------------------------------------------------------------------
@@ -356,34 +362,51 @@ def migrate(
     peer = echo_peer(catalog, w.key)
     meter = GapMeter(plan.vm(w.key).ns, *peer) if peer else None
     connections, errors = 0, []
+    steps: list[tuple[str, float]] = []
+    clock = time.monotonic()
+
+    def step(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        steps.append((name, round((now - clock) * 1000, 1)))
+        clock = now
+
     try:
         if isinstance(hooks, Hooks):
             hooks.incoming()  # (a); a failure refuses the move: nothing has moved yet
+            step("incoming")
             if state:
                 try:
                     hooks.send("precopy")  # (b)
                 except Exception as exc:
                     errors.append(f"precopy: {exc}")
+                step("precopy")
         switch(sw, places, new_plan)  # (c)
+        step("switchover")
         if isinstance(hooks, Hooks) and state and not errors:
             try:
                 connections = hooks.send("switchover")  # (d)
             except Exception as exc:
                 errors.append(f"switchover: {exc}")
+            step("delta")
         if agents.agent_source_file(lab.paths).exists():  # (e)
             apply_to_manager(lab, w, to, token)
         write_documents(lab, w, to)
+        step("documents")
         if lab.state().agents:
             lab.wait(timeout)
+            step("converged")
         if isinstance(hooks, Hooks):
             hooks.done()  # (f)
+            step("done")
         gap = meter.stop() if meter is not None else None
     finally:
         if meter is not None:
             meter.kill()
     handover = tuple(hooks.answers) if isinstance(hooks, Hooks) else (hooks,)
     return MigrationReport(
-        vm=w.key,
+        vm=vm,
+        key=w.key,
         source=source,
         dest=to,
         state=state,
@@ -392,4 +415,5 @@ def migrate(
         echo=f"{peer[0]} -> {peer[1]} udp/{peer[2]}" if peer else None,
         handover=handover,
         errors=tuple(errors),
+        steps_ms=tuple(steps),
     )

@@ -18,6 +18,11 @@ catalog), never written by hand, so routed and bridge attachment both work.
 - `remove`: what the old plan had that the new one has no key for (no route of that
   destination and table, no neighbour of that address on that link), outside the moved
   links. Empty for both modes today; kept so a future attachment stays correct.
+- `resolve`: bridge mode only: in the VM's namespace, its neighbour entries still being
+  resolved are dropped. The VM's veth lost carrier while its peer moved (a lab artifact: a
+  guest's NIC keeps carrier through a real switchover); an ARP/ND request sent meanwhile is
+  lost and the kernel would ask again only after `retrans_time` (1 s). Dropped, the next
+  packet asks at once. (Routed mode: the VM's neighbours are permanent.)
 - `fdb`: bridge mode only: the VM's MACs are deleted from every segment member's VXLAN and
   bridge forwarding tables (learned at the source's VTEP or port), so frames to the VM are
   flooded until the members learn its new place (what QEMU's self-announcement achieves).
@@ -55,6 +60,8 @@ class Switchover:
     reroute: Mapping[str, tuple[str, ...]]  # namespace -> `ip -n NS -batch` lines
     remove: Mapping[str, tuple[str, ...]]  # namespace -> `ip -n NS -batch` lines (unchecked)
     fdb: Mapping[str, tuple[str, ...]]  # namespace -> `bridge -n NS -batch` lines (unchecked)
+    vm_ns: str = ""
+    resolve: tuple[str, ...] = ()  # `ip -n VM -batch` lines (unchecked)
 
     def move_lines(self) -> tuple[str, ...]:
         """`ip -n SOURCE -batch` lines: every link to the destination's namespace."""
@@ -167,4 +174,11 @@ def plan_switchover(old: LabPlan, new: LabPlan, key: str) -> Switchover:
         reroute={ns: batch(ns) for ns in others if batch(ns)},
         remove=remove,
         fdb=fdb,
+        vm_ns=vm_new.ns,
+        resolve=tuple(
+            f"neigh flush dev {iface.name} nud {state}"
+            for iface in vm_new.interfaces
+            for state in ("incomplete", "failed")
+            if new.mode == "bridge"
+        ),
     )
