@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,14 @@ def test_image_is_built_once_and_cached() -> None:
     assert second == first
     assert second.initrd.stat().st_mtime == built  # not rebuilt
     assert time.monotonic() - started < 10
+
+
+def test_the_guest_assets_ship_in_the_wheel() -> None:
+    """pyproject's package-data covers every file the image build reads from `guest/`."""
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["hyperwall.lab"]
+    package = root / "hyperwall" / "lab"
+    shipped = {p for pattern in patterns for p in package.glob(pattern)}
+    assets = set(guest_image.ASSETS.iterdir())
+    assert {guest_image.ASSETS / "init", guest_image.ASSETS / "hwguest.c"} <= assets <= shipped
