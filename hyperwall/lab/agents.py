@@ -32,6 +32,7 @@ from hyperwall.lab.topology import LabPlan
 from hyperwall.policy.model import Catalog
 
 VM_PREFIX = "hwt"
+HANDOVER_PORT = 7471  # each agent takes migrating VMs' connection state here, on the underlay
 
 
 def install_policy(paths: LabPaths, sources: Sequence[Path], generation: int) -> None:
@@ -94,11 +95,15 @@ def _source_args(paths: LabPaths, host: str) -> list[str]:
     return ["--server", record["server"], "--token-file", token, "--cache-dir", str(cache)]
 
 
-def agent_argv(paths: LabPaths, host: str, mode: Attachment = "routed") -> list[str]:
+def agent_argv(
+    paths: LabPaths, host: str, mode: Attachment = "routed", underlay: str | None = None
+) -> list[str]:
     from hyperwall.lab.guest_lab import agent_args  # --vm libvirt: --libvirt URI --vm-prefix vnet
 
     mode_args = ["--mode", mode] if mode != "routed" else []
     guest_args = agent_args(paths, host)
+    if underlay is not None and not guest_args:  # `lab migrate` (namespace VMs)
+        mode_args += ["--handover-listen", f"{underlay}:{HANDOVER_PORT}"]
     return [
         *hyperwall_command(),
         "agent",
@@ -118,7 +123,9 @@ def start_agents(paths: LabPaths, plan: LabPlan) -> dict[str, int]:
     for host in plan.hosts:
         paths.agent_dir(host.name).mkdir(parents=True, exist_ok=True)
         pids[host.name] = nsexec.spawn(
-            host.ns, agent_argv(paths, host.name, plan.mode), paths.agent_log(host.name)
+            host.ns,
+            agent_argv(paths, host.name, plan.mode, host.ipv4),
+            paths.agent_log(host.name),
         )
     return pids
 

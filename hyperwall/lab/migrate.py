@@ -44,7 +44,6 @@ from hyperwall.policy.model import Catalog, Workload
 if TYPE_CHECKING:
     from hyperwall.lab.lab import Lab
 
-HANDOVER_PORT = 7471  # where the lab's agents take a migrating VM's state, on the underlay
 OUTSIDE_PEER = "192.0.2.1"  # an outside address (the external namespace answers it)
 METER_READY = 5.0
 
@@ -258,7 +257,15 @@ class Hooks:
         self.answers: list[str] = []
 
     def incoming(self) -> None:
-        answer = self.dest.incoming(self.vm, self.source_host, self.key)
+        from hyperwall.agent.control import ControlError
+
+        try:
+            answer = self.dest.incoming(self.vm, self.source_host, self.key)
+        except ControlError as exc:
+            raise LabError(
+                f"refused: the agent of {self.dest_host} cannot take {self.vm} ({exc}); the VM"
+                " stays where it runs"
+            ) from None
         self.address = str(answer.get("address") or self.address)
         self.answers.append(f"incoming: {json.dumps(answer)}")
 
@@ -286,7 +293,7 @@ def handover_hooks(lab: Lab, vm: str, source: str, dest: str) -> Hooks | str:
         # TODO(handover): remove once every agent serves its control socket (agent.control);
         # until then the agents learn of the move from the documents only (step e)
         return f"the agent of {dest} has no control socket ({control}): no handover"
-    address = f"{lab.plan().host(dest).ipv4}:{HANDOVER_PORT}"
+    address = f"{lab.plan().host(dest).ipv4}:{agents.HANDOVER_PORT}"
     return Hooks(lab.paths, vm, source, dest, address)
 
 
