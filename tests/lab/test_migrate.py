@@ -14,7 +14,10 @@ import pytest
 
 from hyperwall.analysis.trace import trace
 from hyperwall.lab import Lab
-from hyperwall.lab.nsexec import Job, run
+from hyperwall.lab.migrate import link_places, placed, switch
+from hyperwall.lab.nsexec import Job, batch_job, run
+from hyperwall.lab.switchover import plan_switchover
+from hyperwall.lab.topology import build_plan
 
 from .conftest import EXAMPLES, VERDICT_TO_RESULT, lab_marks, lab_name, lab_namespaces, run_cli
 
@@ -185,3 +188,24 @@ def test_bad_input_exits_2_naming_the_field(home: Lab, vm: str, to: str, message
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in " ".join(result.stderr.split())
     assert home.state().generation == generation
+
+
+def test_a_move_that_died_after_the_switchover_is_completed_by_the_next(home: Lab) -> None:
+    """The lab process died after (c): the links are on hv1, the documents say hv2."""
+    lab = home
+    catalog, plan = lab.catalog(), lab.plan()
+    links = tuple(i.host_ifname for i in plan.vm(DB).interfaces)
+    new_plan = build_plan(lab.name, placed(catalog, DB, AWAY), plan.mode)
+    switch(plan_switchover(plan, new_plan, DB), link_places(plan, links), new_plan)
+    assert set(link_places(plan, links).values()) == {AWAY}
+    assert lab.catalog().workloads[DB].host == HOME
+    report = lab.migrate(DB, AWAY)
+    assert (report.source, report.dest) == (HOME, AWAY)
+    assert lab.catalog().workloads[DB].host == AWAY
+    assert lab.probe_many(PROBES) == _expected(lab)
+    # died halfway through (c) on the way back: one link moved, one not
+    home_ns, away_ns = plan.host(HOME).ns, plan.host(AWAY).ns
+    run(batch_job([f"link set {links[0]} netns {home_ns}"], away_ns))
+    lab.migrate(DB, HOME)
+    assert set(link_places(plan, links).values()) == {HOME}
+    assert lab.probe_many(PROBES) == _expected(lab)
