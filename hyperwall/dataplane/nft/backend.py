@@ -54,7 +54,7 @@ BULK_SET = 1_000  # its sets of this many or more through netlink (`_load_big_se
 LISTING_ATTEMPTS = 8  # a torn listing (`readback.TornListing`) is taken again, then it fails
 ENDPOINT_SETS = (
     *("own4", "own6", "from4", "from6", "to4", "to6", "vm_ifaces"),
-    *("br:spoof4", "br:spoof6", "egress_map", "ingress_map4", "ingress_map6"),
+    *("br:spoof4", "br:spoof6", "br:ports", "egress_map", "ingress_map4", "ingress_map6"),
 )
 
 

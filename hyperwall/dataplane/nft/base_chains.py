@@ -186,6 +186,7 @@ def _bridge_static(vm_prefix: str) -> tuple[list[SetSpec], list[ChainSpec]]:
         SetSpec("egress_map", ("ether_addr",), verdict_map=True),
         SetSpec("ingress_map4", ("ipv4_addr",), verdict_map=True),
         SetSpec("ingress_map6", ("ipv6_addr",), verdict_map=True),
+        SetSpec("br:ports", ("ifname",)),
     ]
     own = {
         f: {"concat": [meta("iifname"), payload("ether", "saddr"), payload(ip, "saddr")]}
@@ -224,9 +225,20 @@ def _bridge_static(vm_prefix: str) -> tuple[list[SetSpec], list[ChainSpec]]:
         [{"vmap": {"key": payload("ip6", "daddr"), "data": "@ingress_map6"}}],
         [{"accept": None}],
     ]
+    # A frame out of a VM port the agent does not enforce (a tap whose VM it does not know
+    # yet, or an unmanaged one) is dropped here, in the bridge: the inet chains dispatch by
+    # address and cannot tell that port from a known one. Bridged frames pass `forward`,
+    # frames the host sends into the bridge `output`.
+    unknown_port = [
+        [match(meta("oifname"), prefix, "!="), {"accept": None}],
+        [match(meta("oifname"), "@ports"), {"accept": None}],  # br:ports in the bridge table
+        *_UNKNOWN,
+    ]
     return sets, _chains(
         ("reject", _REJECT, None),
         (TO_VM, receiving, None),
         ("forward", forward, ("forward", 0)),
         ("br:pre", pre, ("prerouting", -200)),
+        ("br:out", unknown_port, ("forward", 0)),
+        ("br:local", unknown_port, ("output", 0)),
     )

@@ -79,6 +79,7 @@ def render_endpoint(
         elements.setdefault(table, set()).add(element)
 
     if options.mode == "bridge":
+        add("br:ports", ifname)
         add("egress_map", ep.mac, dispatch["out"])
         for ip in ep.ips:
             family = 6 if ":" in ip else 4
