@@ -21,6 +21,8 @@ from types import FrameType
 from typing import Any
 
 from hyperwall.agent.compiling import LocalCompiler
+from hyperwall.agent.control import ControlServer
+from hyperwall.agent.handover import HandoverReceiver
 from hyperwall.agent.libvirt_source import (
     DiscoveringFolder,
     Localized,
@@ -34,11 +36,13 @@ from hyperwall.agent.manager_source import (
     host_inventory,
     revision_of,
 )
+from hyperwall.agent.migration import IncomingOverlay, Migrations
 from hyperwall.agent.policydir import PolicyDir
 from hyperwall.agent.reconciler import ProgramLoader, Reconciler
 from hyperwall.agent.status import read_status
 from hyperwall.agent.workqueue import WorkQueue
 from hyperwall.attachment import Attachment
+from hyperwall.dataplane.conntrack.strict import strict_tcp_here
 from hyperwall.dataplane.nft.backend import NftBackend
 from hyperwall.dataplane.nft.kernel import NftKernel
 from hyperwall.dataplane.nft.render import Options
@@ -67,6 +71,7 @@ class AgentConfig:
     max_backoff: float = 10.0
     mode: Attachment = "routed"  # how VMs attach: render.Options.mode
     libvirt: str | None = None  # libvirt URI: this host's VMs come from its hypervisor
+    handover_listen: str | None = None  # IP:PORT: accept migrating VMs' connection state
     manager: ManagerConfig | None = None
 
 
@@ -128,6 +133,7 @@ def run_agent(config: AgentConfig) -> None:
     reporter: Reporter | None = None
     manager_source: ManagerSource | None = None
     load: ProgramLoader
+    overlay: IncomingOverlay | None = None  # VMs migrating here (policy folder only)
     watcher: DomainWatcher | None = None
     discovering: DiscoveringFolder | None = None
     if config.libvirt is not None:
@@ -155,9 +161,10 @@ def run_agent(config: AgentConfig) -> None:
         source = PolicyDir(config.policy_dir)
         if watcher is not None:
             discovering = DiscoveringFolder(source, watcher, config.host)
-            load = LocalCompiler(discovering.load, config.host)
+            overlay = IncomingOverlay(discovering.load, config.host)
         else:
-            load = LocalCompiler(source.load, config.host)
+            overlay = IncomingOverlay(source.load, config.host)
+        load = LocalCompiler(overlay.load, config.host)
         threads.append(
             threading.Thread(
                 target=_poll, args=(queue, source, stop, config.poll_seconds), daemon=True
@@ -169,6 +176,15 @@ def run_agent(config: AgentConfig) -> None:
     if watcher is not None:
         load = localized = Localized(load, watcher, config.vm_prefix)
     reconciler = Reconciler(config.host, load, backend, config.state_dir / "status.json")
+    strict_tcp_here()  # a moved connection survives by its handed-over state, not by luck
+    migrations = Migrations(
+        config.host, overlay, None, lambda: queue.add("policy"), lambda: backend.program
+    )
+    if config.handover_listen is not None:
+        migrations.receiver = HandoverReceiver(config.handover_listen, migrations.apply)
+        migrations.receiver.start()
+    control = ControlServer(config.state_dir / "control.sock", migrations.handle)
+    control.start()
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -222,3 +238,6 @@ def run_agent(config: AgentConfig) -> None:
         reporter.stop(timeout=1.0)
     if watcher is not None:
         watcher.stop()
+    control.stop()
+    if migrations.receiver is not None:
+        migrations.receiver.stop()

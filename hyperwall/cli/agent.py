@@ -59,6 +59,12 @@ def agent(
         help="Host-side VM interface prefix: an interface with it and no managed VM behind it"
         " passes nothing (default: hwt; with --libvirt: vnet, libvirt's own tap names)",
     ),
+    handover_listen: str | None = typer.Option(
+        None,
+        "--handover-listen",
+        help="IP:PORT on the underlay where this agent accepts the connection state of VMs"
+        " migrating here (authenticated by a one-time key per migration); off by default",
+    ),
     libvirt: str | None = typer.Option(
         None,
         "--libvirt",
@@ -109,6 +115,7 @@ def agent(
         mode=attachment,
         manager=manager,
         libvirt=libvirt,
+        handover_listen=handover_listen,
     )
     if libvirt is not None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -19,6 +19,7 @@ The sysctl is per network namespace: it is written from a thread inside the name
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from hyperwall.dataplane.netns import inside
@@ -41,3 +42,12 @@ def tcp_loose(netns: str) -> bool:
 def strict_tcp(netns: str) -> None:
     """Strict TCP in `netns`."""
     set_tcp_loose(netns, False)
+
+
+def strict_tcp_here() -> None:
+    """Strict TCP in the calling process's namespace (the agent runs in its host's). The
+    conntrack module must be loaded for the sysctl to exist: it is, once the agent's table
+    (which uses `ct state`) is in the kernel; if not yet, it is loaded now."""
+    if not _LOOSE.exists():
+        subprocess.run(["modprobe", "nf_conntrack"], check=False, capture_output=True)
+    _LOOSE.write_text("0\n")
