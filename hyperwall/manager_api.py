@@ -7,62 +7,88 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+# Limits of request bodies (docs/design/manager.md, "Limits and abuse"). Every string in a
+# body is also bounded by `policy.values.MAX_STRING` (4096) before it reaches a model.
+MAX_DOCUMENTS = 25_000  # documents per request; the 10,000-workload benchmark fleet: 12,061
+MAX_MESSAGE = 1024  # characters of a revision message
+MAX_ERROR = 4096  # characters of an agent's error report
+MAX_DOMAINS = 10_000  # domains in one discovery report, workloads in one inventory
+MAX_EXPIRY = 10 * 365 * 86400  # seconds: a token expires at most ten years after creation
+
+MESSAGE_HELP = f"the revision's message, at most {MAX_MESSAGE} characters"
 
 
-class ApplyRequest(BaseModel):
-    documents: list[dict[str, Any]] = Field(description="documents shaped as docs/policy.md")
-    message: str = ""
+class _Request(BaseModel):
+    """A request body: strict types (`0` is not `false`), no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ApplyRequest(_Request):
+    documents: list[dict[str, Any]] = Field(
+        max_length=MAX_DOCUMENTS, description="documents shaped as docs/policy.md"
+    )
+    message: str = Field("", max_length=MAX_MESSAGE, description=MESSAGE_HELP)
     dryRun: bool = False
 
 
-class DiffRequest(BaseModel):
-    documents: list[dict[str, Any]]
+class DiffRequest(_Request):
+    documents: list[dict[str, Any]] = Field(max_length=MAX_DOCUMENTS)
 
 
-class RollbackRequest(BaseModel):
-    message: str | None = None
+class RollbackRequest(_Request):
+    message: str | None = Field(None, max_length=MAX_MESSAGE, description=MESSAGE_HELP)
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(_Request):
     role: str = Field(description="provider-admin, tenant-admin, auditor or agent")
-    tenant: str | None = None
-    host: str | None = None
+    tenant: str | None = Field(None, description="an existing Tenant (tenant-admin only)")
+    host: str | None = Field(None, description="a host name (agent only)")
+    expiresIn: int | None = Field(
+        None, ge=1, le=MAX_EXPIRY, description="seconds until the token expires; none: never"
+    )
 
 
-class AgentStatus(BaseModel):
-    revision: int
-    programHash: str | None = None
+class AgentStatus(_Request):
+    revision: int = Field(ge=-1, le=2**62)
+    programHash: str | None = Field(None, max_length=64)
     converged: bool
-    error: str | None = None
-    endpoints: int = 0
+    error: str | None = Field(None, max_length=MAX_ERROR)
+    endpoints: int = Field(0, ge=0, le=2**31)
 
 
-class AgentInventory(BaseModel):
-    workloads: list[dict[str, Any]]
+class AgentInventory(_Request):
+    workloads: list[dict[str, Any]] = Field(max_length=MAX_DOMAINS)
 
 
-class DiscoveredTap(BaseModel):
-    mac: str
-    dev: str | None = None
-    type: str = ""
+class DiscoveredTap(_Request):
+    mac: str = Field(max_length=64)
+    dev: str | None = Field(None, max_length=64)
+    type: str = Field("", max_length=64)
 
 
-class DiscoveredDomain(BaseModel):
-    state: str = Field(description="running or shut off")
+class DiscoveredDomain(_Request):
+    state: str = Field(max_length=64, description="running or shut off")
     managed: bool = Field(description="whether the agent found valid hyperwall metadata")
-    taps: list[DiscoveredTap] = []
+    taps: list[DiscoveredTap] = Field([], max_length=64)
 
 
-class DiscoveredReport(BaseModel):
+class DiscoveredReport(_Request):
     """What an agent with `--libvirt` found on its host (docs/design/manager.md)."""
 
     documents: list[dict[str, Any]] = Field(
+        max_length=MAX_DOCUMENTS,
         description="the running managed domains' Workloads (spec.host = this host) and their"
-        " embedded Policies vm-DOMAIN"
+        " embedded Policies vm-DOMAIN",
     )
-    domains: dict[str, DiscoveredDomain] = Field({}, description="every domain, by name")
-    unmanaged: dict[str, str] = Field({}, description="domain -> why it is unmanaged")
+    domains: dict[str, DiscoveredDomain] = Field(
+        {}, max_length=MAX_DOMAINS, description="every domain, by name"
+    )
+    unmanaged: dict[str, str] = Field(
+        {}, max_length=MAX_DOMAINS, description="domain -> why it is unmanaged"
+    )
 
 
 class DiscoveredResult(BaseModel):
@@ -167,6 +193,9 @@ class TokenInfo(BaseModel):
     tenant: str | None
     host: str | None
     created: float = Field(description="creation time, seconds since the epoch (manager clock)")
+    expires: float | None = Field(
+        None, description="expiry time, seconds since the epoch; none: never expires"
+    )
 
 
 class TokenCreated(TokenInfo):

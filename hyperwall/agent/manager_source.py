@@ -296,7 +296,8 @@ class StatusReport:
             "revision": self.revision,
             "programHash": self.program_hash,
             "converged": self.converged,
-            "error": self.error,
+            # the manager takes at most 4096 characters (manager_api.MAX_ERROR)
+            "error": self.error if self.error is None else self.error[:4000],
             "endpoints": self.endpoints,
         }
 

@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from hyperwall.cli.common import EXIT_VERDICT, err, out, print_json
+from hyperwall.cli.common import EXIT_VERDICT, err, out, print_json, shown
 from hyperwall.cli.remote_common import (
     FilesOpt,
     JsonOpt,
@@ -42,7 +41,7 @@ def apply(
     if as_json:
         print_json({**body, "realized": realized} if wait else body)
     elif result.created:
-        out.print(f"revision {result.revision}: {escape(summary(result))}")
+        out.print(f"revision {result.revision}: {shown(summary(result))}")
     else:
         out.print(f"no change: identical to revision {result.revision}; no revision created")
     if not realized:
@@ -64,7 +63,7 @@ def _wait(
             break
         if time.monotonic() >= deadline:
             if not as_json:
-                err.print(f"timed out; not yet realized on: {', '.join(sorted(pending))}")
+                err.print(f"timed out; not yet realized on: {shown(', '.join(sorted(pending)))}")
             return False
         time.sleep(0.5)
     return True

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from hyperwall.cli.common import out, print_json
+from hyperwall.cli.common import out, print_json, shown
 from hyperwall.cli.remote_common import (
     JsonOpt,
     ServerOpt,
@@ -33,4 +32,4 @@ def delete(
     if as_json:
         print_json(result.model_dump(mode="json"))
     else:
-        out.print(f"revision {result.revision}: {escape(summary(result))}")
+        out.print(f"revision {result.revision}: {shown(summary(result))}")

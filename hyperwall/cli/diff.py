@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
-from hyperwall.cli.common import out, print_json
+from hyperwall.cli.common import out, print_json, shown
 from hyperwall.cli.remote_common import (
     FilesOpt,
     JsonOpt,
@@ -39,5 +37,5 @@ def diff(
         return
     for change in result.changes:
         sign = {"add": "+", "change": "~", "remove": "-"}[change["action"]]
-        out.print(f"{sign} {escape(_name(change))}")
-    out.print(escape(summary(result)))
+        out.print(f"{sign} {shown(_name(change))}")
+    out.print(shown(summary(result)))

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hyperwall.cli.common import out, print_json
+from hyperwall.cli.common import out, print_json, shown
 from hyperwall.cli.remote_common import JsonOpt, ServerOpt, TenantOpt, TokenFileOpt, connected
 
 
@@ -34,5 +34,6 @@ def get(
     for d in docs:
         meta = d.get("metadata", {})
         labels = ",".join(f"{k}={v}" for k, v in sorted((meta.get("labels") or {}).items()))
-        table.add_row(d.get("kind"), meta.get("tenant") or "-", meta.get("name"), labels)
+        row = (d.get("kind"), meta.get("tenant") or "-", meta.get("name"), labels)
+        table.add_row(*map(shown, row))
     out.print(table)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hyperwall.cli.common import out, print_json
+from hyperwall.cli.common import out, print_json, shown
 from hyperwall.cli.remote_common import JsonOpt, ServerOpt, TokenFileOpt, connected
 
 
@@ -29,5 +29,5 @@ def history(
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.time))
         counts = f"{len(e.added)}/{len(e.changed)}/{len(e.removed)}"
-        table.add_row(str(e.revision), when, e.author, e.message, counts)
+        table.add_row(str(e.revision), when, shown(e.author), shown(e.message), counts)
     out.print(table)

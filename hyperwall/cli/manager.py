@@ -11,7 +11,7 @@ from hyperwall.cli.common import fail
 
 def manager(
     listen: str = typer.Option("127.0.0.1:8470", "--listen", help="HOST:PORT to listen on"),
-    store: str = typer.Option(..., "--store", help="sqlite:///PATH or etcd://HOST:PORT[/PREFIX]"),
+    store: str = typer.Option(..., "--store", help=r"sqlite:///PATH or etcd://HOST:PORT\[/PREFIX]"),
     bootstrap_token_file: Path | None = typer.Option(
         None,
         "--bootstrap-token-file",

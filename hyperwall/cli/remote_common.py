@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
-from rich.markup import escape
 
-from hyperwall.cli.common import EXIT_INPUT, EXIT_VERDICT, err, fail, print_json
+from hyperwall.cli.common import EXIT_INPUT, EXIT_VERDICT, err, fail, print_json, shown
 from hyperwall.client import (
     ClientError,
     Invalid,
@@ -61,7 +60,7 @@ def _print_issues(errors: list[dict[str, Any]], as_json: bool) -> None:
         text = f"{where}: {e.get('message', '')}"
         if e.get("expected"):
             text += f" (expected {e['expected']})"
-        err.print(f"[red]error:[/red] {escape(text)}", markup=True)
+        err.print(f"[red]error:[/red] {shown(text)}", markup=True)
     err.print(f"{len(errors)} error(s); nothing was applied")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hyperwall.cli.common import out, print_json
+from hyperwall.cli.common import out, print_json, shown
 from hyperwall.cli.remote_common import JsonOpt, ServerOpt, TokenFileOpt, connected
 
 
@@ -24,6 +24,6 @@ def rollback(
         print_json(result.model_dump(mode="json"))
     elif result.created:
         hosts = ", ".join(result.hostsChanged) or "none"
-        out.print(f"revision {result.revision}: rolled back to {revision}; hosts: {hosts}")
+        out.print(f"revision {result.revision}: rolled back to {revision}; hosts: {shown(hosts)}")
     else:
         out.print(f"no change: already identical to revision {revision}")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from hyperwall.cli.common import EXIT_VERDICT, out, print_json
+from hyperwall.cli.common import EXIT_VERDICT, out, print_json, shown
 from hyperwall.cli.remote_common import JsonOpt, ServerOpt, TokenFileOpt, connected
 
 
@@ -27,23 +26,23 @@ def status(
         table = Table("HOST", "STATE", "REVISION", "PROGRAM", "ENDPOINTS", "ERROR")
         for h in result.hosts:
             table.add_row(
-                h.host,
-                h.state,
+                shown(h.host),
+                shown(h.state),
                 str(h.revision if h.revision is not None else "-"),
-                h.programHash or "-",
+                shown(h.programHash or "-"),
                 str(h.endpoints),
-                escape(h.error or ""),
+                shown(h.error or ""),
             )
         out.print(table)
         for h in result.hosts:
             for c in h.conflicts:
                 out.print(
-                    escape(
+                    shown(
                         f"{h.host}: conflict {c.get('workload')}: declared {c.get('declared')},"
                         f" discovered {c.get('discovered')} (the discovered one is in force)"
                     )
                 )
             for domain, why in sorted(h.unmanaged.items()):
-                out.print(escape(f"{h.host}: domain {domain} not enforced: {why}"))
+                out.print(shown(f"{h.host}: domain {domain} not enforced: {why}"))
     if any(h.state != "in-sync" for h in result.hosts):
         raise typer.Exit(EXIT_VERDICT)

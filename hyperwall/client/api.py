@@ -165,9 +165,13 @@ class ManagerClient:
         return StatusBody.model_validate(self.request("GET", "/v1/status"))
 
     def create_token(
-        self, role: str, tenant: str | None = None, host: str | None = None
+        self,
+        role: str,
+        tenant: str | None = None,
+        host: str | None = None,
+        expires_in: int | None = None,
     ) -> TokenCreated:
-        body = {"role": role, "tenant": tenant, "host": host}
+        body = {"role": role, "tenant": tenant, "host": host, "expiresIn": expires_in}
         return TokenCreated.model_validate(self.request("POST", "/v1/tokens", json=body))
 
     def tokens(self) -> list[TokenInfo]:

@@ -17,6 +17,7 @@ import yaml
 from hyperwall.policy.catalog import build_catalog
 from hyperwall.policy.errors import DocumentsInvalid, Issue, Source
 from hyperwall.policy.model import Catalog
+from hyperwall.policy.values import value_problems
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -71,13 +72,32 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Issue]]:
 
 def decode_text(text: str, name: str) -> tuple[list[tuple[Any, Source]], list[Issue]]:
     """Decode one file's text into (document, source) pairs, skipping empty documents."""
+    found, issues = _decode(text, name)
+    ok: list[tuple[Any, Source]] = []
+    for doc, source in found:  # what no later stage can hold: NaN, lone surrogates, ...
+        problems = value_problems(doc)
+        issues += [Issue(source, p.path, p.message, p.expected) for p in problems]
+        if not problems:
+            ok.append((doc, source))
+    return ok, issues
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _decode(text: str, name: str) -> tuple[list[tuple[Any, Source]], list[Issue]]:
     if name.endswith(".json"):
         try:
-            data = json.loads(text, object_pairs_hook=_unique_keys)
+            data = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_not_a_number)
         except json.JSONDecodeError as exc:
             return [], [Issue(Source(name, 1), "", f"JSON syntax error: {exc}")]
         except _DuplicateKey as exc:
             return [], [Issue(Source(name, 1), "", f"JSON error: duplicate key {exc.key!r}")]
+        except RecursionError:
+            return [], [Issue(Source(name, 1), "", "JSON error: nested too deeply")]
+        except ValueError as exc:  # NaN, Infinity; integers of over 4,300 digits
+            return [], [Issue(Source(name, 1), "", f"JSON error: {exc}")]
         docs = data if isinstance(data, list) else [data]
         return [(doc, Source(name, i + 1)) for i, doc in enumerate(docs)], []
     out: list[tuple[Any, Source]] = []

@@ -26,9 +26,11 @@ from hyperwall.manager.auth import (
 from hyperwall.manager.deps import Mgr, Who
 from hyperwall.manager.documents import key_json, matches, normalize_kind, request_error
 from hyperwall.manager.drain import Drain, LongPollDrain
+from hyperwall.manager.limits import Limits, RequestGuard
 from hyperwall.manager.service import Manager, revision_json
 from hyperwall.manager.token_routes import router as token_router
 from hyperwall.manager_api import (
+    MAX_MESSAGE,
     ApplyRequest,
     ApplyResult,
     DiffRequest,
@@ -42,18 +44,35 @@ from hyperwall.manager_api import (
     RollbackResult,
     StatusBody,
 )
+from hyperwall.policy.selector import MAX_LENGTH as MAX_SELECTOR
 from hyperwall.store import DocKey, Store, open_store
 
 log = logging.getLogger("hyperwall.manager")
 
 READERS = (PROVIDER_ADMIN, TENANT_ADMIN, AUDITOR)
+KindPath = Annotated[str, Path(max_length=64)]
+NamePath = Annotated[str, Path(max_length=63)]
+TenantQuery = Annotated[str | None, Query(max_length=63)]
 MAX_REVISION = 2**62
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "no or unknown token"},
+    401: {"model": ErrorBody, "description": "no, unknown, revoked or expired token"},
     403: {"model": ErrorBody, "description": "the token's role may not do this"},
+    408: {"model": ErrorBody, "description": "the body was not received in time"},
+    413: {"model": ErrorBody, "description": "the body is too large"},
     422: {"model": IssuesBody, "description": "invalid input; every issue listed"},
     503: {"model": ErrorBody, "description": "the store is unreachable"},
+}
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no such document or revision"}
+}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "a concurrent revision changed these documents"}
+}
+GONE: dict[int | str, dict[str, Any]] = {
+    410: {"model": ErrorBody, "description": "the revision was compacted"}
 }
 
 
@@ -72,7 +91,9 @@ async def bootstrap_token(store: Store, path: pathlib.Path) -> bool:
     return True
 
 
-def create_app(store_url: str, bootstrap_token_file: pathlib.Path | None = None) -> FastAPI:
+def create_app(
+    store_url: str, bootstrap_token_file: pathlib.Path | None = None, limits: Limits = Limits()
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await open_store(store_url)
@@ -97,6 +118,7 @@ def create_app(store_url: str, bootstrap_token_file: pathlib.Path | None = None)
     errors.install(app)
     drain = Drain()
     app.state.drain = drain
+    app.add_middleware(RequestGuard, limits=limits)
     app.add_middleware(LongPollDrain, drain=drain)
     app.include_router(router)
     app.include_router(token_router)
@@ -113,7 +135,7 @@ async def healthz(manager: Mgr) -> dict[str, int]:
     return {"revision": max(manager.fleet.revision, 0)}
 
 
-@router.post("/apply", response_model=ApplyResult, tags=["documents"])
+@router.post("/apply", response_model=ApplyResult, tags=["documents"], responses=CONFLICT)
 async def apply(body: ApplyRequest, who: Who, manager: Mgr) -> dict[str, Any]:
     """Upsert documents by (kind, tenant, name), all or nothing: the whole resulting set must
     validate. One new revision, or none (`created: false`) if nothing changes."""
@@ -146,9 +168,13 @@ def _as_writer(who: Principal) -> Principal:
 async def list_documents(
     who: Who,
     manager: Mgr,
-    kind: str | None = None,
-    tenant: Annotated[str | None, Query(description="tenant name; '-' = provider")] = None,
-    selector: Annotated[str | None, Query(description="label selector")] = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+    tenant: Annotated[
+        str | None, Query(max_length=63, description="tenant name; '-' = provider")
+    ] = None,
+    selector: Annotated[
+        str | None, Query(max_length=MAX_SELECTOR, description="label selector")
+    ] = None,
 ) -> dict[str, Any]:
     """Documents the caller may see, filtered by kind, tenant and label selector."""
     who.require(READERS, "read documents")
@@ -169,9 +195,9 @@ def _key(kind: str, name: str, tenant: str | None) -> DocKey:
         raise request_error(str(exc)) from None
 
 
-@router.get("/documents/{kind}/{name}", tags=["documents"])
+@router.get("/documents/{kind}/{name}", tags=["documents"], responses=NOT_FOUND)
 async def get_document(
-    kind: str, name: str, who: Who, manager: Mgr, tenant: str | None = None
+    kind: KindPath, name: NamePath, who: Who, manager: Mgr, tenant: TenantQuery = None
 ) -> Any:
     """One document."""
     who.require(READERS, "read documents")
@@ -186,9 +212,19 @@ def _not_found(key: DocKey) -> Any:
     return JSONResponse({"error": f"no {key}"}, status_code=404)
 
 
-@router.delete("/documents/{kind}/{name}", response_model=ApplyResult, tags=["documents"])
+@router.delete(
+    "/documents/{kind}/{name}",
+    response_model=ApplyResult,
+    tags=["documents"],
+    responses={**NOT_FOUND, **CONFLICT},
+)
 async def delete_document(
-    kind: str, name: str, who: Who, manager: Mgr, tenant: str | None = None, message: str = ""
+    kind: KindPath,
+    name: NamePath,
+    who: Who,
+    manager: Mgr,
+    tenant: TenantQuery = None,
+    message: Annotated[str, Query(max_length=MAX_MESSAGE)] = "",
 ) -> Any:
     """Delete one document as a new revision; the remaining set must still validate."""
     who.require((PROVIDER_ADMIN, TENANT_ADMIN), "change documents")
@@ -217,13 +253,34 @@ async def history(
     return [_visible(who, revision_json(i)) for i in infos]
 
 
+HIDDEN_AUTHOR = "another tenant"
+
+
 def _visible(who: Principal, entry: dict[str, Any]) -> dict[str, Any]:
+    """A revision as `who` may see it: the keys it may read; the author and message only
+    if it may read every key the revision changed (a message names what it changed)."""
+    hidden = 0
     for field in ("added", "changed", "removed"):
-        entry[field] = [k for k in entry[field] if who.can_see(k["tenant"])]
+        keys = entry[field]
+        entry[field] = [k for k in keys if who.can_see(k["tenant"])]
+        hidden += len(keys) - len(entry[field])
+    if hidden:
+        shown = sum(len(entry[f]) for f in ("added", "changed", "removed"))
+        entry["author"] = HIDDEN_AUTHOR
+        entry["message"] = (
+            "a revision that also changed other tenants' documents"
+            if shown
+            else "a revision by another tenant"
+        )
     return entry
 
 
-@router.get("/revisions/{number}", response_model=RevisionDetail, tags=["revisions"])
+@router.get(
+    "/revisions/{number}",
+    response_model=RevisionDetail,
+    tags=["revisions"],
+    responses={**NOT_FOUND, **GONE},
+)
 async def revision(
     number: Annotated[int, Path(ge=1, le=MAX_REVISION)], who: Who, manager: Mgr
 ) -> dict[str, Any]:
@@ -238,7 +295,12 @@ async def revision(
     return {**_visible(who, revision_json(rev.info)), "changes": changes}
 
 
-@router.post("/rollback/{number}", response_model=RollbackResult, tags=["revisions"])
+@router.post(
+    "/rollback/{number}",
+    response_model=RollbackResult,
+    tags=["revisions"],
+    responses={**NOT_FOUND, **CONFLICT, **GONE},
+)
 async def rollback(
     number: Annotated[int, Path(ge=0, le=MAX_REVISION)],
     who: Who,

@@ -12,6 +12,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from hyperwall.policy.documents import check_name, shown
 from hyperwall.store import Store, TokenRecord, sha256_hex
 
 log = logging.getLogger("hyperwall.manager.auth")
@@ -93,29 +94,46 @@ async def authenticate(store: Store, authorization: str | None) -> Principal:
     record = await store.token_by_hash(sha256_hex(secret.strip()))
     if record is None:
         raise Refused(401, "unknown or revoked token")
+    if record.expires is not None and record.expires <= time.time():
+        raise Refused(401, "expired token")
     return principal_of(record)
 
 
-def check_token_request(role: str, tenant: str | None, host: str | None) -> str | None:
-    """Why a token with these attributes cannot exist; None if it can."""
+def check_token_request(role: str, tenant: str | None, host: str | None) -> tuple[str, str] | None:
+    """(field, why) if a token with these attributes cannot exist; None if it can. The
+    tenant and host must be valid names (as in documents); whether the tenant exists is
+    the caller's check."""
     if role not in ROLES:
-        return f"unknown role {role!r}; one of {', '.join(ROLES)}"
+        return "role", f"unknown role {shown(role)}; one of {', '.join(ROLES)}"
+    for what, value in (("tenant", tenant), ("host", host)):
+        if value is not None:
+            try:
+                check_name(value)
+            except ValueError as exc:
+                return what, str(exc)
     if role == TENANT_ADMIN and not tenant:
-        return "a tenant-admin token needs a tenant"
+        return "tenant", "a tenant-admin token needs a tenant"
     if role == AGENT and not host:
-        return "an agent token needs a host"
+        return "host", "an agent token needs a host"
     if role != TENANT_ADMIN and tenant:
-        return f"role {role} takes no tenant"
+        return "tenant", f"role {role} takes no tenant"
     if role != AGENT and host:
-        return f"role {role} takes no host"
+        return "host", f"role {role} takes no host"
     return None
 
 
 async def create_token(
-    store: Store, role: str, tenant: str | None = None, host: str | None = None
+    store: Store,
+    role: str,
+    tenant: str | None = None,
+    host: str | None = None,
+    expires_in: float | None = None,
 ) -> tuple[TokenRecord, str]:
-    """A new token: the stored record and the secret (shown once, never stored)."""
+    """A new token: the stored record and the secret (shown once, never stored); it is
+    refused like a revoked one from `expires_in` seconds on (None: never)."""
     secret = "hw_" + secrets.token_urlsafe(32)
-    record = TokenRecord(secrets.token_hex(8), sha256_hex(secret), role, tenant, host, time.time())
+    now = time.time()
+    expires = None if expires_in is None else now + expires_in
+    record = TokenRecord(secrets.token_hex(8), sha256_hex(secret), role, tenant, host, now, expires)
     await store.put_token(record)
     return record, secret

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hyperwall.manager.auth import Principal, authenticate
+from hyperwall.manager.limits import PRINCIPAL
 from hyperwall.manager.service import Manager
 
 _bearer = HTTPBearer(auto_error=False, description="an API token (hyperwall token create)")
@@ -23,6 +24,9 @@ async def principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    known = request.scope.get("state", {}).get(PRINCIPAL)
+    if isinstance(known, Principal):  # authenticated by the request guard (limits.py)
+        return known
     header = f"Bearer {credentials.credentials}" if credentials else None
     return await authenticate(manager_of(request).store, header)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
+from hyperwall.manager.auth import Principal
 from hyperwall.policy.catalog import build_catalog
 from hyperwall.policy.documents import KINDS
 from hyperwall.policy.errors import DocumentsInvalid, Issue, Source
@@ -89,6 +91,35 @@ def matches(
         raise request_error(f"bad selector: {exc}", "selector") from None
     labels = doc.get("metadata", {}).get("labels") or {}
     return isinstance(labels, dict) and parsed.matches({str(k): str(v) for k, v in labels.items()})
+
+
+_STORED = re.compile(r"stored (\w+) (?:([^/ ]+)/)?(\S+)$")
+_OWNER = re.compile(r"already belongs to workload '(?:([^'/]+)/)?[^']*' \([^)]*\)")
+
+
+def redact(errors: list[dict[str, object]], who: Principal) -> list[dict[str, object]]:
+    """The issues as `who` may see them: an issue of a stored document of a tenant it
+    cannot read, or naming another tenant's workload, names neither. (That an address is
+    taken stays visible: addresses are unique in the fleet.)"""
+    out: list[dict[str, object]] = []
+    for issue in errors:
+        file, message = str(issue.get("file", "")), str(issue.get("message", ""))
+        stored = _STORED.match(file)
+        if stored and not who.can_see(stored.group(2)):
+            what = "an address of this request" if "already belongs" in message else "this change"
+            issue = {
+                **issue,
+                "file": "a stored document of another tenant",
+                "path": "",
+                "message": f"{what} conflicts with a document of another tenant",
+            }
+        else:
+            owner = _OWNER.search(message)
+            if owner and not who.can_see(owner.group(1)):
+                message = _OWNER.sub("already belongs to a workload of another tenant", message)
+                issue = {**issue, "message": message}
+        out.append(issue)
+    return out
 
 
 def key_json(key: DocKey) -> dict[str, str | None]:

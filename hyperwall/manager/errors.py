@@ -8,9 +8,12 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from hyperwall.manager.auth import Refused
 from hyperwall.manager.documents import BadRequest
+from hyperwall.manager.service import Overlap
 from hyperwall.store import (
     Compacted,
     Conflict,
@@ -35,6 +38,15 @@ def install(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own answers (404, 405) as `{"error"}`; a 405 names every method
+        the path takes (Starlette names only the first matching route's)."""
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(sorted(allowed_methods(request)))
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=headers)
+
     @app.exception_handler(BadRequest)
     async def bad(request: Request, exc: BadRequest) -> JSONResponse:
         return JSONResponse({"errors": exc.errors}, status_code=422)
@@ -56,6 +68,7 @@ def install(app: FastAPI) -> None:
     statuses: list[tuple[type[Exception], int]] = [
         (Unavailable, 503),
         (Conflict, 409),
+        (Overlap, 409),
         (Compacted, 410),
         (UnknownRevision, 404),
         (InvalidDocument, 422),
@@ -63,6 +76,16 @@ def install(app: FastAPI) -> None:
     ]
     for cls, status in statuses:
         app.add_exception_handler(cls, _handler(status))
+
+
+def allowed_methods(request: Request) -> set[str]:
+    """The methods some route of the app answers for this path."""
+    methods: set[str] = set()
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            methods.add(method)
+    return methods
 
 
 def _handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:

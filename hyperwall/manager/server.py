@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from hyperwall.manager.app import create_app, drain_of
 from hyperwall.manager.drain import Drain
+from hyperwall.manager.limits import Limits, guarded_h11
 
 GRACE = 5  # seconds open requests get to finish on shutdown
 
@@ -39,6 +40,7 @@ def config(
     bootstrap_token_file: Path | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    limits: Limits = Limits(),
 ) -> uvicorn.Config:
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
@@ -46,9 +48,10 @@ def config(
         raise ValueError(f"{store_url}: expected sqlite:///PATH or etcd://HOST:PORT[/PREFIX]")
     host, port = parse_listen(listen)
     return uvicorn.Config(
-        create_app(store_url, bootstrap_token_file),
+        create_app(store_url, bootstrap_token_file, limits),
         host=host,
         port=port,
+        http=guarded_h11(limits.header_timeout),
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
         log_level="info",

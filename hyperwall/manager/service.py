@@ -3,6 +3,7 @@ rollback, history, status, and the revision notifier agents long-poll on."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -13,11 +14,19 @@ from hyperwall.manager.auth import Principal, Refused
 from hyperwall.manager.catalogs import View, build_state, state_key, stored_source
 from hyperwall.manager.discovery import check_report, discovered_status
 from hyperwall.manager.discovery import plan as discovery_plan
-from hyperwall.manager.documents import BadRequest, key_json, keys_of, request_error, validate
+from hyperwall.manager.documents import (
+    BadRequest,
+    key_json,
+    keys_of,
+    redact,
+    request_error,
+    validate,
+)
 from hyperwall.manager.fleetwatch import FleetWatch
 from hyperwall.manager_api import DiscoveredReport
 from hyperwall.policy.catalog_state import CatalogState
 from hyperwall.policy.errors import DocumentsInvalid, Source
+from hyperwall.policy.model import Catalog
 from hyperwall.store import (
     Conflict,
     DocKey,
@@ -77,6 +86,7 @@ class Manager:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.fleet = FleetWatch(store)  # follows the store; wakes the agents' long-polls
+        self.commits = asyncio.Lock()  # this manager's commits take turns (`change`)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -97,8 +107,10 @@ class Manager:
         self, who: Principal, documents: list[Any], deletes: list[DocKey], what_if: bool = True
     ) -> Plan:
         """Upsert `documents` and delete `deletes` over the current set; validate the whole
-        result; refuse what the caller may not write. With `what_if`, name the hosts whose
-        programs would change (compared with the programs the fleet watch holds)."""
+        result (on a worker thread: the event loop keeps answering); refuse what the caller
+        may not write. With `what_if`, name the hosts whose programs would change (compared
+        with the programs the fleet watch holds). A tenant-admin's issues name nothing of
+        other tenants (`redact`)."""
         keys = keys_of(documents)
         for key in [*keys, *deletes]:
             reason = who.write_refusal(key.tenant)
@@ -106,27 +118,13 @@ class Manager:
                 raise Refused(403, f"{key}: {reason}")
         if len(set(keys)) != len(keys):
             raise request_error("a document is given twice in one request")
-        numbered = {k: i + 1 for i, k in enumerate(keys)}
         base, current, state = await self._base()
-        puts, gone = touched_difference(current, documents, deletes)
-        changed: CatalogState | None = None
-        try:  # in time proportional to the change (CatalogState)
-            changed = state.change(
-                [(doc, Source("request", numbered[DocKey.of(doc)])) for doc in puts],
-                [state_key(k) for k in gone],
-                stored_source,
+        try:
+            puts, gone, catalog = await asyncio.to_thread(
+                _validated_change, current, state, documents, deletes, keys
             )
-        except DocumentsInvalid as exc:
-            issues = exc.issues
-        if changed is None or changed.absent_references() - state.absent_references():
-            # People may not name a workload that is not there (a typo), nor delete one that
-            # is named: the stored set tolerates only the absences discovery left behind.
-            # This raises with every issue of the set, those references included.
-            target = apply_changes(current, puts, gone)
-            validate(target, numbered, absent_workloads=state.absent_references())
-            if changed is None:
-                raise BadRequest([i.to_json() for i in issues])
-        catalog = changed.catalog
+        except BadRequest as exc:
+            raise BadRequest(redact(exc.errors, who)) from None
         before = {k: current[k] for k in [*map(DocKey.of, puts), *gone] if k in current}
         hosts = await self.fleet.what_if(catalog) if what_if and (puts or gone) else []
         return Plan(base, puts, gone, before, hosts)
@@ -157,32 +155,56 @@ class Manager:
     async def change(
         self, who: Principal, documents: list[Any], deletes: list[DocKey], message: str
     ) -> tuple[Plan, RevisionInfo | None]:
-        """Validate and commit as one revision; re-plan on a concurrent commit."""
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            plan = await self.plan(who, documents, deletes, what_if=False)
-            if not plan.puts and not plan.deletes:
-                return plan, None
-            try:
-                info = await self.store.commit(
-                    plan.puts, plan.deletes, who.identity, message, plan.base
-                )
-            except Conflict:
-                if attempt == COMMIT_ATTEMPTS:
-                    raise
+        """Validate and commit as one revision. Commits of this manager take turns (one
+        lock), so unrelated concurrent applies never conflict; a commit of another replica
+        meanwhile makes it re-plan. It is refused (409, `Overlap`) only if a revision
+        committed since this request began changed one of the documents it changes."""
+        began = await self.store.revision()
+        async with self.commits:
+            for attempt in range(1, COMMIT_ATTEMPTS + 1):
+                plan = await self.plan(who, documents, deletes, what_if=False)
+                if not plan.puts and not plan.deletes:
+                    return plan, None
+                await self._check_overlap(began, plan)
+                try:
+                    info = await self.store.commit(
+                        plan.puts, plan.deletes, who.identity, message, plan.base
+                    )
+                except Conflict:
+                    if attempt == COMMIT_ATTEMPTS:
+                        raise
+                    continue
+                break
+        if info is None:
+            return plan, None
+        hosts = await self.fleet.wait_for(info.number, REALIZE_WAIT)
+        return replace(plan, hosts=hosts or []), info
+
+    async def _check_overlap(self, began: int, plan: Plan) -> None:
+        """Overlap if a revision after `began` (up to the plan's base) changed a document
+        this plan changes: the caller decided on a document that is no longer there."""
+        if plan.base <= began:
+            return
+        mine = {*map(DocKey.of, plan.puts), *plan.deletes}
+        for info in await self.store.history(plan.base - began, plan.base + 1):
+            if info.number <= began:
                 continue
-            if info is None:
-                return plan, None
-            hosts = await self.fleet.wait_for(info.number, REALIZE_WAIT)
-            return replace(plan, hosts=hosts or []), info
-        raise AssertionError("unreachable")
+            touched = mine.intersection((*info.added, *info.changed, *info.removed))
+            if touched:
+                first = min(touched, key=lambda k: k.sort_key())
+                raise Overlap(
+                    f"{first} was changed by revision {info.number} while this request was"
+                    f" handled (it began at revision {began}); re-read it and apply again"
+                )
 
     async def rollback(self, who: Principal, target: int, message: str | None) -> dict[str, Any]:
-        current = await self.store.snapshot()
-        old = await self.store.snapshot(target)
-        validate(old.documents, absent_workloads=True)
-        puts, deletes = difference(current.documents, old.documents)
-        text = message or f"rollback to revision {target}"
-        info = await self.store.commit(puts, deletes, who.identity, text, current.revision)
+        async with self.commits:
+            current = await self.store.snapshot()
+            old = await self.store.snapshot(target)
+            await asyncio.to_thread(validate, old.documents, None, True)
+            puts, deletes = difference(current.documents, old.documents)
+            text = message or f"rollback to revision {target}"
+            info = await self.store.commit(puts, deletes, who.identity, text, current.revision)
         hosts: list[str] = []
         if info is not None:
             hosts = await self.fleet.wait_for(info.number, REALIZE_WAIT) or []
@@ -202,11 +224,22 @@ class Manager:
         who.require_agent_of(host)
         units = check_report(host, report.documents)
         domains = {name: d.model_dump() for name, d in report.domains.items()}
+        async with self.commits:
+            return await self._discovered(who, host, report, units, domains)
+
+    async def _discovered(
+        self,
+        who: Principal,
+        host: str,
+        report: DiscoveredReport,
+        units: Any,
+        domains: dict[str, Any],
+    ) -> dict[str, Any]:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             base, current, state = await self._base()
             records = await self.store.inventory()
-            outcome = discovery_plan(
-                host, units, domains, report.unmanaged, current, records, state
+            outcome = await asyncio.to_thread(
+                discovery_plan, host, units, domains, report.unmanaged, current, records, state
             )
             info = None
             if outcome.puts or outcome.deletes:
@@ -264,6 +297,41 @@ class Manager:
         await self.store.put_status(host, {**body, "host": host, "reported": time.time()})
 
 
+class Overlap(Exception):
+    """A concurrent revision changed a document this request changes (409)."""
+
+
+def _validated_change(
+    current: dict[DocKey, Document],
+    state: CatalogState,
+    documents: list[Any],
+    deletes: list[DocKey],
+    keys: list[DocKey],
+) -> tuple[list[Document], list[DocKey], Catalog]:
+    """The puts and deletes that change `current`, and the resulting catalog; BadRequest
+    with every issue of the resulting set. Pure CPU: run on a worker thread."""
+    numbered = {k: i + 1 for i, k in enumerate(keys)}
+    puts, gone = touched_difference(current, documents, deletes)
+    changed: CatalogState | None = None
+    try:  # in time proportional to the change (CatalogState)
+        changed = state.change(
+            [(doc, Source("request", numbered[DocKey.of(doc)])) for doc in puts],
+            [state_key(k) for k in gone],
+            stored_source,
+        )
+    except DocumentsInvalid as exc:
+        issues = exc.issues
+    if changed is None or changed.absent_references() - state.absent_references():
+        # People may not name a workload that is not there (a typo), nor delete one that
+        # is named: the stored set tolerates only the absences discovery left behind.
+        # This raises with every issue of the set, those references included.
+        target = apply_changes(current, puts, gone)
+        validate(target, numbered, absent_workloads=state.absent_references())
+        if changed is None:
+            raise BadRequest([i.to_json() for i in issues])
+    return puts, gone, changed.catalog
+
+
 def host_state(entry: dict[str, Any], current: int, now: float) -> str:
     reported = entry.get("reported")
     if reported is None or now - float(reported) > UNREACHABLE_AFTER:
@@ -275,4 +343,4 @@ def host_state(entry: dict[str, Any], current: int, now: float) -> str:
     return "pending"
 
 
-__all__ = ["Manager", "Plan", "Unavailable", "host_state", "revision_json"]
+__all__ = ["Manager", "Overlap", "Plan", "Unavailable", "host_state", "revision_json"]

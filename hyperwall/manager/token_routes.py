@@ -17,7 +17,7 @@ from hyperwall.manager.auth import PROVIDER_ADMIN, check_token_request, create_t
 from hyperwall.manager.deps import Mgr, Who
 from hyperwall.manager.documents import request_error
 from hyperwall.manager_api import ErrorBody, TokenCreated, TokenInfo, TokenRequest
-from hyperwall.store import TokenRecord
+from hyperwall.store import DocKey, TokenRecord
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
 
@@ -32,6 +32,7 @@ def token_info(record: TokenRecord) -> dict[str, Any]:
         "tenant": record.tenant,
         "host": record.host,
         "created": record.created,
+        "expires": record.expires,
     }
 
 
@@ -41,8 +42,14 @@ async def create(body: TokenRequest, who: Who, manager: Mgr) -> dict[str, Any]:
     who.require((PROVIDER_ADMIN,), "create tokens")
     problem = check_token_request(body.role, body.tenant, body.host)
     if problem:
-        raise request_error(problem)
-    record, secret = await create_token(manager.store, body.role, body.tenant, body.host)
+        raise request_error(problem[1], problem[0])
+    if body.tenant is not None:
+        _, docs = await manager.visible_documents(who)
+        if DocKey("Tenant", None, body.tenant) not in docs:
+            raise request_error(f"no Tenant {body.tenant!r}", "tenant", "an existing Tenant")
+    record, secret = await create_token(
+        manager.store, body.role, body.tenant, body.host, body.expiresIn
+    )
     return {**token_info(record), "token": secret}
 
 

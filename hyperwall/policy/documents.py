@@ -38,10 +38,17 @@ _IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """`repr(value)`, cut to `limit` characters: error messages never echo a whole
+    megabyte-sized input back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 def _name(value: str) -> str:
     if len(value) > 63 or not _NAME.fullmatch(value):
         raise ValueError(
-            f"bad name {value!r}: expected lower-case letters, digits, '.' and '-', "
+            f"bad name {shown(value)}: expected lower-case letters, digits, '.' and '-', "
             "starting and ending with a letter or digit, at most 63 characters"
         )
     return value
@@ -56,7 +63,7 @@ def _ref(value: str) -> str:
     """A reference: NAME, or TENANT/NAME (provider documents naming a tenant's object)."""
     parts = value.split("/")
     if len(parts) > 2:
-        raise ValueError(f"bad reference {value!r}: expected NAME or TENANT/NAME")
+        raise ValueError(f"bad reference {shown(value)}: expected NAME or TENANT/NAME")
     for part in parts:
         _name(part)
     return value
@@ -64,7 +71,9 @@ def _ref(value: str) -> str:
 
 def _label_key(value: str) -> str:
     if not _LABEL_KEY.fullmatch(value) or len(value) > 253:
-        raise ValueError(f"bad label key {value!r}: expected [A-Za-z0-9_./-]+")
+        raise ValueError(
+            f"bad label key {shown(value)}: expected [A-Za-z0-9_./-]+, at most 253 characters"
+        )
     return value
 
 
@@ -77,7 +86,7 @@ def _label_value(value: str) -> str:
 def _ifname(value: str) -> str:
     if not _IFNAME.fullmatch(value):
         raise ValueError(
-            f"bad interface name {value!r}: expected 1-15 characters of [A-Za-z0-9_.-]"
+            f"bad interface name {shown(value)}: expected 1-15 characters of [A-Za-z0-9_.-]"
         )
     return value
 
@@ -85,10 +94,10 @@ def _ifname(value: str) -> str:
 def _mac(value: str) -> str:
     if not _MAC.fullmatch(value):
         raise ValueError(
-            f"bad MAC address {value!r}: expected six hex pairs like 52:54:00:00:00:01"
+            f"bad MAC address {shown(value)}: expected six hex pairs like 52:54:00:00:00:01"
         )
     if int(value[:2], 16) & 1:
-        raise ValueError(f"MAC address {value!r} is multicast: expected a unicast MAC")
+        raise ValueError(f"MAC address {shown(value)} is multicast: expected a unicast MAC")
     return value.lower()
 
 
@@ -97,7 +106,7 @@ def _ip(value: str) -> str:
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise ValueError(
-            f"bad IP address {value!r}: expected an IPv4 or IPv6 address without prefix"
+            f"bad IP address {shown(value)}: expected an IPv4 or IPv6 address without prefix"
         ) from None
 
 
@@ -107,9 +116,9 @@ def _cidr(value: str) -> str:
     except ValueError as exc:
         if "host bits set" in str(exc):
             fixed = ipaddress.ip_network(value, strict=False)
-            raise ValueError(f"CIDR {value!r} has host bits set: expected {fixed}") from None
+            raise ValueError(f"CIDR {shown(value)} has host bits set: expected {fixed}") from None
         raise ValueError(
-            f"bad CIDR {value!r}: expected an IPv4 or IPv6 network like 192.0.2.0/24"
+            f"bad CIDR {shown(value)}: expected an IPv4 or IPv6 network like 192.0.2.0/24"
         ) from None
 
 
@@ -117,7 +126,7 @@ def _selector(value: str) -> str:
     try:
         parse_selector(value)
     except SelectorSyntaxError as exc:
-        raise ValueError(f"bad selector {value!r}: {exc}") from None
+        raise ValueError(f"bad selector {shown(value)}: {exc}") from None
     return value
 
 

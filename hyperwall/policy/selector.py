@@ -30,6 +30,8 @@ from functools import lru_cache
 from typing import NamedTuple, NoReturn, TypeAlias
 
 MAX_DEPTH = 100  # nesting of "(" and "!" the parser accepts
+MAX_LENGTH = 1024  # characters; parsing costs ~50 bytes of memory per character, and the
+# cache below keeps up to 4096 parsed selectors (~16 bytes per character each)
 
 
 class SelectorSyntaxError(ValueError):
@@ -236,7 +238,12 @@ class Selector:
 
 @lru_cache(maxsize=4096)
 def parse_selector(text: str) -> Selector:
-    """Parse selector text; raises `SelectorSyntaxError`."""
+    """Parse selector text; raises `SelectorSyntaxError` (also for a text longer than
+    `MAX_LENGTH`, refused before any parsing)."""
+    if len(text) > MAX_LENGTH:
+        raise SelectorSyntaxError(
+            text[:40] + "...", MAX_LENGTH, f"at most {MAX_LENGTH} characters", "more"
+        )
     return Selector(text, _Parser(text).parse())
 
 

@@ -168,6 +168,7 @@ class TokenRecord:
     tenant: str | None
     host: str | None
     created: float
+    expires: float | None = None  # seconds since the epoch; None: never
 
     def __post_init__(self) -> None:
         if not self.id:

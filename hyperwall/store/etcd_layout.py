@@ -119,6 +119,7 @@ def encode_token(token: TokenRecord) -> bytes:
             "tenant": token.tenant,
             "host": token.host,
             "created": token.created,
+            "expires": token.expires,
         }
     ).encode()
 

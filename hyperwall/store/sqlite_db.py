@@ -31,7 +31,7 @@ from hyperwall.store.base import (
 )
 from hyperwall.store.changes import BodyChange, Prepared, canonical, decode, plan
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: tokens.expires
 
 _DDL = """
 CREATE TABLE revisions (
@@ -61,7 +61,8 @@ CREATE TABLE tokens (
     role        TEXT NOT NULL,
     tenant      TEXT,
     host        TEXT,
-    created     REAL NOT NULL
+    created     REAL NOT NULL,
+    expires     REAL                    -- NULL = never
 );
 CREATE TABLE statuses (host TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE inventory (host TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -82,6 +83,9 @@ def connect(path: str) -> sqlite3.Connection:
             for statement in _DDL.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version == 1:  # version 2 added token expiry
+            conn.execute("ALTER TABLE tokens ADD COLUMN expires REAL")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
             raise StoreError(f"{path}: schema version {version}, this code knows {SCHEMA_VERSION}")
@@ -289,7 +293,7 @@ def compact(conn: sqlite3.Connection, keep_from: int) -> None:
 
 # -- tokens and host reports ----------------------------------------------------------------
 
-_TOKEN_COLUMNS = "id, sha256_hash, role, tenant, host, created"
+_TOKEN_COLUMNS = "id, sha256_hash, role, tenant, host, created, expires"
 
 
 def _token(row: Any) -> TokenRecord:
@@ -305,8 +309,16 @@ def put_token(conn: sqlite3.Connection, token: TokenRecord) -> None:
         if row is not None:
             raise InvalidDocument(f"token {row[0]!r} already has this hash")
         conn.execute(
-            f"INSERT OR REPLACE INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-            (token.id, token.sha256_hash, token.role, token.tenant, token.host, token.created),
+            f"INSERT OR REPLACE INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                token.id,
+                token.sha256_hash,
+                token.role,
+                token.tenant,
+                token.host,
+                token.created,
+                token.expires,
+            ),
         )
 
 

@@ -16,6 +16,7 @@ import uvicorn
 from hyperwall.client import ManagerClient
 from hyperwall.io.files import read_documents
 from hyperwall.manager.app import create_app
+from hyperwall.manager.limits import Limits, guarded_h11
 from tests.store import conftest as store_fixtures
 from tests.store.conftest import UrlFactory
 
@@ -44,12 +45,19 @@ class Live:
 
 
 def start_server(
-    store_url: str, token_file: Path, admin: str | None = None
+    store_url: str, token_file: Path, admin: str | None = None, limits: Limits = Limits()
 ) -> Generator[Live, None, None]:
     """Run a manager in a thread until the generator is closed; `admin`: a token of an
     existing store (else the bootstrap token written to `token_file` is used)."""
-    app = create_app(store_url, token_file)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    app = create_app(store_url, token_file, limits)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        http=guarded_h11(limits.header_timeout),
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -11,7 +11,7 @@ def test_list_shows_no_secret_and_revoke_refuses_at_once(live: Live) -> None:
     created = call(live.url, live.admin, "POST", "/v1/tokens", {"role": "agent", "host": "hv1"})
     assert created.status_code == 201
     agent = created.json()
-    assert set(agent) == {"id", "token", "role", "tenant", "host", "created"}
+    assert set(agent) == {"id", "token", "role", "tenant", "host", "created", "expires"}
     auditor = call(live.url, live.admin, "POST", "/v1/tokens", {"role": "auditor"}).json()
 
     listed = call(live.url, live.admin, "GET", "/v1/tokens")
@@ -19,12 +19,14 @@ def test_list_shows_no_secret_and_revoke_refuses_at_once(live: Live) -> None:
     tokens = listed.json()
     assert [t["id"] for t in tokens] == sorted(t["id"] for t in tokens)
     by_id = {t["id"]: t for t in tokens}
-    assert by_id[agent["id"]] == {k: agent[k] for k in ("id", "role", "tenant", "host", "created")}
+    assert by_id[agent["id"]] == {
+        k: agent[k] for k in ("id", "role", "tenant", "host", "created", "expires")
+    }
     assert by_id[auditor["id"]]["role"] == "auditor"
     assert sorted(t["role"] for t in tokens) == ["agent", "auditor", "provider-admin"]
     for secret in (agent["token"], auditor["token"], live.admin):
         assert secret not in listed.text
-    assert all(set(t) == {"id", "role", "tenant", "host", "created"} for t in tokens)
+    assert all(set(t) == {"id", "role", "tenant", "host", "created", "expires"} for t in tokens)
 
     path = "/v1/agent/hv1/desired"
     assert call(live.url, agent["token"], "GET", path, after=-1).status_code == 200
