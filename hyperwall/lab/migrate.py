@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from hyperwall.analysis.trace import TraceInputError, resolve_end
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.evaluator.evaluate import evaluate
 from hyperwall.evaluator.packet import service_packet
@@ -84,13 +85,14 @@ def placed(catalog: Catalog, key: str, host: str) -> Catalog:
 
 
 def find_vm(catalog: Catalog, vm: str, lab: str) -> Workload:
-    found = [w for w in catalog.workloads.values() if vm in (w.key, w.name)]
-    if not found:
+    """Workload `vm` (a name, tenant/name or one of its addresses), as `trace` resolves it."""
+    try:
+        workload = resolve_end(catalog, vm).workload
+    except TraceInputError as exc:
+        raise LabInputError(f"VM: {exc}") from None
+    if workload is None:
         raise LabInputError(f"VM: {vm!r} is not a workload of lab {lab!r}")
-    if len(found) > 1:
-        keys = ", ".join(sorted(w.key for w in found))
-        raise LabInputError(f"VM: workload name {vm!r} is ambiguous: give one of {keys}")
-    return found[0]
+    return workload
 
 
 def echo_peer(catalog: Catalog, key: str) -> tuple[str, str, int] | None:

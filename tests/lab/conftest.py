@@ -6,12 +6,14 @@ Every lab a test makes is named `t<pid><suffix>`, so parallel test runs never sh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +47,20 @@ def lab_name(suffix: str) -> str:
 
 def lab_namespaces(lab: Lab) -> list[str]:
     return [n for n in list_namespaces() if lab.names.owns(n)]
+
+
+@contextlib.contextmanager
+def running_lab(suffix: str, sources: Sequence[Path] = (EXAMPLES,), **up: Any) -> Iterator[Lab]:
+    """A lab named `lab_name(suffix)` built from `sources` (`Lab.up` keywords in `up`),
+    taken down afterwards whatever happened, leaving no namespace."""
+    lab = Lab(lab_name(suffix))
+    lab.down()  # left-overs of an earlier run with the same pid
+    try:
+        lab.up(list(sources), **up)
+        yield lab
+    finally:
+        lab.down()
+        assert lab_namespaces(lab) == []
 
 
 def probe_rows() -> list[tuple[str, str, str, str]]:

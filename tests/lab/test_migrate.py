@@ -19,7 +19,7 @@ from hyperwall.lab.nsexec import Job, batch_job, run
 from hyperwall.lab.switchover import plan_switchover
 from hyperwall.lab.topology import build_plan
 
-from .conftest import EXAMPLES, VERDICT_TO_RESULT, lab_marks, lab_name, lab_namespaces, run_cli
+from .conftest import VERDICT_TO_RESULT, lab_marks, run_cli, running_lab
 
 pytestmark = lab_marks()
 
@@ -42,14 +42,8 @@ PROBES = [
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(lab_name("m"))
-    lab.down()
-    try:
-        lab.up([EXAMPLES])
+    with running_lab("m") as lab:
         yield lab
-    finally:
-        lab.down()
-        assert lab_namespaces(lab) == []
 
 
 @pytest.fixture
@@ -177,7 +171,7 @@ def test_cli_json_shape(home: Lab) -> None:
 @pytest.mark.parametrize(
     ("vm", "to", "message"),
     [
-        ("nosuch-9", AWAY, "VM: 'nosuch-9' is not a workload"),
+        ("nosuch-9", AWAY, "VM: 'nosuch-9' is neither an IP address nor a known workload"),
         ("db-1", "hv9", "--to: 'hv9' is not a host"),
         ("db-1", HOME, "--to: acme/db-1 already runs on hv2"),
     ],
