@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -40,7 +41,8 @@ from hyperwall.store.changes import apply_changes, difference, touched_differenc
 log = logging.getLogger("hyperwall.manager")
 
 UNREACHABLE_AFTER = 30.0  # seconds without a report
-COMMIT_ATTEMPTS = 5
+COMMIT_ATTEMPTS = 20  # commits of other replicas meanwhile; each retry re-plans
+COMMIT_BACKOFF = 0.02  # seconds, times the attempt, jittered: replicas stop colliding
 MAX_WAIT = 60.0
 REALIZE_WAIT = 30.0  # how long apply waits for the fleet programs, to name the hosts changed
 VIEW_WAIT = 5.0  # how long apply waits for the fleet watch to reach the store's revision
@@ -153,13 +155,20 @@ class Manager:
         return view if view is not None and view.revision == revision else None
 
     async def change(
-        self, who: Principal, documents: list[Any], deletes: list[DocKey], message: str
+        self,
+        who: Principal,
+        documents: list[Any],
+        deletes: list[DocKey],
+        message: str,
+        began: int | None = None,
     ) -> tuple[Plan, RevisionInfo | None]:
         """Validate and commit as one revision. Commits of this manager take turns (one
         lock), so unrelated concurrent applies never conflict; a commit of another replica
         meanwhile makes it re-plan. It is refused (409, `Overlap`) only if a revision
-        committed since this request began changed one of the documents it changes."""
-        began = await self.store.revision()
+        committed since this request began (`began`: the revision then; default now)
+        changed one of the documents it changes."""
+        if began is None:
+            began = await self.store.revision()
         async with self.commits:
             for attempt in range(1, COMMIT_ATTEMPTS + 1):
                 plan = await self.plan(who, documents, deletes, what_if=False)
@@ -173,6 +182,7 @@ class Manager:
                 except Conflict:
                     if attempt == COMMIT_ATTEMPTS:
                         raise
+                    await asyncio.sleep(random.uniform(0, COMMIT_BACKOFF * attempt))
                     continue
                 break
         if info is None:

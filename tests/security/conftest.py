@@ -3,12 +3,14 @@ example fleet applied, and a token of each role; shared by the hostile-input tes
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from hyperwall.manager.limits import Limits
@@ -29,7 +31,16 @@ class Fleet:
         return self.live.url
 
     def call(self, who: str, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        return call(self.url, self.tokens[who], method, path, body, **params)
+        """A request as `who`; the body is sent as ASCII JSON (`\\ud800` escaped as a
+        hostile client would), so any string can be sent."""
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"}
+        if body is None:
+            return call(self.url, self.tokens[who], method, path, None, **params)
+        headers["Content-Type"] = "application/json"
+        content = json.dumps(body).encode()
+        return httpx.request(
+            method, self.url + path, headers=headers, content=content, params=params, timeout=30
+        )
 
     def revision(self) -> int:
         return int(self.call("provider", "GET", "/v1/history", limit=1).json()[0]["revision"])
