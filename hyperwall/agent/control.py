@@ -14,6 +14,9 @@ per connection:
   switchover, remove them here afterwards. Answers with the counts.
 - `{"op": "done", "vm": KEY}` (destination): the documents now place the VM here; drop the
   incoming overlay and the key.
+- `{"op": "release", "vm": KEY, "addresses": [IP...]}` (source): the VM left without its
+  state; remove its connection entries here all the same (`addresses`: optional, for a VM
+  the agent no longer knows, e.g. its libvirt domain has left).
 
 The operations themselves live in `agent.migration` (`Migrations`); this module is the
 socket (server and client) only. Counterpart of `lab.migrate`, which calls it.
@@ -126,3 +129,6 @@ class ControlClient:
 
     def done(self, vm: str) -> dict[str, Any]:
         return self.call({"op": "done", "vm": vm})
+
+    def release(self, vm: str, addresses: tuple[str, ...] = ()) -> dict[str, Any]:
+        return self.call({"op": "release", "vm": vm, "addresses": list(addresses)})

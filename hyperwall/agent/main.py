@@ -180,6 +180,7 @@ def run_agent(config: AgentConfig) -> None:
     migrations = Migrations(
         config.host, overlay, None, lambda: queue.add("policy"), lambda: backend.program
     )
+    migrations.discovers = watcher is not None
     if config.handover_listen is not None:
         migrations.receiver = HandoverReceiver(config.handover_listen, migrations.apply)
         migrations.receiver.start()

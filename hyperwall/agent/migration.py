@@ -11,6 +11,13 @@ source left clean.
   VM's entries are removed here, except those another VM of this host is an end of (they
   are that VM's connections too). The rules go when the documents place the VM elsewhere.
 - **Destination** (`done`): the documents place the VM here; the overlay and key go.
+- **Source** (`release`): a VM that moved without its state: its entries here go anyway.
+- **Hypervisor-discovered VMs** (`--libvirt`, `discovers`): the VM's rules follow its
+  domain, not the documents: `incoming` only arms the receiver (the domain and its taps
+  appear here paused during the hypervisor's migration, and the agent enforces them as for
+  any domain: an unknown tap fails closed meanwhile). The source's domain, and with it the
+  VM's endpoints, may be gone before `send switchover` or `release` arrives: the addresses
+  known at `precopy` (or given by the caller) are used then.
 
 If the destination's agent is down, `incoming` fails and the orchestrator must not move
 the VM (refused: the VM never runs unprotected). If a handover fails, the VM still moves
@@ -26,7 +33,7 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 from typing import Any
@@ -35,7 +42,7 @@ from hyperwall.agent.handover import HandoverReceiver, send_state
 from hyperwall.compiler.program import HostProgram
 from hyperwall.dataplane.conntrack import wire
 from hyperwall.dataplane.conntrack.entry import Address, Entry, touches
-from hyperwall.dataplane.conntrack.kernel import Conntrack, apply
+from hyperwall.dataplane.conntrack.kernel import Conntrack
 from hyperwall.dataplane.conntrack.transfer import Delta, Key, delta, snapshot
 from hyperwall.policy.model import Catalog
 
@@ -73,6 +80,9 @@ class Migrations:
     reconcile: Callable[[], None]  # queue a reconcile of the desired program
     program: Callable[[], HostProgram | None]  # the program in force now
     sent: dict[str, dict[Key, Entry]] = field(default_factory=dict)  # vm -> what was sent
+    injected: dict[str, set[Key]] = field(default_factory=dict)  # vm -> what we injected
+    discovers: bool = False  # --libvirt: VMs (and their rules) arrive with their domains
+    known: dict[str, list[Address]] = field(default_factory=dict)  # vm -> its addresses
 
     # -- the control socket's operations ------------------------------------------------
 
@@ -89,9 +99,14 @@ class Migrations:
             )
         if op == "done":
             return self.done(vm)
+        if op == "release":
+            return self.release(vm, [str(a) for a in request.get("addresses") or ()])
         raise ValueError(f"unknown op {op!r}")
 
     def incoming(self, vm: str, source: str, key: str) -> dict[str, Any]:
+        if self.discovers and self.receiver is not None:
+            self.receiver.expect(vm, key)  # the rules come with the domain (fail closed till then)
+            return {"ok": True, "ready": False, "waits": "domain"}
         if self.overlay is None or self.receiver is None:
             raise ValueError(
                 "this agent cannot take incoming VMs (it follows a manager, or "
@@ -110,9 +125,10 @@ class Migrations:
         raise TimeoutError(f"{vm}'s rules were not in the kernel within {READY_TIMEOUT:g} s")
 
     def send(self, vm: str, address: str, key: str, phase: str) -> dict[str, Any]:
-        addresses = self._addresses(vm)
+        addresses = self._addresses(vm) or self.known.get(vm, [])
         if not addresses:
             raise ValueError(f"{vm} has no interface on {self.host}")
+        self.known[vm] = addresses
         with Conntrack() as conntrack:
             now = snapshot(conntrack.dump(addresses))
         if phase == "precopy":
@@ -137,14 +153,31 @@ class Migrations:
             "seconds": round(seconds, 4),
         }
         if phase == "switchover":
-            keep = self._local_addresses(exclude=vm)
-            gone = [e for e in now.values() if not touches(e, keep)]
-            with Conntrack() as conntrack:
-                answer["removed"] = conntrack.delete(gone) if gone else 0
-            self.sent.pop(vm, None)
+            answer["removed"] = self._forget(vm, now.values())
         return answer
 
+    def release(self, vm: str, given: list[str] | None = None) -> dict[str, Any]:
+        """The VM left without its state (`--no-state`, or a failed handover): its entries
+        here go all the same, so nothing of it stays behind. `given`: its addresses, for a
+        VM this agent no longer knows (its domain left)."""
+        addresses = (
+            self._addresses(vm) or self.known.get(vm) or [ip_address(a) for a in given or ()]
+        )
+        with Conntrack() as conntrack:
+            entries = conntrack.dump(addresses) if addresses else []
+        return {"ok": True, "removed": self._forget(vm, entries)}
+
+    def _forget(self, vm: str, entries: Iterable[Entry]) -> int:
+        """Delete the VM's entries here, but those another VM of this host is an end of."""
+        keep = self._local_addresses(exclude=vm)
+        gone = [e for e in entries if not touches(e, keep)]
+        self.sent.pop(vm, None)
+        self.known.pop(vm, None)
+        with Conntrack() as conntrack:
+            return conntrack.delete(gone) if gone else 0
+
     def done(self, vm: str) -> dict[str, Any]:
+        self.injected.pop(vm, None)
         if self.receiver is not None:
             self.receiver.forget(vm)
         if self.overlay is not None:
@@ -156,11 +189,32 @@ class Migrations:
     # -- the receiver's work ------------------------------------------------------------
 
     def apply(self, vm: str, phase: str, payload: bytes) -> int:
+        """Take the VM's entries. An entry this host tracks itself (the other end is one of
+        its VMs, or its packets already pass here after the switchover) has seen every
+        packet here: it wins over the copy. Only what precopy injected is updated or
+        removed at the switchover."""
         change = decode_delta(payload)
+        change = Delta(tuple(map(liberal, change.changed)), change.removed)
+        ours = self.injected.setdefault(vm, set())
         with Conntrack() as conntrack:
-            apply(conntrack, change)
-        log.info("migration: %s %s: %d entries applied", vm, phase, len(change))
-        return len(change)
+            if phase == "precopy":
+                native = {e.key for e in conntrack.dump(self._addresses(vm))}
+                new = [e for e in change.changed if e.key not in native]
+                applied = conntrack.inject(new, on_exists="skip") if new else 0
+                ours.update(e.key for e in new)
+            else:
+                gone = [e for e in change.removed if e.key in ours]
+                if gone:
+                    conntrack.delete(gone)
+                update = [e for e in change.changed if e.key in ours]
+                new = [e for e in change.changed if e.key not in ours]
+                applied = len(gone)
+                applied += conntrack.inject(update, on_exists="update") if update else 0
+                applied += conntrack.inject(new, on_exists="skip") if new else 0
+                ours.update(e.key for e in new)
+                ours.difference_update(e.key for e in gone)
+        log.info("migration: %s %s: %d of %d entries applied", vm, phase, applied, len(change))
+        return applied
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -195,6 +249,22 @@ class Migrations:
 
 
 _PART = struct.Struct(">I")
+TCP_BE_LIBERAL = 0x08  # IP_CT_TCP_FLAG_BE_LIBERAL
+
+
+def liberal(entry: Entry) -> Entry:
+    """A copied TCP entry with window tracking relaxed: the kernel has no attribute for the
+    windows it tracked on the source, and with none, the first segments seen here can fall
+    outside what it learns and the connection is lost (measured: a connection opened during
+    the switchover was reset). conntrackd syncs entries the same way."""
+    if entry.tcp is None:
+        return entry
+    tcp = replace(
+        entry.tcp,
+        flags_orig=entry.tcp.flags_orig | TCP_BE_LIBERAL,
+        flags_reply=entry.tcp.flags_reply | TCP_BE_LIBERAL,
+    )
+    return replace(entry, tcp=tcp)
 
 
 def encode_delta(change: Delta) -> bytes:

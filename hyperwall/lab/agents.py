@@ -102,7 +102,7 @@ def agent_argv(
 
     mode_args = ["--mode", mode] if mode != "routed" else []
     guest_args = agent_args(paths, host)
-    if underlay is not None and not guest_args:  # `lab migrate` (namespace VMs)
+    if underlay is not None:  # `lab migrate`
         mode_args += ["--handover-listen", f"{underlay}:{HANDOVER_PORT}"]
     return [
         *hyperwall_command(),

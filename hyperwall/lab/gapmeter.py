@@ -15,6 +15,12 @@ resume), `sent`, `received`, `resumed`.
 
 The resolution is the interval plus the round trip (about 1-2 ms in the lab); a gap shorter
 than that cannot be told from the stream's own rhythm.
+
+`--proto tcp`: the same over one TCP connection (`TCP_NODELAY`; 8 bytes per send, an echo
+counted per 8 bytes back), for a path the policy opens for TCP only (a real guest's echo
+port, measured from the external namespace by `lab.guest_migrate`). The connection must
+survive: `broken` says whether it was reset or closed (then `gapMs` is null). A TCP gap
+includes the sender's retransmission timeout (at least 200 ms) when segments were lost.
 """
 
 from __future__ import annotations
@@ -48,19 +54,30 @@ class Stream:
         self.received += 1
 
 
-def _socket(src: str, dst: str, port: int) -> socket.socket:
+def _socket(src: str, dst: str, port: int, proto: str = "udp") -> socket.socket:
     family = socket.AF_INET6 if ":" in dst else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
     sock.bind((src, 0))
+    if proto == "tcp":
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(5.0)
     sock.connect((dst, port))
     sock.setblocking(False)
     return sock
 
 
 def run(
-    src: str, dst: str, port: int, interval: float, ready_timeout: float, resume_timeout: float
+    src: str,
+    dst: str,
+    port: int,
+    interval: float,
+    ready_timeout: float,
+    resume_timeout: float,
+    proto: str = "udp",
 ) -> dict[str, object]:
-    sock = _socket(src, dst, port)
+    sock = _socket(src, dst, port, proto)
+    pending = 0  # TCP: echoed bytes not yet a whole echo
+    broken = False
     stdin = sys.stdin.fileno()
     os.set_blocking(stdin, False)
     sel = selectors.DefaultSelector()
@@ -75,19 +92,32 @@ def run(
         now = time.monotonic()
         if now >= next_send:
             with contextlib.suppress(OSError):  # the link is down or moving: lost, go on
-                sock.send(struct.pack("!Q", stream.sent))
+                if not broken:
+                    sock.send(struct.pack("!Q", stream.sent))
             stream.sent += 1
             next_send = max(next_send + interval, now)
         for key, _ in sel.select(max(0.0, next_send - time.monotonic())):
             if key.data == "sock":
-                while True:
+                while not broken:
                     try:
-                        sock.recv(64)
+                        data = sock.recv(65536)
                     except BlockingIOError:
                         break
-                    except OSError:  # an ICMP error queued on the socket: not an echo
+                    except OSError:  # UDP: an ICMP error queued on the socket, not an echo
+                        if proto != "tcp":
+                            continue
+                        data = b""
+                    if proto != "tcp":
+                        stream.echo(time.monotonic())
                         continue
-                    stream.echo(time.monotonic())
+                    if not data:  # reset or closed: the connection did not survive
+                        broken = True
+                        sel.unregister(sock)
+                        break
+                    pending += len(data)
+                    if pending >= 8:
+                        pending %= 8
+                        stream.echo(time.monotonic())
             else:
                 try:
                     data = os.read(stdin, 4096)
@@ -105,14 +135,17 @@ def run(
                 print("noreply", flush=True)
                 announced = True
         if stop_at is not None:
-            resumed = stream.last is not None and stream.last > stop_at
-            if resumed or now - stop_at > resume_timeout:
-                return {
+            resumed = stream.last is not None and stream.last > stop_at and not broken
+            if resumed or broken or now - stop_at > resume_timeout:
+                result: dict[str, object] = {
                     "gapMs": round(stream.gap * 1000, 1) if resumed else None,
                     "sent": stream.sent,
                     "received": stream.received,
                     "resumed": resumed,
                 }
+                if proto == "tcp":
+                    result["broken"] = broken
+                return result
 
 
 def main() -> None:
@@ -123,9 +156,16 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.001)
     parser.add_argument("--ready-timeout", type=float, default=3.0)
     parser.add_argument("--resume-timeout", type=float, default=10.0)
+    parser.add_argument("--proto", choices=("udp", "tcp"), default="udp")
     args = parser.parse_args()
     result = run(
-        args.src, args.dst, args.port, args.interval, args.ready_timeout, args.resume_timeout
+        args.src,
+        args.dst,
+        args.port,
+        args.interval,
+        args.ready_timeout,
+        args.resume_timeout,
+        args.proto,
     )
     print(json.dumps(result), flush=True)
 

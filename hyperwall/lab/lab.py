@@ -477,8 +477,12 @@ class Lab:
         timeout: float = DEFAULT_AGENT_TIMEOUT,
         token: str | None = None,
     ) -> MigrationReport:
-        """Move namespace VM `vm` to host `to` while it runs (`lab.migrate`; docs/design/lab.md,
-        "Migration"); `state=False` skips the agents' connection-state handover."""
+        """Move VM `vm` to host `to` while it runs (`lab.migrate`; guests: `lab.guest_migrate`;
+        docs/design/lab.md, "Migration"); `state=False` skips the agents' state handover."""
+        if guest_lab.is_guest_lab(self.paths):  # a real `virsh migrate --live`
+            from hyperwall.lab.guest_migrate import migrate_guest
+
+            return migrate_guest(self, vm, to, state, timeout, token)
         from hyperwall.lab.migrate import migrate
 
         return migrate(self, vm, to, state, timeout, token)
