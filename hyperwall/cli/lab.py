@@ -252,6 +252,12 @@ def migrate(
         + (f" ({report.echo})" if report.echo else "")
     )
     out.print("  steps: " + ", ".join(f"{k} {v:g} ms" for k, v in report.steps_ms))
+    extra = report.to_json()
+    if "downtimeMs" in extra:  # a real guest: qemu's own downtime, and the agent's timing
+        out.print(
+            f"  qemu downtime {extra['downtimeMs']} ms, enforced before resume:"
+            f" {extra['enforcedBeforeResume']}"
+        )
     for line in report.handover:
         out.print(f"  {line}", markup=False)
     for line in report.errors:
