@@ -28,6 +28,7 @@ Counterparts: `agent.control` (the socket), `agent.handover` (the transport),
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import struct
@@ -42,7 +43,7 @@ from hyperwall.agent.handover import HandoverReceiver, send_state
 from hyperwall.compiler.program import HostProgram
 from hyperwall.dataplane.conntrack import wire
 from hyperwall.dataplane.conntrack.entry import Address, Entry, touches
-from hyperwall.dataplane.conntrack.kernel import Conntrack
+from hyperwall.dataplane.conntrack.kernel import Conntrack, InjectError, OnExists
 from hyperwall.dataplane.conntrack.transfer import Delta, Key, delta, snapshot
 from hyperwall.policy.model import Catalog
 
@@ -200,7 +201,7 @@ class Migrations:
             if phase == "precopy":
                 native = {e.key for e in conntrack.dump(self._addresses(vm))}
                 new = [e for e in change.changed if e.key not in native]
-                applied = conntrack.inject(new, on_exists="skip") if new else 0
+                applied = _inject(conntrack, new, "skip")
                 ours.update(e.key for e in new)
             else:
                 gone = [e for e in change.removed if e.key in ours]
@@ -209,8 +210,8 @@ class Migrations:
                 update = [e for e in change.changed if e.key in ours]
                 new = [e for e in change.changed if e.key not in ours]
                 applied = len(gone)
-                applied += conntrack.inject(update, on_exists="update") if update else 0
-                applied += conntrack.inject(new, on_exists="skip") if new else 0
+                applied += _inject(conntrack, update, "update")
+                applied += _inject(conntrack, new, "skip")
                 ours.update(e.key for e in new)
                 ours.difference_update(e.key for e in gone)
         log.info("migration: %s %s: %d of %d entries applied", vm, phase, applied, len(change))
@@ -249,6 +250,22 @@ class Migrations:
 
 
 _PART = struct.Struct(">I")
+# An entry being created here by a packet right now (unconfirmed) refuses a copy with EBUSY:
+# this host sees that connection's packets itself, so its own entry wins, as with EEXIST.
+_NATIVE = (errno.EBUSY, errno.EEXIST)
+
+
+def _inject(conntrack: Conntrack, entries: list[Entry], on_exists: OnExists) -> int:
+    if not entries:
+        return 0
+    try:
+        return conntrack.inject(entries, on_exists=on_exists)
+    except InjectError as exc:
+        if all(f.errno in _NATIVE for f in exc.failed):
+            return exc.applied
+        raise
+
+
 TCP_BE_LIBERAL = 0x08  # IP_CT_TCP_FLAG_BE_LIBERAL
 
 

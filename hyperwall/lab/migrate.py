@@ -189,6 +189,19 @@ def switch(sw: Switchover, places: dict[str, str], dest_plan: LabPlan) -> None:
             by_ns.setdefault(dest_plan.host(host).ns, []).append(
                 f"link set {link} netns {sw.dest_ns}"
             )
+    # Before the links leave, each source gets a standby route via the destination: the
+    # VM's own routes go with its links, and a packet for the VM that reached the source
+    # meanwhile would take the default route (in the lab: to the external namespace, which
+    # answers every address, and answered mid-stream TCP with resets).
+    standby = {
+        ns: [
+            f"{line.replace('route replace', 'route append', 1)} metric {STANDBY_METRIC}"
+            for line in sw.reroute.get(ns, ())
+            if line.startswith("route replace")
+        ]
+        for ns in by_ns
+    }
+    nsexec.run_jobs(nsexec.batch_job(lines, ns, force=True) for ns, lines in standby.items())
     nsexec.run_jobs(nsexec.batch_job(lines, ns) for ns, lines in by_ns.items())
     jobs = [nsexec.batch_job(list(sw.attach), sw.dest_ns)]
     jobs += [nsexec.batch_job(list(lines), ns) for ns, lines in sw.reroute.items()]
@@ -197,10 +210,19 @@ def switch(sw: Switchover, places: dict[str, str], dest_plan: LabPlan) -> None:
     # same values: setting them per link is off the traffic's critical path
     after = [nsexec.Job(("sysctl", "-q", "-w", *sw.sysctls), ns=sw.dest_ns)] if sw.sysctls else []
     after += [nsexec.batch_job(list(lines), ns, force=True) for ns, lines in sw.remove.items()]
+    after += [
+        nsexec.batch_job(
+            [line.replace("route append", "route del", 1) for line in lines], ns, force=True
+        )
+        for ns, lines in standby.items()
+    ]
     after += [_bridge_job(ns, lines) for ns, lines in sw.fdb.items()]
     if sw.resolve:
         after.append(nsexec.batch_job(list(sw.resolve), sw.vm_ns, force=True))
     nsexec.run_jobs(after, check=False)
+
+
+STANDBY_METRIC = 4000  # the source's route via the destination while the links move
 
 
 # -- the gap -------------------------------------------------------------------------------
@@ -278,6 +300,9 @@ class Hooks:
 
     def done(self) -> None:
         self.answers.append(f"done: {json.dumps(self.dest.done(self.vm))}")
+
+    def release(self) -> None:
+        self.answers.append(f"release: {json.dumps(self.source.release(self.vm))}")
 
 
 def handover_hooks(lab: Lab, vm: str, source: str, dest: str) -> Hooks | str:
@@ -398,12 +423,20 @@ def migrate(
             except Exception as exc:
                 errors.append(f"switchover: {exc}")
             step("delta")
+        if isinstance(hooks, Hooks) and (not state or errors):
+            try:
+                hooks.release()  # (d'): nothing of the VM stays on the source
+            except Exception as exc:
+                errors.append(f"release: {exc}")
         if agents.agent_source_file(lab.paths).exists():  # (e)
             apply_to_manager(lab, w, to, token)
         write_documents(lab, w, to)
         step("documents")
         if lab.state().agents:
-            lab.wait(timeout)
+            try:
+                lab.wait(timeout)
+            except LabError as exc:  # the VM has moved: report it, do not undo the move
+                errors.append(f"converge: {exc}")
             step("converged")
         if isinstance(hooks, Hooks):
             hooks.done()  # (f)
