@@ -36,6 +36,7 @@ from uvicorn.server import ServerState
 
 from hyperwall.manager.auth import Refused, authenticate
 from hyperwall.policy.values import Problem, strict_loads, value_problems
+from hyperwall.store.base import Unavailable
 
 log = logging.getLogger("hyperwall.manager.auth")
 
@@ -132,6 +133,9 @@ class RequestGuard:
             log.warning("refused %s %s from %s: %s", method, path, client[0], exc)
             headers = ((b"www-authenticate", b"Bearer"),) if exc.status == 401 else ()
             await _answer(send, exc.status, {"error": exc.reason}, headers)
+            return
+        except Unavailable as exc:  # the token cannot be checked: the store is away (exit 4)
+            await _answer(send, 503, {"error": f"store unavailable: {exc}"})
             return
         scope.setdefault("state", {})[PRINCIPAL] = who
         try:

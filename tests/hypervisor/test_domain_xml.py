@@ -257,7 +257,8 @@ def problems(text: str) -> list[str]:
 
 def test_errors_name_the_offending_attribute() -> None:
     assert problems(hand().replace('key="role"', 'key="ro le"')) == [
-        "hw:workload/hw:label[@key='ro le']: bad label key 'ro le': expected [A-Za-z0-9_./-]+"
+        "hw:workload/hw:label[@key='ro le']: bad label key 'ro le': expected"
+        " [A-Za-z0-9_./-]+, at most 253 characters"
     ]
     assert problems(hand().replace("10.1.0.21", "10.1.0.300")) == [
         "hw:workload/hw:interface[@mac='52:54:00:aa:00:01']/hw:ip[1]: bad IP address "
