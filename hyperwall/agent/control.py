@@ -87,6 +87,30 @@ class ControlServer:
             self.path.unlink()
 
 
+def json_line_request(
+    path: Path,
+    message: dict[str, Any],
+    timeout: float,
+    connect: Callable[[socket.socket, Path], None] | None = None,
+) -> Any:
+    """One JSON line to the unix socket at `path`, one JSON line back (decoded): the shape
+    of the agent's control socket and of the lab's responders. OSError, ValueError."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        if connect is None:
+            s.connect(str(path))
+        else:
+            connect(s, path)
+        s.sendall(json.dumps(message).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
 class ControlClient:
     def __init__(self, path: Path, timeout: float = TIMEOUT) -> None:
         self.path = path
@@ -95,20 +119,9 @@ class ControlClient:
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send one request; its answer, or ControlError with the agent's reason."""
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(self.timeout)
-                s.connect(str(self.path))
-                s.sendall(json.dumps(request).encode() + b"\n")
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+            answer = json_line_request(self.path, request, self.timeout)
         except OSError as exc:
             raise ControlError(f"agent control socket {self.path}: {exc}") from None
-        try:
-            answer = json.loads(data)
         except ValueError:
             raise ControlError(f"agent control socket {self.path}: no answer") from None
         if not isinstance(answer, dict) or not answer.get("ok"):

@@ -5,7 +5,6 @@ blocked probes costs one timeout, not one per probe.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from hyperwall.agent.control import json_line_request
 from hyperwall.lab.probe_messages import ProbeOutcome, ProbeRequest
 
 MAX_PARALLEL = 256
@@ -38,22 +38,11 @@ def _connect(s: socket.socket, path: Path) -> None:
 def request(path: Path, message: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Send one JSON message to the responder at `path` and read its one-line reply."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            _connect(s, path)
-            s.sendall(json.dumps(message).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+        reply = json_line_request(path, message, timeout, _connect)
     except OSError as exc:
         raise ResponderError(f"responder {path}: {exc}") from None
-    try:
-        reply = json.loads(data)
-    except ValueError:
-        raise ResponderError(f"responder {path}: bad reply {data[:200]!r}") from None
+    except ValueError as exc:
+        raise ResponderError(f"responder {path}: bad reply ({exc})") from None
     if not isinstance(reply, dict):
         raise ResponderError(f"responder {path}: bad reply {reply!r}")
     return reply
