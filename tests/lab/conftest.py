@@ -63,6 +63,21 @@ def running_lab(suffix: str, sources: Sequence[Path] = (EXAMPLES,), **up: Any) -
         assert lab_namespaces(lab) == []
 
 
+@contextlib.contextmanager
+def vm_kept_home(lab: Lab, vm: str, home: str) -> Iterator[Lab]:
+    """`vm` starts on `home` and is back there afterwards, whatever the test did (its host's
+    agent restarted first if the test stopped it)."""
+    assert lab.catalog().workloads[vm].host == home
+    try:
+        yield lab
+    finally:
+        if lab.agent_pid(home) is None and lab.state().agents:
+            lab.start_agent(home)
+            lab.wait()
+        if lab.catalog().workloads[vm].host != home:
+            lab.migrate(vm, home, state=False)
+
+
 def probe_rows() -> list[tuple[str, str, str, str]]:
     """examples/probes.tsv: (from, to, service, expected result)."""
     rows = []

@@ -19,7 +19,7 @@ from hyperwall.lab.nsexec import Job, batch_job, run
 from hyperwall.lab.switchover import plan_switchover
 from hyperwall.lab.topology import build_plan
 
-from .conftest import VERDICT_TO_RESULT, lab_marks, run_cli, running_lab
+from .conftest import VERDICT_TO_RESULT, lab_marks, run_cli, running_lab, vm_kept_home
 
 pytestmark = lab_marks()
 
@@ -48,13 +48,8 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture
 def home(lab: Lab) -> Iterator[Lab]:
-    """db-1 starts on hv2 and is back there after the test, whatever happened."""
-    assert lab.catalog().workloads[DB].host == HOME
-    try:
+    with vm_kept_home(lab, DB, HOME):
         yield lab
-    finally:
-        if lab.catalog().workloads[DB].host != HOME:
-            lab.migrate(DB, HOME, state=False)
 
 
 def _ip_json(ns: str, *args: str) -> list[dict[str, Any]]:

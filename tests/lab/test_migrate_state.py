@@ -28,7 +28,7 @@ from hyperwall.dataplane.nft.kernel import NftKernel
 from hyperwall.dataplane.nft.table import TableState
 from hyperwall.lab import Lab
 
-from .conftest import lab_marks, running_lab
+from .conftest import lab_marks, running_lab, vm_kept_home
 
 pytestmark = lab_marks()
 
@@ -44,16 +44,8 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture
 def home(lab: Lab) -> Iterator[Lab]:
-    """db-1 starts on hv2 and is back there after the test, whatever happened."""
-    assert lab.catalog().workloads[DB].host == HOME
-    try:
+    with vm_kept_home(lab, DB, HOME):
         yield lab
-    finally:
-        if lab.agent_pid(HOME) is None:
-            lab.start_agent(HOME)
-            lab.wait()
-        if lab.catalog().workloads[DB].host != HOME:
-            lab.migrate(DB, HOME, state=False)
 
 
 def ns_of(lab: Lab, vm: str) -> str:
