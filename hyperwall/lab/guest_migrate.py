@@ -55,6 +55,7 @@ from hyperwall.lab.migrate import (
     GapMeter,
     Hooks,
     MigrationReport,
+    Steps,
     apply_to_manager,
     find_vm,
     handover_hooks,
@@ -401,29 +402,16 @@ def migrate_guest(
     console = str(libvirtd.console_log(lab.paths, to, guest.domain))
     reroute = [nsexec.batch_job(list(lines), ns) for ns, lines in sw.reroute.items()]
     watcher = Destination(lab.paths, full, full.vm(w.key), to, guest.domain, reroute)
-    connections, errors = 0, []
-    steps: list[tuple[str, float]] = []
-    clock = time.monotonic()
+    connections, errors = 0, list[str]()
+    steps = Steps()
+    step = steps.step
     downtime: float | None = None
-    migrated_at = clock
-
-    def step(name: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        steps.append((name, round((now - clock) * 1000, 1)))
-        clock = now
+    migrated_at = steps.clock
 
     conn = libvirt.open(libvirtd.uri(lab.paths, source))
     try:
         if isinstance(hooks, Hooks):
-            hooks.incoming()  # (a); a failure refuses the move: nothing has moved yet
-            step("incoming")
-            if state:
-                try:
-                    hooks.send("precopy")  # (b)
-                except Exception as exc:
-                    errors.append(f"precopy: {exc}")
-                step("precopy")
+            hooks.before_move(state, errors, steps)  # (a), (b)
         nsexec.run(nsexec.batch_job(fallback, source_ns))  # (c)
         dom = conn.lookupByName(guest.domain)
         xml = destination_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), channel, console)
@@ -455,18 +443,8 @@ def migrate_guest(
             apply_to_manager(lab, w, to, token)
         write_documents(lab, w, to)
         step("documents")
-        if isinstance(hooks, Hooks) and state and not errors:
-            try:
-                connections = hooks.send("switchover")  # (g)
-            except Exception as exc:
-                errors.append(f"switchover: {exc}")
-            step("delta")
-        if isinstance(hooks, Hooks) and (not state or errors):
-            try:
-                answer = hooks.source.release(w.key, addresses)
-                hooks.answers.append(f"release: {json.dumps(answer)}")
-            except Exception as exc:
-                errors.append(f"release: {exc}")
+        if isinstance(hooks, Hooks):  # (g): the domain may be gone here: its addresses given
+            connections = hooks.after_move(state, errors, steps, addresses)
         dconn = libvirt.open(libvirtd.uri(lab.paths, to))
         try:
             downtime = _job_downtime(dconn.lookupByName(guest.domain))
@@ -503,7 +481,7 @@ def migrate_guest(
         echo=f"{path[0]} -> {path[1]} {path[2]}/{path[3]}" if path else None,
         handover=handover,
         errors=tuple(errors + watcher.errors),
-        steps_ms=tuple(steps),
+        steps_ms=tuple(steps.done),
         downtime_ms=downtime,
         enforced_before_resume=(
             enforced is not None and resumed is not None and enforced <= resumed

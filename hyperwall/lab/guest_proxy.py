@@ -22,15 +22,13 @@ import itertools
 import json
 import os
 import shlex
-import signal
 import socket
 import socketserver
-import sys
 import threading
-from types import FrameType
 from typing import Any
 
 from hyperwall.lab.probe_messages import ProbeOutcome, ProbeRequest
+from hyperwall.lab.responder import serve_until_stopped
 
 SLACK = 4.0  # seconds beyond a probe's own timeout before the proxy gives up on the guest
 PING_TIMEOUT = 0.8
@@ -179,20 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(args.socket)
-    control = _ControlServer(args.socket, Channel(args.channel))
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=control.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        control.serve_forever(poll_interval=0.5)
-    finally:
-        control.server_close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(args.socket)
-    sys.exit(0)
+    serve_until_stopped(_ControlServer(args.socket, Channel(args.channel)), args.socket)
 
 
 if __name__ == "__main__":

@@ -301,8 +301,52 @@ class Hooks:
     def done(self) -> None:
         self.answers.append(f"done: {json.dumps(self.dest.done(self.vm))}")
 
-    def release(self) -> None:
-        self.answers.append(f"release: {json.dumps(self.source.release(self.vm))}")
+    def release(self, addresses: tuple[str, ...] = ()) -> None:
+        answer = self.source.release(self.vm, addresses)
+        self.answers.append(f"release: {json.dumps(answer)}")
+
+    def before_move(self, state: bool, errors: list[str], steps: Steps) -> None:
+        """(a) incoming (a failure refuses the move: nothing has moved yet), (b) precopy."""
+        self.incoming()
+        steps.step("incoming")
+        if state:
+            try:
+                self.send("precopy")
+            except Exception as exc:
+                errors.append(f"precopy: {exc}")
+            steps.step("precopy")
+
+    def after_move(
+        self, state: bool, errors: list[str], steps: Steps, addresses: tuple[str, ...] = ()
+    ) -> int:
+        """The switchover delta (the connections handed over); without state, or after a
+        failure, `release`: nothing of the VM stays on the source."""
+        connections = 0
+        if state and not errors:
+            try:
+                connections = self.send("switchover")
+            except Exception as exc:
+                errors.append(f"switchover: {exc}")
+            steps.step("delta")
+        if not state or errors:
+            try:
+                self.release(addresses)
+            except Exception as exc:
+                errors.append(f"release: {exc}")
+        return connections
+
+
+class Steps:
+    """Each step's milliseconds since the previous one (the report's `stepsMs`)."""
+
+    def __init__(self) -> None:
+        self.clock = time.monotonic()
+        self.done: list[tuple[str, float]] = []
+
+    def step(self, name: str) -> None:
+        now = time.monotonic()
+        self.done.append((name, round((now - self.clock) * 1000, 1)))
+        self.clock = now
 
 
 def handover_hooks(lab: Lab, vm: str, source: str, dest: str) -> Hooks | str:
@@ -395,39 +439,16 @@ def migrate(
     hooks = handover_hooks(lab, w.key, source, to)
     peer = echo_peer(catalog, w.key)
     meter = GapMeter(plan.vm(w.key).ns, *peer) if peer else None
-    connections, errors = 0, []
-    steps: list[tuple[str, float]] = []
-    clock = time.monotonic()
-
-    def step(name: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        steps.append((name, round((now - clock) * 1000, 1)))
-        clock = now
-
+    connections, errors = 0, list[str]()
+    steps = Steps()
+    step = steps.step
     try:
         if isinstance(hooks, Hooks):
-            hooks.incoming()  # (a); a failure refuses the move: nothing has moved yet
-            step("incoming")
-            if state:
-                try:
-                    hooks.send("precopy")  # (b)
-                except Exception as exc:
-                    errors.append(f"precopy: {exc}")
-                step("precopy")
+            hooks.before_move(state, errors, steps)  # (a), (b)
         switch(sw, places, new_plan)  # (c)
         step("switchover")
-        if isinstance(hooks, Hooks) and state and not errors:
-            try:
-                connections = hooks.send("switchover")  # (d)
-            except Exception as exc:
-                errors.append(f"switchover: {exc}")
-            step("delta")
-        if isinstance(hooks, Hooks) and (not state or errors):
-            try:
-                hooks.release()  # (d'): nothing of the VM stays on the source
-            except Exception as exc:
-                errors.append(f"release: {exc}")
+        if isinstance(hooks, Hooks):
+            connections = hooks.after_move(state, errors, steps)  # (d) or (d')
         if agents.agent_source_file(lab.paths).exists():  # (e)
             apply_to_manager(lab, w, to, token)
         write_documents(lab, w, to)
@@ -457,5 +478,5 @@ def migrate(
         echo=f"{peer[0]} -> {peer[1]} udp/{peer[2]}" if peer else None,
         handover=handover,
         errors=tuple(errors),
-        steps_ms=tuple(steps),
+        steps_ms=tuple(steps.done),
     )

@@ -118,7 +118,12 @@ def main(argv: list[str] | None = None) -> None:
 
     with contextlib.suppress(FileNotFoundError):
         os.unlink(args.socket)
-    control = _ControlServer(args.socket, _Control)
+    serve_until_stopped(_ControlServer(args.socket, _Control), args.socket)
+
+
+def serve_until_stopped(control: socketserver.BaseServer, path: str) -> None:
+    """Serve a control socket until SIGTERM/SIGINT, then remove it and exit 0 (also the
+    guest proxy's, `lab.guest_proxy`)."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=control.shutdown, daemon=True).start()
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         control.server_close()
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(args.socket)
+            os.unlink(path)
     sys.exit(0)
 
 
