@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from hyperwall.analysis.trace import trace
 from hyperwall.lab import Lab
 from hyperwall.lab.nsexec import list_namespaces
 
@@ -76,6 +77,21 @@ def vm_kept_home(lab: Lab, vm: str, home: str) -> Iterator[Lab]:
             lab.wait()
         if lab.catalog().workloads[vm].host != home:
             lab.migrate(vm, home, state=False)
+
+
+def assert_probes_match_trace(lab: Lab, probes: list[tuple[str, str, str]], **kw: Any) -> None:
+    """Real probes (`Lab.probe_reports` keywords in `kw`) give `trace`'s verdicts, and the
+    matrix has every kind of verdict."""
+    catalog = lab.catalog()
+    reports = lab.probe_reports(probes, **kw)
+    expected = [VERDICT_TO_RESULT[trace(catalog, *p).verdict] for p in probes]
+    mismatches = [
+        (p, want, r.result, r.outcome.detail)
+        for p, want, r in zip(probes, expected, reports, strict=True)
+        if r.result != want
+    ]
+    assert mismatches == []
+    assert {"allowed", "blocked", "rejected"} <= set(expected)
 
 
 def probe_rows() -> list[tuple[str, str, str, str]]:

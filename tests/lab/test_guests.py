@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from hyperwall.analysis.trace import trace
 from hyperwall.hypervisor.domain_xml import Managed, parse_domain
 from hyperwall.io.files import load_catalog
 from hyperwall.lab import Lab, guest_lab, guests, libvirtd
@@ -27,7 +26,14 @@ from hyperwall.lab.guest_image import GuestImage
 from hyperwall.lab.topology import LabPlan, build_plan
 from hyperwall.policy.model import Catalog
 
-from .conftest import ROOT, VERDICT_TO_RESULT, lab_name, lab_namespaces, needs_root, run_cli
+from .conftest import (
+    ROOT,
+    assert_probes_match_trace,
+    lab_name,
+    lab_namespaces,
+    needs_root,
+    run_cli,
+)
 
 GUESTS = ROOT / "tests" / "lab" / "guests"
 PROBE_TIMEOUT = 2.0  # TCG guests answer in milliseconds, but 4 of them share 2 vCPUs
@@ -221,17 +227,8 @@ def _matrix(catalog: Catalog) -> list[tuple[str, str, str]]:
 @pytest.mark.lab
 @pytest.mark.slow
 def test_real_traffic_matches_trace(lab: Lab) -> None:
-    catalog = lab.catalog()
-    probes = _matrix(catalog)
-    reports = lab.probe_reports(probes, timeout=PROBE_TIMEOUT, parallel=PARALLEL)
-    expected = [VERDICT_TO_RESULT[trace(catalog, *p).verdict] for p in probes]
-    mismatches = [
-        (p, want, r.result, r.outcome.detail)
-        for p, want, r in zip(probes, expected, reports, strict=True)
-        if r.result != want
-    ]
-    assert mismatches == []
-    assert {"allowed", "blocked", "rejected"} <= set(expected)
+    probes = _matrix(lab.catalog())
+    assert_probes_match_trace(lab, probes, timeout=PROBE_TIMEOUT, parallel=PARALLEL)
 
 
 @pytest.mark.lab
