@@ -231,7 +231,7 @@ def block_set_specs(name: str) -> list[SetSpec]:
             "i": (addr, addr, "icmp_type" if family == 4 else "icmpv6_type"),
             "a": (addr, addr),
         }[kind]
-        specs.append(SetSpec(block_set_name(name, shape), types, kind not in "esd"))
+        specs.append(SetSpec(block_set_name(name, shape), types, kind not in "esd", counter=True))
     return specs
 
 

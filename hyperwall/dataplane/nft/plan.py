@@ -72,6 +72,8 @@ def set_command(spec: SetSpec, elements: Iterable[Element] = ()) -> Command:
     body["type"] = spec.type[0] if len(spec.type) == 1 else list(spec.type)
     if spec.interval:
         body["flags"] = ["interval"]
+    if spec.counter:  # the kernel gives every element, however added, a counter of its own
+        body["stmt"] = [{"counter": None}]
     elems = elements_raw(spec, elements)
     if elems is not None:
         body["elem"] = elems

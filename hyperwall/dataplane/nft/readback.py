@@ -163,7 +163,11 @@ def parse_table(
             raw = entry.get("set") or entry["map"]
             types = raw["type"] if isinstance(raw["type"], list) else [raw["type"]]
             spec = SetSpec(
-                prefix + raw["name"], tuple(types), "interval" in raw.get("flags", []), "map" in raw
+                prefix + raw["name"],
+                tuple(types),
+                "interval" in raw.get("flags", []),
+                "map" in raw,
+                any("counter" in s for s in raw.get("stmt", ())),
             )
             if spec.name.startswith("k_") and block_set_shape(spec.name) not in SHAPES:
                 # an earlier version's block set: never wanted, so deleted whole by the

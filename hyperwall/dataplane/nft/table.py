@@ -44,6 +44,7 @@ class SetSpec:
     type: tuple[str, ...]
     interval: bool = False
     verdict_map: bool = False
+    counter: bool = False  # a counter per element (block sets: per-rule hits, `nft.hits`)
 
 
 @dataclass(frozen=True, slots=True)
