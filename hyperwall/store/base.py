@@ -159,6 +159,17 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One audit-ledger record as stored: its canonical JSON text and the SHA-256 of that
+    text. The record names the revision, its actor, time, message, the digests of every
+    changed document's before/after, and the previous record's hash (`store.ledger`)."""
+
+    number: int
+    body: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
 class TokenRecord:
     """An API token as stored: only the SHA-256 of the secret, never the secret itself."""
 
@@ -250,7 +261,18 @@ class Store(Protocol):
 
     async def compact(self, keep_from: int) -> None:
         """Drop history before `keep_from`: snapshots, diffs and watches from older
-        revisions become unavailable. Never changes the current documents."""
+        revisions become unavailable. Never changes the current documents. The audit
+        ledger is never compacted."""
+        ...
+
+    async def revisions(self, low: int, high: int) -> list[Revision]:
+        """The kept revisions numbered `low`..`high` with their diffs, oldest first
+        (compacted ones are left out)."""
+        ...
+
+    async def ledger(self, low: int = 1, high: int | None = None) -> list[LedgerEntry]:
+        """The audit-ledger records of revisions `low`..`high` (default: to the current
+        one), oldest first, exactly as stored: `store.ledger.verify` checks them."""
         ...
 
     async def put_token(self, token: TokenRecord) -> None:

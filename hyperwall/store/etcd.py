@@ -27,6 +27,7 @@ from hyperwall.store.base import (
     DocKey,
     Document,
     InvalidDocument,
+    LedgerEntry,
     Resync,
     Revision,
     RevisionInfo,
@@ -53,16 +54,20 @@ from hyperwall.store.etcd_kv import (
 )
 from hyperwall.store.etcd_layout import (
     Layout,
+    decode_ledger,
     decode_record,
     decode_token,
+    encode_ledger,
     encode_record,
     encode_token,
     prefix_end,
 )
+from hyperwall.store.ledger import GENESIS, entry
 
 ATTEMPTS = 20  # optimistic retries of one write against concurrent writers
 WATCH_BATCH = 100  # revision records read per catch-up query
 DEFAULT_PREFIX = "/hyperwall/"
+FIXED_OPS = 3  # operations of every commit besides its documents: P/rev, P/log/N, P/ledger/N
 
 
 class EtcdStore:
@@ -117,9 +122,9 @@ class EtcdStore:
     ) -> RevisionInfo | None:
         prepared = prepare(puts, deletes)
         touched = prepared.touched
-        if len(touched) + 2 > self._max_ops:
+        if len(touched) + FIXED_OPS > self._max_ops:
             raise TooLarge(
-                f"{len(touched)} documents in one commit; etcd takes {self._max_ops - 2}"
+                f"{len(touched)} documents in one commit; etcd takes {self._max_ops - FIXED_OPS}"
             )
         for _ in range(ATTEMPTS):
             current, _floor, result = await self._read(*(Get(self._at.doc(k)) for k in touched))
@@ -135,6 +140,12 @@ class EtcdStore:
             ops: list[Op] = [
                 Put(self._at.rev, str(number).encode()),
                 Put(self._at.log(number), encode_record(number, author, now, message, changes)),
+                Put(
+                    self._at.ledger(number),
+                    encode_ledger(
+                        entry(number, author, now, message, changes, await self._head(current))
+                    ),
+                ),
             ]
             for c in changes:
                 doc = self._at.doc(c.key)
@@ -146,6 +157,13 @@ class EtcdStore:
             if expect_revision is not None:
                 raise Conflict(expect_revision, await self.revision())
         raise StoreError(f"commit lost {ATTEMPTS} races in a row to other writers")
+
+    async def _head(self, current: int) -> str:
+        """The hash of revision `current`'s ledger record (GENESIS when the store predates
+        the ledger). Read after the counters: the commit's guard on `P/rev` makes it the
+        record of the revision the commit follows."""
+        found = _one((await self._kv.read(Get(self._at.ledger(current)))).ranges[0])
+        return GENESIS if found is None else decode_ledger(current, found.value).hash
 
     async def revision(self) -> int:
         current, _, _ = await self._read()
@@ -194,6 +212,20 @@ class EtcdStore:
         if number < floor or not result.ranges[2]:
             raise Compacted(number, floor)
         return decode_record(result.ranges[2][0].value)
+
+    async def revisions(self, low: int, high: int) -> list[Revision]:
+        _, floor, _ = await self._read()
+        low = max(low, floor, 1)
+        if high < low:
+            return []
+        result = await self._kv.read(Get(self._at.log(low), self._at.log(high + 1)))
+        return [decode_record(kv.value) for kv in result.ranges[0]]
+
+    async def ledger(self, low: int = 1, high: int | None = None) -> list[LedgerEntry]:
+        end = prefix_end(self._at.ledger_prefix) if high is None else self._at.ledger(high + 1)
+        result = await self._kv.read(Get(self._at.ledger(max(low, 0)), end))
+        size = len(self._at.ledger_prefix)
+        return [decode_ledger(int(kv.key[size:]), kv.value) for kv in result.ranges[0]]
 
     async def watch(self, from_revision: int) -> AsyncGenerator[WatchEvent, None]:
         try:

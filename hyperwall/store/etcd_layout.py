@@ -6,6 +6,8 @@ Under one prefix P (default `/hyperwall/`):
     P/floor                       oldest kept revision (compaction), decimal
     P/doc/KIND/TENANT/NAME        current document, canonical JSON (TENANT empty = provider)
     P/log/NNNNNNNNNNNNNNNNNNNN    revision record: header and before/after of each change
+    P/ledger/NNNNNNNNNNNNNNNNNNNN audit-ledger record of revision N: {"body", "hash"}; never
+                                  compacted (`store.ledger`)
     P/token/ID                    token record (JSON), P/tokenhash/SHA256 the same record
     P/status/HOST, P/inventory/HOST   latest report of a host (JSON)
 
@@ -20,7 +22,7 @@ import json
 from typing import Any
 from urllib.parse import quote, unquote
 
-from hyperwall.store.base import DocChange, DocKey, Revision, TokenRecord, summarize
+from hyperwall.store.base import DocChange, DocKey, LedgerEntry, Revision, TokenRecord, summarize
 from hyperwall.store.changes import BodyChange, canonical
 
 LOG_DIGITS = 20
@@ -39,6 +41,7 @@ class Layout:
         self.floor = self._b("floor")
         self.docs = self._b("doc/")
         self.log_prefix = self._b("log/")
+        self.ledger_prefix = self._b("ledger/")
         self.tokens = self._b("token/")
         self.statuses = self._b("status/")
         self.inventories = self._b("inventory/")
@@ -55,6 +58,9 @@ class Layout:
 
     def log(self, number: int) -> bytes:
         return self.log_prefix + str(number).zfill(LOG_DIGITS).encode()
+
+    def ledger(self, number: int) -> bytes:
+        return self.ledger_prefix + str(number).zfill(LOG_DIGITS).encode()
 
     def token(self, token_id: str) -> bytes:
         return self.tokens + _seg(token_id).encode()
@@ -108,6 +114,20 @@ def decode_record(raw: bytes) -> Revision:
     )
     info = summarize(record["number"], record["author"], record["time"], record["message"], changes)
     return Revision(info, changes)
+
+
+def encode_ledger(made: LedgerEntry) -> bytes:
+    return canonical({"body": made.body, "hash": made.hash}).encode()
+
+
+def decode_ledger(number: int, raw: bytes) -> LedgerEntry:
+    """A stored ledger value; one edited into something else still comes back, as an
+    entry whose hash cannot match (verification names it)."""
+    try:
+        value = json.loads(raw)
+        return LedgerEntry(number, str(value["body"]), str(value["hash"]))
+    except (ValueError, KeyError, TypeError):
+        return LedgerEntry(number, raw.decode(errors="replace"), "")
 
 
 def encode_token(token: TokenRecord) -> bytes:

@@ -21,6 +21,7 @@ from hyperwall.store import sqlite_db as db
 from hyperwall.store.base import (
     DocKey,
     Document,
+    LedgerEntry,
     Resync,
     Revision,
     RevisionInfo,
@@ -120,6 +121,12 @@ class SqliteStore:
 
     async def compact(self, keep_from: int) -> None:
         await self._call(db.compact, keep_from)
+
+    async def revisions(self, low: int, high: int) -> list[Revision]:
+        return await self._call(db.revisions, low, high)
+
+    async def ledger(self, low: int = 1, high: int | None = None) -> list[LedgerEntry]:
+        return await self._call(db.ledger, low, high)
 
     # -- tokens and host reports --------------------------------------------------------
 

@@ -20,6 +20,7 @@ from hyperwall.store.base import (
     Conflict,
     DocKey,
     InvalidDocument,
+    LedgerEntry,
     Resync,
     Revision,
     RevisionInfo,
@@ -30,10 +31,20 @@ from hyperwall.store.base import (
     summarize,
 )
 from hyperwall.store.changes import BodyChange, Prepared, canonical, decode, plan
+from hyperwall.store.ledger import GENESIS, entry, entry_of_revision
 
-SCHEMA_VERSION = 2  # 2: tokens.expires
+SCHEMA_VERSION = 3  # 2: tokens.expires; 3: the audit ledger
 
-_DDL = """
+_LEDGER_DDL = """
+CREATE TABLE ledger (
+    number INTEGER PRIMARY KEY,         -- the revision's number, never compacted
+    body   TEXT NOT NULL,               -- canonical JSON record (store.ledger)
+    hash   TEXT NOT NULL                -- SHA-256 of body, the next record's prev
+)
+"""
+
+_DDL = (
+    """
 CREATE TABLE revisions (
     number  INTEGER PRIMARY KEY,
     author  TEXT NOT NULL,
@@ -67,6 +78,8 @@ CREATE TABLE tokens (
 CREATE TABLE statuses (host TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE inventory (host TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
+    + _LEDGER_DDL
+)
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -84,12 +97,36 @@ def connect(path: str) -> sqlite3.Connection:
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version == 1:  # version 2 added token expiry
-            conn.execute("ALTER TABLE tokens ADD COLUMN expires REAL")
+        elif version in (1, 2):
+            if version == 1:  # version 2 added token expiry
+                conn.execute("ALTER TABLE tokens ADD COLUMN expires REAL")
+            _add_ledger(conn)  # version 3 added the audit ledger
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
             raise StoreError(f"{path}: schema version {version}, this code knows {SCHEMA_VERSION}")
     return conn
+
+
+def _add_ledger(conn: sqlite3.Connection) -> None:
+    """The ledger of a file from before it: records for the revisions still kept, chained
+    from the oldest (in the migration's transaction: all or nothing)."""
+    conn.execute(_LEDGER_DDL)
+    prev = GENESIS
+    low, current = max(_floor(conn), 1), _current(conn)
+    while low <= current:
+        high = min(current, low + 99)
+        for revision in _revisions(conn, low, high):
+            made = entry_of_revision(revision, prev)
+            _put_ledger(conn, made)
+            prev = made.hash
+        low = high + 1
+
+
+def _put_ledger(conn: sqlite3.Connection, made: LedgerEntry) -> None:
+    conn.execute(
+        "INSERT INTO ledger (number, body, hash) VALUES (?, ?, ?)",
+        (made.number, made.body, made.hash),
+    )
 
 
 @contextmanager
@@ -174,6 +211,8 @@ def commit(
             "INSERT INTO revisions (number, author, time, message) VALUES (?, ?, ?, ?)",
             (number, author, now, message),
         )
+        row = conn.execute("SELECT hash FROM ledger WHERE number = ?", (current,)).fetchone()
+        _put_ledger(conn, entry(number, author, now, message, changes, row[0] if row else GENESIS))
         for change in changes:
             k = (change.key.kind, change.key.tenant or "", change.key.name)
             if change.before is not None:
@@ -262,6 +301,19 @@ def revision_info(conn: sqlite3.Connection, number: int) -> Revision:
     with _read(conn):
         _check(conn, number, lowest=1)
         return _revisions(conn, number, number)[0]
+
+
+def revisions(conn: sqlite3.Connection, low: int, high: int) -> list[Revision]:
+    with _read(conn):
+        return _revisions(conn, low, high)
+
+
+def ledger(conn: sqlite3.Connection, low: int, high: int | None) -> list[LedgerEntry]:
+    rows = conn.execute(
+        "SELECT number, body, hash FROM ledger WHERE number >= ? AND number <= ? ORDER BY number",
+        (low, 2**63 - 1 if high is None else high),
+    ).fetchall()
+    return [LedgerEntry(int(n), body, digest) for n, body, digest in rows]
 
 
 def read_after(conn: sqlite3.Connection, position: int, limit: int) -> Resync | list[Revision]:
