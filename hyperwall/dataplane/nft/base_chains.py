@@ -57,7 +57,9 @@ def render_dispatch(
     if ep.log_default:  # its own rule: a rate limit must never skip the verdict
         rules.append(dump(log(f"hw {ep.default} default {ep.tenant or 'provider'}")))
     rules.append(dump([{"counter": None}, verdict(ep.default, direction)]))
-    name = f"d_{short(json.dumps(rules))}"
+    # one per tenant even where the rules are the same: its default's counter is the
+    # tenant's (`nft.hits`)
+    name = f"d_{short(json.dumps([rules, ep.tenant]))}"
     return ChainSpec(name, tuple(rules), comment=f"dispatch {direction}"), tiers
 
 

@@ -94,6 +94,12 @@ def _number(value: Any, names: dict[str, int]) -> tuple[int, int]:
     return n, n
 
 
+def element(spec: SetSpec, raw: Any) -> Element:
+    """One listed element of set `spec` (bare, or wrapped with its counter) in the
+    canonical form the renderers produce."""
+    return _element(spec, raw)
+
+
 def _element(spec: SetSpec, raw: Any) -> Element:
     if isinstance(raw, dict) and "elem" in raw:
         raw = raw["elem"]["val"]

@@ -1,0 +1,71 @@
+"""`nft.hits`: every rule of a program has the kernel counters that count for it, and a
+listing from the kernel reads back as hits per rule (zero until traffic: the lab test
+`tests/lab/test_hits.py` sends real packets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hyperwall.compiler.fleet import FleetCompiler
+from hyperwall.compiler.program import HostProgram, LookupRule, MatchRule
+from hyperwall.dataplane.nft.backend import NftBackend
+from hyperwall.dataplane.nft.blocks import local_addresses
+from hyperwall.dataplane.nft.hits import Hits, attribution, default_key, read_hits
+from hyperwall.dataplane.nft.kernel import NftKernel
+from hyperwall.dataplane.nft.render import Options, render_program
+from hyperwall.dataplane.nft.table import policy_chain_name
+from hyperwall.io.files import load_catalog
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+@pytest.fixture(scope="module")
+def programs() -> dict[str, HostProgram]:
+    catalog = load_catalog([EXAMPLES])
+    compiler = FleetCompiler(catalog.config, catalog.workloads.values())
+    return {h: compiler.host_program(h) for h in ("hv1", "hv2")}
+
+
+@pytest.mark.parametrize("host", ["hv1", "hv2"])
+def test_every_decision_of_the_program_is_counted(
+    programs: dict[str, HostProgram], host: str
+) -> None:
+    program = programs[host]
+    state = render_program(program, Options())
+    found = attribution(program, state, local_addresses(program))
+    for chain in program.chains.values():
+        rendered = state.chains[policy_chain_name(chain.name)]
+        assert len(found.rules[rendered.name]) == len(rendered.rules)
+    match_rules = {
+        i.rule for c in program.chains.values() for i in c.items if isinstance(i, MatchRule)
+    }
+    folded = {
+        e[8]
+        for c in program.chains.values()
+        for i in c.items
+        if isinstance(i, LookupRule)
+        for e in program.block_sets[i.block].elements
+    }
+    defaults = {default_key(ep.tenant) for ep in program.endpoints.values()}
+    keys = found.keys()
+    assert match_rules | defaults <= keys
+    assert keys - match_rules - defaults <= folded
+    assert any(isinstance(i, LookupRule) for c in program.chains.values() for i in c.items)
+    # a folded rule whose elements are all clipped away on this host has nothing to count
+    assert len(keys & folded) > 0
+
+
+def test_a_kernel_listing_reads_back_as_zero_hits(
+    nft: NftKernel, programs: dict[str, HostProgram]
+) -> None:
+    backend = NftBackend(nft)
+    backend.sync(programs["hv1"])
+    assert backend.state is not None
+    found = attribution(programs["hv1"], backend.state, backend.local)
+    listing = nft.list_table()
+    assert listing is not None
+    hits = read_hits(listing, found)
+    assert set(hits) == found.keys()
+    assert set(hits.values()) == {Hits()}
