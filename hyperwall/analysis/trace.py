@@ -121,7 +121,10 @@ def resolve_service(
     return port
 
 
-def trace(catalog: Catalog, src: str, dst: str, service: str) -> TraceResult:
+def trace(
+    catalog: Catalog, src: str, dst: str, service: str, compiler: FleetCompiler | None = None
+) -> TraceResult:
+    """The trace of one first packet; `compiler`: one already over `catalog` (None: built)."""
     source = resolve_end(catalog, src)
     src_family = 6 if ":" in source.address else 4
     destination = resolve_end(catalog, dst, family=src_family)
@@ -136,7 +139,8 @@ def trace(catalog: Catalog, src: str, dst: str, service: str) -> TraceResult:
     if port.proto == "icmpv6" and src_family == 4:
         raise TraceInputError("icmpv6 is IPv6: for IPv4 addresses use icmp/...")
     packet = service_packet(source.address, destination.address, port.proto, port.low)
-    compiler = FleetCompiler(catalog.config, catalog.workloads.values())
+    if compiler is None:
+        compiler = FleetCompiler(catalog.config, catalog.workloads.values())
     egress = ingress = None
     if source.workload is not None and source.endpoint_key is not None:
         program = compiler.host_program(source.workload.host)

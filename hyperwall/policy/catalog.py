@@ -16,6 +16,7 @@ from typing import Any
 from hyperwall.policy import documents as d
 from hyperwall.policy.errors import DocumentsInvalid, Issue, Source
 from hyperwall.policy.model import (
+    AssertionDef,
     Catalog,
     Group,
     Interface,
@@ -45,6 +46,7 @@ class _Builder:
     groups: dict[str, tuple[d.GroupDoc, Source]] = field(default_factory=dict)
     services: dict[str, tuple[d.ServiceDoc, Source]] = field(default_factory=dict)
     policies: dict[str, tuple[d.PolicyDoc, Source]] = field(default_factory=dict)
+    assertions: dict[str, tuple[d.AssertionDoc, Source]] = field(default_factory=dict)
 
     def issue(self, source: Source, path: str, message: str, expected: str = "") -> None:
         self.issues.append(Issue(source, path, message, expected))
@@ -71,6 +73,8 @@ class _Builder:
             self.groups[key] = (doc, source)
         elif isinstance(doc, d.ServiceDoc):
             self.services[key] = (doc, source)
+        elif isinstance(doc, d.AssertionDoc):
+            self.assertions[key] = (doc, source)
         else:
             self.policies[key] = (doc, source)
 
@@ -247,6 +251,39 @@ class _Builder:
             out[key] = Service(doc.metadata.tenant, doc.metadata.name, ports)
         return out
 
+    def services_of(
+        self, refs: list[str] | None, owner: str | None, source: Source, base: str
+    ) -> tuple[PortMatch, ...] | None:
+        """The ports of a rule's or an assertion's `services` (None: absent or empty = any)."""
+        if not refs:
+            return None
+        found = [
+            self.service(s, owner, source, f"{base}.services[{j}]") for j, s in enumerate(refs)
+        ]
+        return tuple(dict.fromkeys(p for f in found if f for p in f))
+
+    def peers(
+        self, raws: list[d.Peer], owner: str | None, source: Source, path: str
+    ) -> tuple[Peer, ...]:
+        found = [self.peer(p, owner, source, f"{path}[{j}]") for j, p in enumerate(raws)]
+        return tuple(p for p in found if p)
+
+    def build_assertions(self) -> dict[str, AssertionDef]:
+        out: dict[str, AssertionDef] = {}
+        for key, (doc, source) in self.assertions.items():
+            self.check_tenant(doc, source)
+            owner, spec = doc.metadata.tenant, doc.spec
+            out[key] = AssertionDef(
+                tenant=owner,
+                name=doc.metadata.name,
+                description=spec.description,
+                sources=self.peers(spec.from_, owner, source, "spec.from"),
+                destinations=self.peers(spec.to, owner, source, "spec.to"),
+                services=self.services_of(spec.services, owner, source, "spec"),
+                expect=spec.expect,
+            )
+        return out
+
     def build_policies(self) -> dict[str, PolicyDef]:
         out: dict[str, PolicyDef] = {}
         for key, (doc, source) in self.policies.items():
@@ -260,29 +297,15 @@ class _Builder:
             rules = []
             for i, raw in enumerate(spec.rules):
                 base = f"spec.rules[{i}]"
-                sources = [
-                    self.peer(p, owner, source, f"{base}.from[{j}]")
-                    for j, p in enumerate(raw.from_)
-                ]
-                dests = [
-                    self.peer(p, owner, source, f"{base}.to[{j}]") for j, p in enumerate(raw.to)
-                ]
-                services: tuple[PortMatch, ...] | None = None
-                if raw.services:
-                    found = [
-                        self.service(s, owner, source, f"{base}.services[{j}]")
-                        for j, s in enumerate(raw.services)
-                    ]
-                    services = tuple(dict.fromkeys(p for f in found if f for p in f))
                 rules.append(
                     RuleDef(
                         id=f"{key}/{raw.name}",
                         name=raw.name,
                         action=raw.action,
                         direction=raw.direction,
-                        sources=tuple(p for p in sources if p),
-                        destinations=tuple(p for p in dests if p),
-                        services=services,
+                        sources=self.peers(raw.from_, owner, source, f"{base}.from"),
+                        destinations=self.peers(raw.to, owner, source, f"{base}.to"),
+                        services=self.services_of(raw.services, owner, source, base),
                         log=raw.log,
                     )
                 )
@@ -337,6 +360,7 @@ def build_parsed(
     groups = builder.build_groups()
     services = builder.build_services()
     policies = builder.build_policies()
+    assertions = builder.build_assertions()
     if builder.issues:
         raise DocumentsInvalid(builder.issues)
-    return Catalog(PolicyConfig(tenants, groups, services, policies), workloads)
+    return Catalog(PolicyConfig(tenants, groups, services, policies, assertions), workloads)

@@ -1,4 +1,4 @@
-"""The five document kinds of `docs/policy.md` as strict, frozen pydantic models.
+"""The document kinds of `docs/policy.md` as strict, frozen pydantic models.
 
 This is the edge of the pure core: `parse_document` turns one decoded YAML/JSON value into a
 typed document or a list of `Issue`s (unknown fields, bad names, CIDRs, ports, MACs...).
@@ -28,7 +28,7 @@ from hyperwall.policy.ports import KEYWORDS, is_inline, parse_port_spec
 from hyperwall.policy.selector import SelectorSyntaxError, parse_selector
 
 API_VERSION = "hyperwall.io/v1"
-KINDS = ("Tenant", "Workload", "Group", "Service", "Policy")
+KINDS = ("Tenant", "Workload", "Group", "Service", "Policy", "Assertion")
 TIERS = ("emergency", "infrastructure", "environment", "application")
 RESERVED_LABEL_PREFIX = "hyperwall.io/"
 
@@ -238,6 +238,14 @@ class PolicySpec(_Strict):
     rules: list[Rule] = Field(default_factory=list)
 
 
+class AssertionSpec(_Strict):
+    description: StrictStr = Field(default="", max_length=1024)
+    from_: list[Peer] = Field(default_factory=list, alias="from")
+    to: list[Peer] = Field(default_factory=list)
+    services: list[ServiceRef] | None = None
+    expect: Literal["allow", "deny"]
+
+
 class _Document(_Strict):
     apiVersion: Literal["hyperwall.io/v1"]
     metadata: Metadata
@@ -268,13 +276,19 @@ class PolicyDoc(_Document):
     spec: PolicySpec = Field(default_factory=PolicySpec)
 
 
-Document = TenantDoc | WorkloadDoc | GroupDoc | ServiceDoc | PolicyDoc
+class AssertionDoc(_Document):
+    kind: Literal["Assertion"]
+    spec: AssertionSpec
+
+
+Document = TenantDoc | WorkloadDoc | GroupDoc | ServiceDoc | PolicyDoc | AssertionDoc
 _MODELS: dict[str, type[_Document]] = {
     "Tenant": TenantDoc,
     "Workload": WorkloadDoc,
     "Group": GroupDoc,
     "Service": ServiceDoc,
     "Policy": PolicyDoc,
+    "Assertion": AssertionDoc,
 }
 
 _MESSAGES = {
@@ -320,7 +334,9 @@ def parse_document(raw: Any, source: Source) -> tuple[Document | None, list[Issu
         doc = _MODELS[kind].model_validate(raw)
     except ValidationError as exc:
         return None, _issues_from(exc, source) + issues
-    assert isinstance(doc, TenantDoc | WorkloadDoc | GroupDoc | ServiceDoc | PolicyDoc)
+    assert isinstance(
+        doc, TenantDoc | WorkloadDoc | GroupDoc | ServiceDoc | PolicyDoc | AssertionDoc
+    )
     return (None if issues else doc), issues
 
 

@@ -154,13 +154,34 @@ class PolicyDef:
 
 
 @dataclass(frozen=True, slots=True)
+class AssertionDef:
+    """A compliance assertion (`docs/policy.md`, "Assertions"): every case from `sources` to
+    `destinations` on `services` has the `expect`ed verdict. It compiles to nothing; the
+    checker (`hyperwall.analysis.assertions`) reads it."""
+
+    tenant: str | None
+    name: str
+    description: str
+    sources: tuple[Peer, ...]  # empty = any address
+    destinations: tuple[Peer, ...]  # empty = any address
+    services: tuple[PortMatch, ...] | None  # None = every protocol and port
+    expect: Literal["allow", "deny"]
+
+    @property
+    def key(self) -> str:
+        return object_key(self.tenant, self.name)
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyConfig:
-    """Everything but the workloads: what the manager versions and the compiler reads."""
+    """Everything but the workloads: what the manager versions and the compiler reads
+    (the compiler ignores `assertions`), in document order."""
 
     tenants: Mapping[str, Tenant]
     groups: Mapping[str, Group]
     services: Mapping[str, Service]
     policies: Mapping[str, PolicyDef]
+    assertions: Mapping[str, AssertionDef] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
