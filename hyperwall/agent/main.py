@@ -4,7 +4,8 @@ Wires the inputs (policy folder poller or the manager watch, resync timer) to th
 queue and runs the one worker. With a manager (`ManagerConfig`), a hook after each
 reconcile reports the status and the host's inventory to it (`manager_source.Reporter`);
 with `--libvirt` too, the domains it discovered (`libvirt_source.discovered_report`), which
-the manager commits as the host's workloads.
+the manager commits as the host's workloads. Every `hits_seconds` the worker reads the
+per-rule hit counters (`agent.hits`) into `STATE_DIR/hits.json` and reports them.
 Runs inside the host's network namespace (its nftables context binds there). On
 SIGTERM/SIGINT it stops and leaves the kernel table as it is: enforcement goes on.
 """
@@ -12,8 +13,10 @@ SIGTERM/SIGINT it stops and leaves the kernel table as it is: enforcement goes o
 from __future__ import annotations
 
 import gc
+import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 from hyperwall.agent.compiling import LocalCompiler
 from hyperwall.agent.control import ControlServer
 from hyperwall.agent.handover import HandoverReceiver
+from hyperwall.agent.hits import HitReader, load_tracker, save_tracker
 from hyperwall.agent.libvirt_source import (
     DiscoveringFolder,
     Localized,
@@ -47,6 +51,8 @@ from hyperwall.dataplane.nft.backend import NftBackend
 from hyperwall.dataplane.nft.kernel import NftKernel
 from hyperwall.dataplane.nft.render import Options
 from hyperwall.hypervisor.watcher import RELIST, DomainWatcher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,7 @@ class AgentConfig:
     libvirt: str | None = None  # libvirt URI: this host's VMs come from its hypervisor
     handover_listen: str | None = None  # IP:PORT: accept migrating VMs' connection state
     manager: ManagerConfig | None = None
+    hits_seconds: float = 10.0  # per-rule hit counters read every so often (0: never)
 
 
 def _poll(queue: WorkQueue, source: PolicyDir, stop: threading.Event, every: float) -> None:
@@ -84,9 +91,9 @@ def _poll(queue: WorkQueue, source: PolicyDir, stop: threading.Event, every: flo
             queue.add("policy")
 
 
-def _tick(queue: WorkQueue, stop: threading.Event, every: float) -> None:
+def _tick(queue: WorkQueue, stop: threading.Event, every: float, key: str = "resync") -> None:
     while not stop.wait(every):
-        queue.add("resync")
+        queue.add(key)
 
 
 AfterReconcile = Callable[[Reconciler], None]
@@ -122,6 +129,23 @@ def _manager_hook(config: AgentConfig, source: ManagerSource, reporter: Reporter
         )
 
     return after
+
+
+HITS = "hits"
+
+
+def _read_hits(reader: HitReader, path: Path, reporter: Reporter | None) -> None:
+    """Read the hit counters, keep them in `path`, report them to the manager."""
+    read_at = time.time()
+    try:
+        if not reader.read(read_at):
+            return
+    except Exception as exc:  # a failed listing: the next period tries again
+        log.warning("reading hit counters failed: %s", exc)
+        return
+    save_tracker(path, reader.tracker, read_at)
+    if reporter is not None:
+        reporter.hits({"read": read_at, "rules": reader.tracker.report()})
 
 
 def run_agent(config: AgentConfig) -> None:
@@ -176,6 +200,14 @@ def run_agent(config: AgentConfig) -> None:
     if watcher is not None:
         load = localized = Localized(load, watcher, config.vm_prefix)
     reconciler = Reconciler(config.host, load, backend, config.state_dir / "status.json")
+    hits_path = config.state_dir / "hits.json"
+    hits = HitReader(backend, load_tracker(hits_path))
+    if config.hits_seconds > 0:
+        threads.append(
+            threading.Thread(
+                target=_tick, args=(queue, stop, config.hits_seconds, HITS), daemon=True
+            )
+        )
     strict_tcp_here()  # a moved connection survives by its handed-over state, not by luck
     migrations = Migrations(
         config.host, overlay, None, lambda: queue.add("policy"), lambda: backend.program
@@ -209,6 +241,12 @@ def run_agent(config: AgentConfig) -> None:
     while not stop.is_set():
         key = queue.get(timeout=1.0)
         if key is None:
+            continue
+        if key == HITS:  # on this thread: the backend's nftables context is not shared
+            try:
+                _read_hits(hits, hits_path, reporter)
+            finally:
+                queue.done(key)
             continue
         try:
             if watcher is not None and key.startswith("domain:"):

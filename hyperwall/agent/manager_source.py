@@ -332,6 +332,10 @@ class Reporter:
         """The workloads found on the hypervisor (`libvirt_source.discovered_report`)."""
         self._queue("discovered", report)
 
+    def hits(self, report: dict[str, Any]) -> None:
+        """The host's per-rule hit totals (`agent.hits.HitTracker.report`)."""
+        self._queue("hits", report)
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="manager-report", daemon=True)
         self._thread.start()
@@ -346,7 +350,7 @@ class Reporter:
     def run(self) -> None:
         failures = 0
         last: dict[str, Any] | None = None  # the status, resent as a heartbeat
-        order = ("inventory", "discovered", "status")
+        order = ("inventory", "discovered", "status", "hits")
         while True:
             with self._cond:
                 idle = self._cond.wait_for(

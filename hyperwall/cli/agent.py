@@ -72,6 +72,12 @@ def agent(
         " rules come from its domains (events, and a relist every --resync)",
     ),
     resync: float = typer.Option(30.0, "--resync", help="Seconds between drift repairs"),
+    hits_seconds: float = typer.Option(
+        10.0,
+        "--hits-seconds",
+        help="Seconds between readings of the per-rule hit counters (STATE_DIR/hits.json,"
+        " reported to the manager; `hyperwall stats`); 0: never",
+    ),
     mode: str = typer.Option(
         "routed",
         "--mode",
@@ -116,7 +122,10 @@ def agent(
         manager=manager,
         libvirt=libvirt,
         handover_listen=handover_listen,
+        hits_seconds=hits_seconds,
     )
+    if hits_seconds < 0:
+        fail("--hits-seconds must be 0 (never) or positive", EXIT_INPUT)
     if libvirt is not None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run_agent(config)

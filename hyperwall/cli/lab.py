@@ -26,6 +26,14 @@ from hyperwall.cli.common import (
     out,
     print_json,
 )
+from hyperwall.cli.stats import (
+    PolicyOpt,
+    TenantOpt,
+    UnusedOpt,
+    check_unused,
+    lab_body,
+    render,
+)
 from hyperwall.lab.errors import LabError, LabInputError
 from hyperwall.lab.lab import DEFAULT_AGENT_TIMEOUT, DEFAULT_PROBE_TIMEOUT, Lab, LabStatus
 from hyperwall.lab.nsexec import NetnsError
@@ -262,3 +270,21 @@ def migrate(
         out.print(f"  {line}", markup=False)
     for line in report.errors:
         err.print(f"handover failed: {line}", markup=False)
+
+
+@lab_app.command("stats")
+def stats(
+    name: str = _NAME,
+    tenant: str | None = TenantOpt,
+    policy: str | None = PolicyOpt,
+    unused: float | None = UnusedOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object"),
+) -> None:
+    """Per-rule hit counters of the lab, summed over its agents' own readings (as
+    `hyperwall stats` shows the manager's)."""
+    check_unused(unused)
+    lab = _lab(name)
+    catalog = _run(lab.catalog)
+    files = {h: lab.paths.agent_dir(h) / "hits.json" for h in _run(lab.state).agents}
+    now = time.time()
+    render(lab_body(files, catalog, tenant, policy, unused, now), as_json, now)
