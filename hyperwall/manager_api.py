@@ -200,3 +200,34 @@ class TokenInfo(BaseModel):
 
 class TokenCreated(TokenInfo):
     token: str = Field(description="the secret; shown only now, stored hashed")
+
+
+class AuditRecord(BaseModel):
+    """One audit-ledger record as the caller may see it (`docs/design/audit.md`)."""
+
+    revision: int
+    time: float = Field(description="commit time, seconds since the epoch (manager clock)")
+    author: str
+    actor: dict[str, str | None] = Field(description="token, role and scope (tenant or host)")
+    message: str
+    changes: list[dict[str, Any]] = Field(
+        description="kind, tenant, name, action and SHA-256 of the document before/after"
+    )
+    hiddenChanges: int = Field(0, description="changes of other tenants' documents, left out")
+    prev: str = Field(description="hash of the previous record (64 zeros for the first)")
+    hash: str = Field(description="SHA-256 of this record's stored text")
+
+
+class AuditFinding(BaseModel):
+    record: int
+    problem: str
+
+
+class AuditVerification(BaseModel):
+    intact: bool
+    records: int
+    start: int | None = Field(description="the first record (1 unless the ledger began later)")
+    head: int | None
+    headHash: str | None = Field(description="compare with an anchored copy (the manager log)")
+    firstAltered: int | None
+    findings: list[AuditFinding]

@@ -6,6 +6,7 @@ import typer
 
 from hyperwall.cli.agent import agent
 from hyperwall.cli.apply import apply
+from hyperwall.cli.audit import audit
 from hyperwall.cli.compile import compile_command
 from hyperwall.cli.delete import delete
 from hyperwall.cli.demo import demo
@@ -44,6 +45,7 @@ app.command("history")(history)
 app.command("rollback")(rollback)
 app.command("status")(status)
 app.add_typer(token_app, name="token")
+app.command("audit")(audit)
 
 
 def main() -> None:

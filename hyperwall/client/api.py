@@ -13,6 +13,8 @@ from pydantic import TypeAdapter
 
 from hyperwall.manager_api import (
     ApplyResult,
+    AuditRecord,
+    AuditVerification,
     DiffResult,
     DocumentsBody,
     RevisionHeader,
@@ -73,6 +75,7 @@ def _reason(response: httpx.Response) -> str:
 _DOCUMENT = TypeAdapter(dict[str, Any])
 _HISTORY = TypeAdapter(list[RevisionHeader])
 _TOKENS = TypeAdapter(list[TokenInfo])
+_AUDIT = TypeAdapter(list[AuditRecord])
 
 
 class ManagerClient:
@@ -156,6 +159,13 @@ class ManagerClient:
     def history(self, limit: int = 50) -> list[RevisionHeader]:
         answer = self.request("GET", "/v1/history", params={"limit": limit})
         return _HISTORY.validate_python(answer)
+
+    def audit(self, limit: int = 50, before: int | None = None) -> list[AuditRecord]:
+        params = {"limit": limit, **({"before": before} if before else {})}
+        return _AUDIT.validate_python(self.request("GET", "/v1/audit", params=params))
+
+    def audit_verify(self) -> AuditVerification:
+        return AuditVerification.model_validate(self.request("GET", "/v1/audit/verify"))
 
     def rollback(self, number: int, message: str | None = None) -> RollbackResult:
         answer = self.request("POST", f"/v1/rollback/{number}", json={"message": message})

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from hyperwall.manager import errors
 from hyperwall.manager.agent_routes import router as agent_router
+from hyperwall.manager.audit_routes import router as audit_router
 from hyperwall.manager.auth import (
     AUDITOR,
     PROVIDER_ADMIN,
@@ -123,6 +124,7 @@ def create_app(
     app.include_router(router)
     app.include_router(token_router)
     app.include_router(agent_router)
+    app.include_router(audit_router)
     return app
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hyperwall.compiler.digest import digest_text
+from hyperwall.manager import audit
 from hyperwall.manager.auth import Principal, Refused
 from hyperwall.manager.catalogs import View, build_state, state_key, stored_source
 from hyperwall.manager.discovery import check_report, discovered_status
@@ -187,6 +188,7 @@ class Manager:
                 break
         if info is None:
             return plan, None
+        await audit.anchor(self.store, info.number)
         hosts = await self.fleet.wait_for(info.number, REALIZE_WAIT)
         return replace(plan, hosts=hosts or []), info
 
@@ -217,6 +219,7 @@ class Manager:
             info = await self.store.commit(puts, deletes, who.identity, text, current.revision)
         hosts: list[str] = []
         if info is not None:
+            await audit.anchor(self.store, info.number)
             hosts = await self.fleet.wait_for(info.number, REALIZE_WAIT) or []
         return {
             "revision": info.number if info else current.revision,
