@@ -32,6 +32,7 @@ from hyperwall.lab.topology import LabPlan
 from hyperwall.policy.model import Catalog
 
 VM_PREFIX = "hwt"
+HITS_SECONDS = 1.0  # the lab's agents read their hit counters this often (`lab stats`)
 HANDOVER_PORT = 7471  # each agent takes migrating VMs' connection state here, on the underlay
 
 
@@ -114,6 +115,8 @@ def agent_argv(
         str(paths.agent_dir(host)),
         *(guest_args or ["--vm-prefix", VM_PREFIX]),
         *mode_args,
+        "--hits-seconds",
+        str(HITS_SECONDS),
     ]
 
 
