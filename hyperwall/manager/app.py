@@ -27,6 +27,8 @@ from hyperwall.manager.auth import (
 from hyperwall.manager.deps import Mgr, Who
 from hyperwall.manager.documents import key_json, matches, normalize_kind, request_error
 from hyperwall.manager.drain import Drain, LongPollDrain
+from hyperwall.manager.flow_routes import router as flow_router
+from hyperwall.manager.flow_store import FlowsConfig, open_flows
 from hyperwall.manager.limits import Limits, RequestGuard
 from hyperwall.manager.service import Manager, revision_json
 from hyperwall.manager.token_routes import router as token_router
@@ -93,7 +95,10 @@ async def bootstrap_token(store: Store, path: pathlib.Path) -> bool:
 
 
 def create_app(
-    store_url: str, bootstrap_token_file: pathlib.Path | None = None, limits: Limits = Limits()
+    store_url: str,
+    bootstrap_token_file: pathlib.Path | None = None,
+    limits: Limits = Limits(),
+    flows: FlowsConfig | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,10 +108,13 @@ def create_app(
         manager = Manager(store)
         await manager.start()
         app.state.manager = manager
+        app.state.flows = await open_flows(flows, store_url)
         try:
             yield
         finally:
             await manager.stop()
+            if app.state.flows is not None:
+                await app.state.flows.close()
 
     app = FastAPI(
         title="hyperwall manager",
@@ -124,6 +132,7 @@ def create_app(
     app.include_router(router)
     app.include_router(token_router)
     app.include_router(agent_router)
+    app.include_router(flow_router)
     app.include_router(audit_router)
     return app
 
