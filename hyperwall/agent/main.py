@@ -44,6 +44,7 @@ from hyperwall.agent.migration import IncomingOverlay, Migrations
 from hyperwall.agent.policydir import PolicyDir
 from hyperwall.agent.reconciler import ProgramLoader, Reconciler
 from hyperwall.agent.status import read_status
+from hyperwall.agent.trace_worker import TraceWorker
 from hyperwall.agent.workqueue import WorkQueue
 from hyperwall.attachment import Attachment
 from hyperwall.dataplane.conntrack.strict import strict_tcp_here
@@ -155,6 +156,7 @@ def run_agent(config: AgentConfig) -> None:
     threads: list[threading.Thread] = []
     after_reconcile: AfterReconcile | None = None
     reporter: Reporter | None = None
+    tracer: TraceWorker | None = None  # live traces (`trace --live`), with a manager only
     manager_source: ManagerSource | None = None
     load: ProgramLoader
     overlay: IncomingOverlay | None = None  # VMs migrating here (policy folder only)
@@ -180,6 +182,9 @@ def run_agent(config: AgentConfig) -> None:
         )
         reporter = Reporter(manager_source.client, config.max_backoff)
         after_reconcile = _manager_hook(config, manager_source, reporter)
+        tracer = TraceWorker(
+            manager_source.client, lambda: (backend.program, backend.state), backend.options
+        )
         load = manager_source.load
     elif config.policy_dir is not None:
         source = PolicyDir(config.policy_dir)
@@ -233,6 +238,8 @@ def run_agent(config: AgentConfig) -> None:
     if manager_source is not None and reporter is not None:
         reporter.start()
         manager_source.start(lambda: queue.add("policy"))
+    if tracer is not None:
+        tracer.start()
     if watcher is not None:
         watcher.start()
     queue.add("policy")
@@ -275,6 +282,8 @@ def run_agent(config: AgentConfig) -> None:
     if manager_source is not None and reporter is not None:
         manager_source.stop(timeout=1.0)
         reporter.stop(timeout=1.0)
+    if tracer is not None:
+        tracer.stop(timeout=1.0)
     if watcher is not None:
         watcher.stop()
     control.stop()
