@@ -9,7 +9,8 @@ So a policy chain's rules depend on which of its blocks' shapes are empty: when 
 empties or fills one, the chains that look the block up are rendered again (`nft.backend`).
 
 A `pass` sets mark bit 31 (`PASS_MARK`) and returns; the tier chain returns on it (and
-clears it), so the next tier decides. All of the pass mark is in this module.
+clears it), so the next tier decides. All of the pass mark is in this module. An allow
+marks the connection (`ct mark`) with the rule that admitted it (`nft.ct_mark`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 from collections.abc import Callable, Container, Iterator
 
 from hyperwall.compiler.program import Chain, HostProgram, LookupRule, MatchRule
+from hyperwall.dataplane.nft.ct_mark import admit
 from hyperwall.dataplane.nft.expr import (
     Expr,
     dump,
@@ -105,18 +107,23 @@ def _services_exprs(services: tuple[PortMatch, ...] | None, family: int | None) 
 
 def log_chain(rule: str, action: str, direction: str = "in") -> ChainSpec:
     """The chain a logged rule jumps to with goto: log (rate-limited), then decide."""
-    decide: Expr = _SET_PASS if action == "pass" else [verdict(action, direction)]
+    decide: Expr = (
+        _SET_PASS
+        if action == "pass"
+        else [*admit(action, rule, direction), verdict(action, direction)]
+    )
     rules = (dump(log(f"hw {action} {rule}")), dump(decide))
     key = rule + action + ("" if direction == "in" else direction)
     return ChainSpec(f"l_{short(key)}", rules, comment=f"log {rule}")
 
 
-def _decision(action: str, rule: str, logged: bool, direction: str) -> Expr:
+def _decision(action: str, rule: str, logged: bool, direction: str, folded: bool = False) -> Expr:
+    """Count, then decide; an allow first marks the connection with its rule (`ct_mark`)."""
     if logged:
         return [{"counter": None}, {"goto": {"target": log_chain(rule, action, direction).name}}]
     if action == "pass":
         return [{"counter": None}, *_SET_PASS]
-    return [{"counter": None}, verdict(action, direction)]
+    return [{"counter": None}, *admit(action, rule, direction, folded), verdict(action, direction)]
 
 
 def chain_direction(chain_name: str) -> str:
@@ -142,7 +149,7 @@ def _match_rule(item: MatchRule, direction: str) -> Iterator[Expr]:
 
 
 def _lookup_rule(item: LookupRule, direction: str, shapes: Container[str]) -> Iterator[Expr]:
-    decision = _decision(item.action, item.rules[0], False, direction)
+    decision = _decision(item.action, item.rules[0], False, direction, folded=True)
     for shape in SHAPES:
         if shape not in shapes:
             continue  # an empty set: its lookup would cost every new connection for nothing
