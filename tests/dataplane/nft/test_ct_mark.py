@@ -44,8 +44,8 @@ def test_every_allow_of_a_rendered_table_marks_its_rule() -> None:
     program = FleetCompiler(catalog.config, catalog.workloads.values()).host_program("hv1")
     state = render_program(program, Options())
     marks: set[int] = set()
-    for chain in state.chains.values():
-        for rule in chain.rules:
+    for spec in state.chains.values():
+        for rule in spec.rules:
             for statement in json.loads(rule):
                 if "mangle" in statement and statement["mangle"]["key"] == {"ct": {"key": "mark"}}:
                     marks.add(statement["mangle"]["value"])
