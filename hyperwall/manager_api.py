@@ -134,12 +134,22 @@ class ApplyResult(BaseModel):
     baseRevision: int
     changes: list[dict[str, Any]]
     hostsChanged: list[str]
+    assertions: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the assertions the change touches, re-checked: checked (names) and broken"
+        " (name, holds, counterexample)",
+    )
 
 
 class DiffResult(BaseModel):
     baseRevision: int
     changes: list[dict[str, Any]]
     hostsChanged: list[str]
+    assertions: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the assertions the change touches, re-checked: checked (names) and broken"
+        " (name, holds, counterexample)",
+    )
 
 
 class RevisionHeader(BaseModel):

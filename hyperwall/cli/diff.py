@@ -12,6 +12,7 @@ from hyperwall.cli.remote_common import (
     ServerOpt,
     TokenFileOpt,
     connected,
+    print_broken,
     read_files,
     summary,
 )
@@ -39,3 +40,9 @@ def diff(
         sign = {"add": "+", "change": "~", "remove": "-"}[change["action"]]
         out.print(f"{sign} {shown(_name(change))}")
     out.print(shown(summary(result)))
+    checked, broken = result.assertions.get("checked", []), result.assertions.get("broken", [])
+    if broken:
+        out.print(f"this change would break {len(broken)} of {len(checked)} assertions it touches:")
+        print_broken(broken, out)
+    elif checked:
+        out.print(f"the {len(checked)} assertions this change touches still hold")

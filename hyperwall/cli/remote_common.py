@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from rich.console import Console
 
 from hyperwall.cli.common import EXIT_INPUT, EXIT_VERDICT, err, fail, print_json, shown
 from hyperwall.client import (
+    AssertionsFailed,
     ClientError,
     Invalid,
     ManagerClient,
@@ -82,6 +84,13 @@ def connected(server: str, token_file: Path | None, as_json: bool) -> Iterator[M
         _report(f"server unreachable: {exc}", as_json, EXIT_UNREACHABLE)
     except NotFound as exc:
         _report(str(exc), as_json, EXIT_VERDICT)
+    except AssertionsFailed as exc:
+        if as_json:
+            print_json({"error": str(exc), "assertions": exc.assertions})
+        else:
+            err.print(f"[red]refused:[/red] {shown(str(exc))}; nothing was committed", markup=True)
+            print_broken(exc.assertions)
+        raise typer.Exit(EXIT_VERDICT) from None
     except ClientError as exc:
         _report(str(exc), as_json, EXIT_VERDICT)
     finally:
@@ -93,6 +102,23 @@ def _report(message: str, as_json: bool, code: int) -> NoReturn:
         print_json({"error": message})
         raise typer.Exit(code)
     fail(message, code)
+
+
+def print_broken(assertions: list[dict[str, Any]], console: Console = err) -> None:
+    """Each failing assertion and its counterexample, replayable with `hyperwall trace`."""
+    for a in assertions:
+        case = a.get("counterexample") or {}
+        trace = case.get("trace") or {}
+        ends = [
+            f"{side} {end.get('verdict')} by {end.get('rule')}"
+            for side in ("egress", "ingress")
+            if isinstance(end := trace.get(side), dict)
+        ]
+        text = (
+            f"assertion {a.get('name')} fails: {case.get('from')} -> {case.get('to')}"
+            f" {case.get('service')} is {trace.get('verdict')} ({'; '.join(ends) or 'no rule'})"
+        )
+        console.print(f"  {shown(text)}")
 
 
 def read_files(paths: list[Path], as_json: bool) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Client of the manager's HTTP API (`client.api.ManagerClient`)."""
 
 from hyperwall.client.api import (
+    AssertionsFailed,
     ClientError,
     Invalid,
     ManagerClient,
@@ -12,6 +13,7 @@ from hyperwall.client.api import (
 )
 
 __all__ = [
+    "AssertionsFailed",
     "ClientError",
     "Invalid",
     "ManagerClient",

@@ -54,6 +54,15 @@ class Invalid(ClientError):
         self.errors = errors
 
 
+class AssertionsFailed(ClientError):
+    """409 from the assertion gate: the change would make these assertions fail; each
+    entry is `{"name", "holds", "counterexample"}` as `hyperwall verify --json` prints."""
+
+    def __init__(self, reason: str, assertions: list[dict[str, Any]]) -> None:
+        super().__init__(reason)
+        self.assertions = assertions
+
+
 class NotFound(ClientError):
     """404."""
 
@@ -70,6 +79,16 @@ def _reason(response: httpx.Response) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return str(body["error"])
     return str(body)
+
+
+def _raise_broken(response: httpx.Response) -> None:
+    """Raise `AssertionsFailed` if a 409 is the assertion gate's (it lists assertions)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return
+    if isinstance(body, dict) and isinstance(body.get("assertions"), list):
+        raise AssertionsFailed(str(body.get("error", "")), body["assertions"])
 
 
 _DOCUMENT = TypeAdapter(dict[str, Any])
@@ -119,6 +138,8 @@ class ManagerClient:
             raise NotFound(_reason(response))
         if status == 503:
             raise StoreUnavailable(_reason(response))
+        if status == 409:
+            _raise_broken(response)
         if status >= 400:
             raise ServerError(f"HTTP {status}: {_reason(response)}")
         return None if status == 204 or not response.content else response.json()

@@ -13,6 +13,7 @@ from starlette.routing import Match
 
 from hyperwall.manager.auth import Refused
 from hyperwall.manager.documents import BadRequest
+from hyperwall.manager.gate import AssertionsBroken
 from hyperwall.manager.service import Overlap
 from hyperwall.store import (
     Compacted,
@@ -46,6 +47,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(sorted(allowed_methods(request)))
         return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=headers)
+
+    @app.exception_handler(AssertionsBroken)
+    async def broken(request: Request, exc: AssertionsBroken) -> JSONResponse:
+        return JSONResponse(exc.to_json(), status_code=409)
 
     @app.exception_handler(BadRequest)
     async def bad(request: Request, exc: BadRequest) -> JSONResponse:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hyperwall.compiler.digest import digest_text
@@ -25,6 +25,7 @@ from hyperwall.manager.documents import (
     validate,
 )
 from hyperwall.manager.fleetwatch import FleetWatch
+from hyperwall.manager.gate import AssertionsBroken, GateResult, check_change, check_rollback
 from hyperwall.manager_api import DiscoveredReport
 from hyperwall.policy.catalog_state import CatalogState
 from hyperwall.policy.errors import DocumentsInvalid, Source
@@ -58,6 +59,7 @@ class Plan:
     deletes: list[DocKey]
     before: dict[DocKey, Document]
     hosts: list[str]
+    assertions: GateResult = field(default_factory=GateResult)
 
     def to_json(self) -> dict[str, Any]:
         changes = []
@@ -70,7 +72,12 @@ class Plan:
             changes.append(
                 {**key_json(key), "action": "remove", "before": self.before[key], "after": None}
             )
-        return {"baseRevision": self.base, "changes": changes, "hostsChanged": self.hosts}
+        return {
+            "baseRevision": self.base,
+            "changes": changes,
+            "hostsChanged": self.hosts,
+            "assertions": self.assertions.to_json(),
+        }
 
 
 def revision_json(info: RevisionInfo) -> dict[str, Any]:
@@ -130,7 +137,10 @@ class Manager:
             raise BadRequest(redact(exc.errors, who)) from None
         before = {k: current[k] for k in [*map(DocKey.of, puts), *gone] if k in current}
         hosts = await self.fleet.what_if(catalog) if what_if and (puts or gone) else []
-        return Plan(base, puts, gone, before, hosts)
+        gate = GateResult()
+        if puts or gone:  # the assertions this change touches, re-checked (`gate`)
+            gate = await asyncio.to_thread(check_change, state.catalog, catalog)
+        return Plan(base, puts, gone, before, hosts, gate)
 
     async def _base(self) -> tuple[int, dict[DocKey, Document], CatalogState]:
         """The current revision, its documents and their validated state: the fleet watch's
@@ -175,6 +185,9 @@ class Manager:
                 plan = await self.plan(who, documents, deletes, what_if=False)
                 if not plan.puts and not plan.deletes:
                     return plan, None
+                if plan.assertions.broken:
+                    what = "the delete" if not plan.puts else "the change"
+                    raise AssertionsBroken(what, plan.assertions)
                 await self._check_overlap(began, plan)
                 try:
                     info = await self.store.commit(
@@ -211,18 +224,22 @@ class Manager:
 
     async def rollback(self, who: Principal, target: int, message: str | None) -> dict[str, Any]:
         async with self.commits:
-            current = await self.store.snapshot()
+            base, current, state = await self._base()
             old = await self.store.snapshot(target)
-            await asyncio.to_thread(validate, old.documents, None, True)
-            puts, deletes = difference(current.documents, old.documents)
+            catalog = await asyncio.to_thread(validate, old.documents, None, True)
+            puts, deletes = difference(current, old.documents)
+            if puts or deletes:
+                gate = await asyncio.to_thread(check_rollback, state.catalog, catalog)
+                if gate.broken:
+                    raise AssertionsBroken(f"the rollback to revision {target}", gate)
             text = message or f"rollback to revision {target}"
-            info = await self.store.commit(puts, deletes, who.identity, text, current.revision)
+            info = await self.store.commit(puts, deletes, who.identity, text, base)
         hosts: list[str] = []
         if info is not None:
             await audit.anchor(self.store, info.number)
             hosts = await self.fleet.wait_for(info.number, REALIZE_WAIT) or []
         return {
-            "revision": info.number if info else current.revision,
+            "revision": info.number if info else base,
             "created": info is not None,
             "hostsChanged": hosts,
         }

@@ -55,7 +55,12 @@ def build(steps: list[list[tuple[str, int | None]]]) -> Fleet:
     return entries, revisions, docs
 
 
-STEPS: list[list[tuple[str, int | None]]] = [[("a", 1), ("b", 1)], [("a", 2)], [("b", None), ("c", 1)], [("a", 3)]]
+STEPS: list[list[tuple[str, int | None]]] = [
+    [("a", 1), ("b", 1)],
+    [("a", 2)],
+    [("b", None), ("c", 1)],
+    [("a", 3)],
+]
 
 
 def test_an_untouched_ledger_verifies() -> None:
