@@ -8,21 +8,22 @@ characters long, more than a log prefix holds.
 
 The API (used by the nft renderer, the agent's flow log and its connection records):
 
-- `rule_number(rule_id) -> int`: the id's number, in [1, 2**31). The special ids have
+- `rule_number(rule_id) -> int`: the id's number, in [1, 2**28). The special ids have
   fixed numbers 1-4 (`SPECIAL`); any other id's number is a hash of the id (16 and up).
   The number depends on the id alone: not on the program, its generation or the host. So a
   number written into the kernel (a log prefix, a conntrack mark) keeps its meaning when
   the program changes or the connection migrates to another host, and a renderer needs no
-  table to write it. Bit 31 is never set, and 0 is no number: a conntrack mark can tell
-  "no rule" from any rule, and keep one bit for a flag.
+  table to write it. 0 is no number, and bits 28-31 are never set: a conntrack mark can
+  carry a number and four bits of flags (`nft.ct_mark`).
 - `RuleNumbers.of_program(program)`: the table number -> rule ids of one host program
   (every rule of its chains, and the special ids). `rule(number, text="")` maps a number
   back: the one id of that number, or, if two ids of the program share it (a hash
-  collision: about n**2 / 2**32 for n rules), the one that starts with `text`; None if
-  there is none or more than one. `merged(older)` is the union of two tables, for a reader
-  that may still see numbers written under the previous program: since a number means the
-  same id in every program, the union never maps a number to a wrong id; at worst a
-  collision between the two programs makes a number ambiguous (None) without `text`.
+  collision: about n**2 / 2**29 pairs for n rules, 19 among 100,000), the one that
+  starts with `text`; None if there is none or more than one. `merged(older)` is the
+  union of two tables, for a reader that may still see numbers written under the
+  previous program: since a number means the same id in every program, the union never
+  maps a number to a wrong id; at worst a collision between the two programs makes a
+  number ambiguous (None) without `text`.
 - `log_prefix(rule_id, action, direction)`: the kernel's log prefix for a decision,
   `hw NUMBER ACTION DIRECTION RULE` (NUMBER in hexadecimal), at most `MAX_PREFIX` bytes:
   a rule id too long to fit is cut and ends in `~` (ids never contain `~`).
@@ -50,16 +51,16 @@ MISDIRECTED = "misdirected"
 UNKNOWN_INTERFACE = "unknown-interface"
 SPECIAL = {ANTI_SPOOFING: 1, MISDIRECTED: 2, UNKNOWN_INTERFACE: 3, DEFAULT: 4}
 FIRST_HASHED = 16
-NUMBER_LIMIT = 1 << 31  # numbers are below this: bit 31 is free
+NUMBER_LIMIT = 1 << 28  # numbers are below this: bits 28-31 are free for flags
 MAX_PREFIX = 127  # bytes of a kernel log prefix (NF_LOG_PREFIXLEN, without its NUL)
 PREFIX_TAG = "hw"
 CUT = "~"  # ends a rule id cut to fit the prefix
-_HEX = re.compile(r"[0-9a-f]{1,8}")
+_HEX = re.compile(r"[0-9a-f]{1,7}")
 
 
 @lru_cache(maxsize=1 << 17)
 def rule_number(rule_id: str) -> int:
-    """The number of `rule_id`: a special id's fixed number, else a hash in [16, 2**31)."""
+    """The number of `rule_id`: a special id's fixed number, else a hash in [16, 2**28)."""
     special = SPECIAL.get(rule_id)
     if special is not None:
         return special

@@ -128,6 +128,6 @@ def test_parse_examples() -> None:
         1, "drop", "out", "anti-spoofing", True
     )
     assert parse_log_prefix("hw 0 drop out x") is None
-    assert parse_log_prefix("hw 80000000 drop out x") is None
+    assert parse_log_prefix("hw 10000000 drop out x") is None
     assert parse_log_prefix("hw +1 drop out x") is None
     assert parse_log_prefix("hw 1 drop sideways x") is None
