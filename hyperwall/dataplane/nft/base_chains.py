@@ -30,7 +30,8 @@ import json
 
 from hyperwall.attachment import Attachment
 from hyperwall.compiler.program import Endpoint
-from hyperwall.dataplane.nft.ct_mark import DEFAULT_RULE, admit
+from hyperwall.compiler.rule_numbers import DEFAULT
+from hyperwall.dataplane.nft.ct_mark import admit
 from hyperwall.dataplane.nft.expr import (
     Expr,
     dump,
@@ -57,7 +58,7 @@ def render_dispatch(
     rules = [dump([{"jump": {"target": t.name}}]) for t in tiers]
     if ep.log_default:  # its own rule: a rate limit must never skip the verdict
         rules.append(dump(log(f"hw {ep.default} default {ep.tenant or 'provider'}")))
-    admitted = admit(ep.default, DEFAULT_RULE, direction)  # marks the connection (`ct_mark`)
+    admitted = admit(ep.default, DEFAULT, direction)  # marks the connection (`ct_mark`)
     rules.append(dump([{"counter": None}, *admitted, verdict(ep.default, direction)]))
     # one per tenant even where the rules are the same: its default's counter is the
     # tenant's (`nft.hits`)

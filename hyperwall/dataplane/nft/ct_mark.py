@@ -14,27 +14,26 @@ packet mark, and nothing else of ours uses the conntrack mark):
 - bit 28 `FOLDED`: the number is that of the first rule of a folded block (a
   `LookupRule`: one set lookup for many rules, so no per-rule statement); the agent finds
   the rule in the block by the connection's tuple;
-- bits 0-27: the rule's number, `rule_number`: 28 bits of a hash of the rule id (as
-  `trace` prints it; `default` for a tenant's default). A hash, not a table's position,
-  because a connection outlives programs and hosts: the number must mean the same rule
-  after a policy change and on the host a migrated VM's connection state was handed over
-  to (the handover copies the mark with the entry), and rendering it needs no table.
-  Two rules of one host with the same number (about 20 pairs among 100,000 rules) are
-  told apart by the connection's tuple (`agent.connections.resolve`).
+- bits 0-27: the rule's number (`compiler.rule_numbers.rule_number`, the number the flow
+  log's prefixes carry): derived from the rule id alone, so it means the same rule after a
+  policy change and on the host a migrated VM's connection state was handed over to (the
+  handover copies the mark with the entry), and rendering it needs no table. Two rules of
+  one host with the same number are told apart by the connection's tuple
+  (`agent.connections.resolve`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
+
+from hyperwall.compiler.rule_numbers import NUMBER_LIMIT, rule_number
 
 MANAGED = 1 << 30
 INBOUND = 1 << 29
 FOLDED = 1 << 28
-NUMBER = FOLDED - 1  # the rule number's bits
+NUMBER = NUMBER_LIMIT - 1  # the rule number's bits: 0-27
 MAX_NUMBER = NUMBER
-DEFAULT_RULE = "default"  # the rule id `trace` prints for a tenant's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +41,6 @@ class Mark:
     number: int
     direction: str  # "in" or "out"
     folded: bool
-
-
-def rule_number(rule: str) -> int:
-    """The number of rule id `rule` in the mark."""
-    return int.from_bytes(hashlib.sha1(rule.encode()).digest()[:4], "big") & NUMBER
 
 
 def encode(number: int, direction: str, folded: bool = False) -> int:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import LookupRule, MatchRule
+from hyperwall.compiler.rule_numbers import rule_number
 from hyperwall.dataplane.nft import ct_mark
 from hyperwall.dataplane.nft.render import Options, render_program
 from hyperwall.io.files import load_catalog
@@ -32,9 +33,8 @@ def test_a_mark_without_our_bit_is_not_ours(mark: int) -> None:
     assert (found is None) == (not mark & ct_mark.MANAGED or mark >= 2**31)
 
 
-def test_numbers_fit_and_are_stable() -> None:
-    assert ct_mark.rule_number("acme/shop/web-in") == ct_mark.rule_number("acme/shop/web-in")
-    assert 0 <= ct_mark.rule_number("x" * 500) <= ct_mark.MAX_NUMBER
+def test_numbers_fit() -> None:
+    assert 0 < rule_number("x" * 500) <= ct_mark.MAX_NUMBER
     with pytest.raises(ValueError):
         ct_mark.encode(ct_mark.MAX_NUMBER + 1, "in")
 
@@ -56,12 +56,12 @@ def test_every_allow_of_a_rendered_table_marks_its_rule() -> None:
             if item.action != "allow":
                 continue
             if isinstance(item, MatchRule):
-                allows.add(ct_mark.encode(ct_mark.rule_number(item.rule), direction))
+                allows.add(ct_mark.encode(rule_number(item.rule), direction))
             elif isinstance(item, LookupRule):
-                number = ct_mark.rule_number(item.rules[0])
+                number = rule_number(item.rules[0])
                 allows.add(ct_mark.encode(number, direction, folded=True))
     for ep in program.endpoints.values():
         if ep.default == "allow":
             for direction in ("in", "out"):
-                allows.add(ct_mark.encode(ct_mark.rule_number("default"), direction))
+                allows.add(ct_mark.encode(rule_number("default"), direction))
     assert marks == allows and marks

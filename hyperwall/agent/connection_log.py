@@ -1,0 +1,103 @@
+"""The agent's connection records: a thread that reads the host's conntrack NEW and DESTROY
+events and writes a record to the flow log for each managed connection that ends.
+
+Counterpart of `agent.connections` (the bounded table and the records, pure),
+`dataplane.conntrack.listener` (the event socket, opened in the agent's own namespace: the
+host's) and the flow log writer (`write`, shared with the NFLOG records). It reads the
+program in force (`program`) without a lock: the reconciler replaces the reference, never
+the object. Counts what it could not keep: `dropped` (table full), `overruns` (the kernel
+dropped events: ENOBUFS), `unpaired` (a DESTROY whose NEW was not seen).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hyperwall.agent.connections import LIMIT, ConnectionTable, RuleIndex, rule_index
+from hyperwall.compiler.program import HostProgram
+from hyperwall.dataplane.conntrack import accounting
+from hyperwall.dataplane.conntrack.listener import EventListener
+from hyperwall.flows.record import FlowRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStats:
+    open: int
+    records: int
+    dropped: int
+    unpaired: int
+    overruns: int
+
+
+class ConnectionLog:
+    """Connection records of this host (`host`), from its conntrack events."""
+
+    def __init__(
+        self,
+        host: str,
+        program: Callable[[], HostProgram | None],
+        write: Callable[[FlowRecord], None],
+        limit: int = LIMIT,
+    ) -> None:
+        self.table = ConnectionTable(host, limit)
+        self._program = program
+        self._write = write
+        self._index: tuple[HostProgram | None, RuleIndex] = (None, {})
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listener: EventListener | None = None
+        self.records = 0
+
+    def start(self) -> None:
+        """Accounting on in this namespace, the socket open (events from now on), then the
+        reading thread."""
+        accounting.enable_here()
+        self._listener = EventListener()
+        self._thread = threading.Thread(target=self._run, name="connection-log", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._listener is not None:
+            self._listener.close()
+
+    def stats(self) -> ConnectionStats:
+        overruns = self._listener.overruns if self._listener is not None else 0
+        t = self.table
+        return ConnectionStats(len(t.open), self.records, t.dropped, t.unpaired, overruns)
+
+    def _rules(self, program: HostProgram | None) -> RuleIndex:
+        if program is None:
+            return {}
+        if self._index[0] is not program:
+            self._index = (program, rule_index(program))
+        return self._index[1]
+
+    def _run(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            try:
+                events = self._listener.read(0.5)
+            except OSError as exc:  # not ENOBUFS (counted inside): log, go on
+                log.warning("reading conntrack events failed: %s", exc)
+                self._stop.wait(1.0)
+                continue
+            program = self._program()
+            index = self._rules(program)
+            for event in events:
+                record = self.table.handle(event, time.time(), program, index)
+                if record is None:
+                    continue
+                try:
+                    self._write(record)
+                    self.records += 1
+                except OSError as exc:  # a full disk: the record is lost, the agent goes on
+                    log.warning("writing a connection record failed: %s", exc)
