@@ -91,6 +91,7 @@ class TraceWorker:
         self.thread: threading.Thread | None = None
         self.table: TraceTable | None = None
         self.injector = Injector()
+        self.handled: dict[tuple[str, str], None] = {}  # tasks done (the manager may resend)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -134,6 +135,12 @@ class TraceWorker:
             log.warning("trace %s: posting %s failed: %s", trace_id, what, exc)
 
     def handle(self, task: dict[str, Any]) -> None:
+        key = (str(task.get("id")), str(task.get("action")))
+        if key in self.handled:
+            return
+        self.handled[key] = None
+        while len(self.handled) > 1024:
+            del self.handled[next(iter(self.handled))]
         try:
             if task["action"] == "arm":
                 self.arm(task)

@@ -17,11 +17,14 @@ deadline (`docs/design/livetrace.md`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+AGENT_MARGIN = 1.5  # seconds
 MAX_TASKS_PER_HOST = 64  # bounded: a host whose agent is away does not collect work forever
+REDELIVER = 1.0  # seconds before a task not acknowledged is delivered again
 
 
 @dataclass
@@ -54,16 +57,20 @@ class TraceBoard:
         self.jobs: dict[str, TraceJob] = {}
         self.tasks: dict[str, list[dict[str, Any]]] = {}
         self.wakeup: dict[str, asyncio.Event] = {}
+        self.sent: dict[int, float] = {}  # id() of a queued task -> when it was last delivered
 
     def _push(self, host: str, task: dict[str, Any]) -> None:
         queue = self.tasks.setdefault(host, [])
-        del queue[: max(0, len(queue) - MAX_TASKS_PER_HOST + 1)]
+        for old in queue[: max(0, len(queue) - MAX_TASKS_PER_HOST + 1)]:
+            queue.remove(old)
+            self.sent.pop(id(old), None)
         queue.append(task)
         self.wakeup.setdefault(host, asyncio.Event()).set()
 
     def start(self, job: TraceJob) -> None:
         self.jobs[job.id] = job
-        seconds = max(0.0, job.deadline - time.monotonic())
+        # the agents give up a little before the job does, so their "not seen" still counts
+        seconds = max(0.5, job.deadline - time.monotonic() - AGENT_MARGIN)
         for host, ends in job.hosts.items():
             self._push(
                 host,
@@ -77,22 +84,37 @@ class TraceBoard:
             )
 
     async def next_tasks(self, host: str, wait: float) -> list[dict[str, Any]]:
-        """The host's pending tasks, waiting up to `wait` seconds for one."""
+        """The host's tasks not yet delivered (or delivered `REDELIVER` seconds ago and not
+        yet acknowledged: the request that took them may have been a dead agent's), waiting
+        up to `wait` seconds for one."""
+        end = time.monotonic() + wait
         event = self.wakeup.setdefault(host, asyncio.Event())
-        if not self.tasks.get(host):
-            event.clear()
-            try:
-                await asyncio.wait_for(event.wait(), wait)
-            except TimeoutError:
+        while True:
+            now = time.monotonic()
+            queue = self.tasks.get(host, [])
+            queue[:] = [t for t in queue if t["id"] in self.jobs]
+            due = [t for t in queue if self.sent.get(id(t), -REDELIVER) + REDELIVER <= now]
+            if due:
+                for t in due:
+                    self.sent[id(t)] = now
+                return [dict(t) for t in due]
+            if now >= end:
                 return []
-        tasks = self.tasks.pop(host, [])
-        now = time.monotonic()
-        return [t for t in tasks if t["id"] in self.jobs and self.jobs[t["id"]].deadline > now]
+            event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(end - now, REDELIVER))
+
+    def _ack(self, host: str, trace_id: str, action: str) -> None:
+        queue = self.tasks.get(host, [])
+        for t in [t for t in queue if t["id"] == trace_id and t["action"] == action]:
+            queue.remove(t)
+            self.sent.pop(id(t), None)
 
     def armed(self, host: str, trace_id: str) -> None:
         job = self.jobs.get(trace_id)
         if job is None or host not in job.hosts:
             return
+        self._ack(host, trace_id, "arm")
         job.armed.add(host)
         if job.armed == set(job.hosts):
             self._push(
@@ -103,6 +125,8 @@ class TraceBoard:
         job = self.jobs.get(trace_id)
         if job is None or host not in job.hosts:
             return
+        self._ack(host, trace_id, "arm")
+        self._ack(host, trace_id, "inject")
         job.results[host] = body
         if job.finished():
             job.done.set()
@@ -115,3 +139,6 @@ class TraceBoard:
             pass
         finally:
             self.jobs.pop(job.id, None)
+            for host in job.hosts:
+                self._ack(host, job.id, "arm")
+                self._ack(host, job.id, "inject")

@@ -27,6 +27,7 @@ import select
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -56,43 +57,51 @@ def chain_name(trace_id: str) -> str:
 
 
 class TraceTable:
-    """The trace rules of this host, in their own table (libnftables context of its own)."""
+    """The trace rules of this host, in their own table (libnftables context of its own,
+    used by one thread at a time: a context is not thread-safe, and concurrent traces
+    arm and disarm from their own threads)."""
 
     def __init__(self) -> None:
         self.kernel = NftKernel()
+        self.lock = threading.Lock()
 
     def arm(self, trace_id: str, probe: Probe) -> None:
         chain = {"family": "inet", "table": TRACE_TABLE, "name": chain_name(trace_id)}
         hooked = {**chain, "type": "filter", "hook": "forward", "prio": TRACE_PRIORITY}
         rule = {"family": "inet", "table": TRACE_TABLE, "chain": chain_name(trace_id)}
-        self.kernel.run(
-            [
-                {"add": {"table": _table()}},
-                {"add": {"chain": {**hooked, "policy": "accept"}}},
-                {"add": {"rule": {**rule, "expr": trace_rule(probe)}}},
-            ]
-        )
+        with self.lock:
+            self.kernel.run(
+                [
+                    {"add": {"table": _table()}},
+                    {"add": {"chain": {**hooked, "policy": "accept"}}},
+                    {"add": {"rule": {**rule, "expr": trace_rule(probe)}}},
+                ]
+            )
 
     def disarm(self, trace_id: str) -> None:
         """Remove the trace's chain (no error if it is gone)."""
         chain = {"family": "inet", "table": TRACE_TABLE, "name": chain_name(trace_id)}
         try:
-            self.kernel.run([{"delete": {"chain": chain}}])
+            with self.lock:
+                self.kernel.run([{"delete": {"chain": chain}}])
         except NftError as exc:
             if "No such file" not in str(exc):
                 raise
 
     def _exists(self) -> bool:
-        return TRACE_TABLE in self.kernel.command("list tables inet")
+        with self.lock:
+            return TRACE_TABLE in self.kernel.command("list tables inet")
 
     def remove_all(self) -> None:
         """Delete the trace table and everything in it (agent start)."""
         if self._exists():
-            self.kernel.run([{"delete": {"table": _table()}}])
+            with self.lock:
+                self.kernel.run([{"delete": {"table": _table()}}])
 
     def chain_handles(self, table: str, chain: str) -> list[int]:
         """The handles of `chain`'s rules in `inet table`, in order."""
-        listing = self.kernel.command(f"list chain inet {table} {chain}")
+        with self.lock:
+            listing = self.kernel.command(f"list chain inet {table} {chain}")
         return [e["rule"]["handle"] for e in json.loads(listing)["nftables"] if "rule" in e]
 
 
