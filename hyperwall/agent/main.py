@@ -25,6 +25,7 @@ from typing import Any
 
 from hyperwall.agent.compiling import LocalCompiler
 from hyperwall.agent.control import ControlServer
+from hyperwall.agent.flow_shipper import FlowShipper
 from hyperwall.agent.handover import HandoverReceiver
 from hyperwall.agent.hits import HitReader, load_tracker, save_tracker
 from hyperwall.agent.libvirt_source import (
@@ -40,6 +41,7 @@ from hyperwall.agent.manager_source import (
     host_inventory,
     revision_of,
 )
+from hyperwall.agent.metrics import AgentMetrics, FlowCounts, KernelDrops, Sources
 from hyperwall.agent.migration import IncomingOverlay, Migrations
 from hyperwall.agent.policydir import PolicyDir
 from hyperwall.agent.reconciler import ProgramLoader, Reconciler
@@ -81,6 +83,8 @@ class AgentConfig:
     handover_listen: str | None = None  # IP:PORT: accept migrating VMs' connection state
     manager: ManagerConfig | None = None
     hits_seconds: float = 10.0  # per-rule hit counters read every so often (0: never)
+    flow_log: Path | None = None  # the flow log (agent.flowlog); shipped when following a manager
+    metrics_listen: str | None = None  # HOST:PORT of /metrics (agent.metrics)
 
 
 def _poll(queue: WorkQueue, source: PolicyDir, stop: threading.Event, every: float) -> None:
@@ -213,6 +217,23 @@ def run_agent(config: AgentConfig) -> None:
                 target=_tick, args=(queue, stop, config.hits_seconds, HITS), daemon=True
             )
         )
+    shipper: FlowShipper | None = None
+    if manager_source is not None and config.flow_log is not None:
+        shipper = FlowShipper(
+            manager_source.client,
+            config.host,
+            config.flow_log,
+            config.state_dir,
+            config.max_backoff,
+        )
+    flow_counts = FlowCounts()  # the flow log counts its records here
+    metrics: AgentMetrics | None = None
+    if config.metrics_listen is not None:
+        sources = Sources(
+            reconciler, manager_source, hits, shipper.counts if shipper else None, flow_counts
+        )
+        metrics = AgentMetrics(sources, KernelDrops(NftKernel))
+        metrics.serve(config.metrics_listen)
     strict_tcp_here()  # a moved connection survives by its handed-over state, not by luck
     migrations = Migrations(
         config.host, overlay, None, lambda: queue.add("policy"), lambda: backend.program
@@ -240,6 +261,8 @@ def run_agent(config: AgentConfig) -> None:
         manager_source.start(lambda: queue.add("policy"))
     if tracer is not None:
         tracer.start()
+    if shipper is not None:
+        shipper.start()
     if watcher is not None:
         watcher.start()
     queue.add("policy")
@@ -260,7 +283,12 @@ def run_agent(config: AgentConfig) -> None:
                 watcher.refresh(key.removeprefix("domain:"))  # level-triggered: read it again
             elif watcher is not None and key == "resync":
                 watcher.refresh(RELIST)  # the safety net for missed events
+            started = time.monotonic()
             ok = reconciler.reconcile("policy" if key.startswith("domain:") else key)
+            if metrics is not None:
+                trigger = key.split(":", 1)[0]  # never a domain's name: bounded labels
+                status = read_status(reconciler.status_path)
+                metrics.observe_reconcile(trigger, time.monotonic() - started, status)
             if watcher is not None:
                 report = write_domains(
                     config.state_dir / "domains.json", watcher, discovering, localized
@@ -284,6 +312,10 @@ def run_agent(config: AgentConfig) -> None:
         reporter.stop(timeout=1.0)
     if tracer is not None:
         tracer.stop(timeout=1.0)
+    if shipper is not None:
+        shipper.stop(timeout=1.0)
+    if metrics is not None:
+        metrics.stop()
     if watcher is not None:
         watcher.stop()
     control.stop()

@@ -172,6 +172,7 @@ class ManagerSource:
         self._thread: threading.Thread | None = None
         self.on_change: Callable[[], None] = lambda: None
         self.synced = threading.Event()  # set after the first successful answer
+        self.digest_mismatches = 0  # answers whose program did not verify (agent.metrics)
         if self._current is not None:
             log.info("loaded revision %d from the cache", self._current.revision)
 
@@ -221,6 +222,7 @@ class ManagerSource:
         except (KeyError, TypeError, ValueError, WireError) as exc:
             raise ManagerError(f"bad program from the manager: {exc}") from None
         if new.digest_text != digest:
+            self.digest_mismatches += 1
             raise ManagerError(f"program digest {new.digest_text} != the manager's {digest}")
         if new.program.host != self.host:
             raise ManagerError(f"a program for host {new.program.host!r}")

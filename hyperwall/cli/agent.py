@@ -78,6 +78,12 @@ def agent(
         help="Seconds between readings of the per-rule hit counters (STATE_DIR/hits.json,"
         " reported to the manager; `hyperwall stats`); 0: never",
     ),
+    metrics_listen: str | None = typer.Option(
+        None,
+        "--metrics-listen",
+        help="HOST:PORT where the agent serves Prometheus metrics at /metrics (in the host's"
+        " namespace; e.g. 127.0.0.1:9471); off by default",
+    ),
     mode: str = typer.Option(
         "routed",
         "--mode",
@@ -123,7 +129,12 @@ def agent(
         libvirt=libvirt,
         handover_listen=handover_listen,
         hits_seconds=hits_seconds,
+        metrics_listen=metrics_listen,
     )
+    if metrics_listen is not None:
+        host_part, _, port = metrics_listen.rpartition(":")
+        if not host_part or not port.isdigit() or not 0 < int(port) < 65536:
+            fail(f"bad --metrics-listen {metrics_listen!r}: expected HOST:PORT", EXIT_INPUT)
     if hits_seconds < 0:
         fail("--hits-seconds must be 0 (never) or positive", EXIT_INPUT)
     if libvirt is not None:

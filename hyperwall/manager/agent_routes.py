@@ -14,11 +14,12 @@ import json
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from hyperwall.compiler.digest import digest_text
 from hyperwall.compiler.program_codec import delta_to_wire, program_to_wire
 from hyperwall.manager.deps import Mgr, Who
+from hyperwall.manager.metrics import metrics_of
 from hyperwall.manager.service import MAX_WAIT
 from hyperwall.manager_api import (
     AgentInventory,
@@ -86,10 +87,14 @@ async def desired(
 
 
 @router.put("/status", status_code=204, response_class=Response)
-async def put_status(host: str, body: AgentStatus, who: Who, manager: Mgr) -> None:
+async def put_status(
+    host: str, body: AgentStatus, who: Who, manager: Mgr, request: Request
+) -> None:
     """The agent's realization report: revision, program hash, converged, error."""
     who.require_agent_of(host)
-    await manager.report(host, body.model_dump())
+    report = body.model_dump()
+    await manager.report(host, report)
+    await metrics_of(request.app).reported(manager, host, report)
 
 
 @router.put("/inventory", status_code=204, response_class=Response)

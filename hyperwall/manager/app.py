@@ -30,6 +30,8 @@ from hyperwall.manager.drain import Drain, LongPollDrain
 from hyperwall.manager.flow_routes import router as flow_router
 from hyperwall.manager.flow_store import FlowsConfig, open_flows
 from hyperwall.manager.limits import Limits, RequestGuard
+from hyperwall.manager.metrics import ManagerMetrics
+from hyperwall.manager.metrics import router as metrics_router
 from hyperwall.manager.service import Manager, revision_json
 from hyperwall.manager.token_routes import router as token_router
 from hyperwall.manager_api import (
@@ -127,12 +129,14 @@ def create_app(
     errors.install(app)
     drain = Drain()
     app.state.drain = drain
+    app.state.metrics = ManagerMetrics()
     app.add_middleware(RequestGuard, limits=limits)
     app.add_middleware(LongPollDrain, drain=drain)
     app.include_router(router)
     app.include_router(token_router)
     app.include_router(agent_router)
     app.include_router(flow_router)
+    app.include_router(metrics_router)
     app.include_router(audit_router)
     return app
 
