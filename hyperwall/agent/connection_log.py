@@ -7,6 +7,11 @@ host's) and the flow log writer (`write`, shared with the NFLOG records). It rea
 program in force (`program`) without a lock: the reconciler replaces the reference, never
 the object. Counts what it could not keep: `dropped` (table full), `overruns` (the kernel
 dropped events: ENOBUFS), `unpaired` (a DESTROY whose NEW was not seen).
+
+If the agent dies, the connections open at that moment get no NEW in the table of the next
+agent; their DESTROY still gives a record (`unpaired`, start from the kernel's timestamp).
+Connections that end while no agent runs leave no record: the events are not queued for a
+socket that does not exist.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ class ConnectionLog:
         self,
         host: str,
         program: Callable[[], HostProgram | None],
-        write: Callable[[FlowRecord], None],
+        write: Callable[[list[FlowRecord]], None],
         limit: int = LIMIT,
     ) -> None:
         self.table = ConnectionTable(host, limit)
@@ -92,12 +97,12 @@ class ConnectionLog:
                 continue
             program = self._program()
             index = self._rules(program)
-            for event in events:
-                record = self.table.handle(event, time.time(), program, index)
-                if record is None:
-                    continue
-                try:
-                    self._write(record)
-                    self.records += 1
-                except OSError as exc:  # a full disk: the record is lost, the agent goes on
-                    log.warning("writing a connection record failed: %s", exc)
+            now = time.time()
+            records = [r for e in events if (r := self.table.handle(e, now, program, index))]
+            if not records:
+                continue
+            try:
+                self._write(records)  # one write per batch of events
+                self.records += len(records)
+            except OSError as exc:  # a full disk: these records are lost, the agent goes on
+                log.warning("writing %d connection records failed: %s", len(records), exc)
