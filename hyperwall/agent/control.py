@@ -10,13 +10,13 @@ per connection:
   by the one-time key. Answers when the rules are in the kernel.
 - `{"op": "send", "vm": KEY, "to": HOST, "address": "IP:PORT", "key": HEX,
   "phase": "precopy" | "switchover"}` (source): send the VM's connection entries (all of
-  them at precopy, what changed since at switchover) to the destination's agent; at
-  switchover, remove them here afterwards. Answers with the counts.
+  them at precopy, what changed since at switchover) to the destination's agent. Answers
+  with the counts.
 - `{"op": "done", "vm": KEY}` (destination): the documents now place the VM here; drop the
   incoming overlay and the key.
-- `{"op": "release", "vm": KEY, "addresses": [IP...]}` (source): the VM left without its
-  state; remove its connection entries here all the same (`addresses`: optional, for a VM
-  the agent no longer knows, e.g. its libvirt domain has left).
+- `{"op": "release", "vm": KEY, "addresses": [IP...]}` (source): the VM has left (after
+  the switchover's send, or without its state); remove its connection entries here
+  (`addresses`: optional, for a VM the agent no longer knows, e.g. its domain has left).
 
 The operations themselves live in `agent.migration` (`Migrations`); this module is the
 socket (server and client) only. Counterpart of `lab.migrate`, which calls it.

@@ -6,12 +6,16 @@ source left clean.
   before its first packet arrives here; the handover receiver accepts its connection state,
   proven by the one-time key, and injects it into this host's conntrack table.
 - **Source** (`send`): at `precopy` every conntrack entry of the VM's addresses is sent
-  while the VM still runs here; at `switchover` only what changed since (new, changed and
-  gone entries), so connections opened or closed during the move are right too. Then the
-  VM's entries are removed here, except those another VM of this host is an end of (they
-  are that VM's connections too). The rules go when the documents place the VM elsewhere.
+  while the VM still runs here, and a change list starts (`conntrack.watch`: the keys of
+  the VM's entries created, changed or destroyed, from conntrack events); at `switchover`
+  only the entries on that list (and those that could expire first) are read back by key
+  and sent, with the keys of those gone: the switchover's work is proportional to what
+  changed during the move, not to the VM's connections. The entries travel as the
+  kernel's attributes (`conntrack.raw`), never decoded.
+- **Source** (`release`): after the switchover, or when the VM moved without its state:
+  the VM's entries here go, except those another VM of this host is an end of (they are
+  that VM's connections too). The rules go when the documents place the VM elsewhere.
 - **Destination** (`done`): the documents place the VM here; the overlay and key go.
-- **Source** (`release`): a VM that moved without its state: its entries here go anyway.
 - **Hypervisor-discovered VMs** (`--libvirt`, `discovers`): the VM's rules follow its
   domain, not the documents: `incoming` only arms the receiver (the domain and its taps
   appear here paused during the hypervisor's migration, and the agent enforces them as for
@@ -34,17 +38,18 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 from typing import Any
 
 from hyperwall.agent.handover import HandoverReceiver, send_state
 from hyperwall.compiler.program import HostProgram
-from hyperwall.dataplane.conntrack import wire
-from hyperwall.dataplane.conntrack.entry import Address, Entry, touches
+from hyperwall.dataplane.conntrack import raw, wire
+from hyperwall.dataplane.conntrack.entry import Address
 from hyperwall.dataplane.conntrack.kernel import Conntrack, InjectError, OnExists
-from hyperwall.dataplane.conntrack.transfer import Delta, Key, delta, snapshot
+from hyperwall.dataplane.conntrack.raw import RawEntry
+from hyperwall.dataplane.conntrack.watch import ChangeWatch
 from hyperwall.policy.model import Catalog
 
 log = logging.getLogger(__name__)
@@ -73,6 +78,15 @@ class IncomingOverlay:
         return replace(catalog, workloads=workloads), f"{digest}:in-{mark}"
 
 
+@dataclass(frozen=True)
+class Precopy:
+    """What the source sent at the pre-copy: the keys, and those that could expire soon."""
+
+    keys: frozenset[bytes]
+    expiring: tuple[tuple[int, bytes], ...]  # (timeout then, key) of the short-lived ones
+    at: float  # monotonic
+
+
 @dataclass
 class Migrations:
     host: str
@@ -80,8 +94,9 @@ class Migrations:
     receiver: HandoverReceiver | None
     reconcile: Callable[[], None]  # queue a reconcile of the desired program
     program: Callable[[], HostProgram | None]  # the program in force now
-    sent: dict[str, dict[Key, Entry]] = field(default_factory=dict)  # vm -> what was sent
-    injected: dict[str, set[Key]] = field(default_factory=dict)  # vm -> what we injected
+    sent: dict[str, Precopy] = field(default_factory=dict)  # vm -> its pre-copy
+    watches: dict[str, ChangeWatch] = field(default_factory=dict)  # vm -> its change list
+    injected: dict[str, set[bytes]] = field(default_factory=dict)  # vm -> keys we injected
     discovers: bool = False  # --libvirt: VMs (and their rules) arrive with their domains
     known: dict[str, list[Address]] = field(default_factory=dict)  # vm -> its addresses
 
@@ -130,52 +145,82 @@ class Migrations:
         if not addresses:
             raise ValueError(f"{vm} has no interface on {self.host}")
         self.known[vm] = addresses
-        with Conntrack() as conntrack:
-            now = snapshot(conntrack.dump(addresses))
+        started = time.monotonic()
         if phase == "precopy":
-            change = Delta(tuple(now.values()), ())
+            copies, entries = self._precopy(vm, addresses, started)
         elif phase == "switchover":
-            change = delta(self.sent.get(vm, {}), now)
+            copies, entries = self._switchover(vm, addresses, started)
         else:
             raise ValueError(f"bad phase {phase!r}: expected precopy or switchover")
-        payload = encode_delta(change)
-        sent_entries = len(change)
+        read = time.monotonic() - started
+        payload = encode_copies(copies)
         started = time.monotonic()
         result = send_state(address, vm, key, phase, payload)
-        seconds = time.monotonic() - started
-        self.sent[vm] = now
-        answer: dict[str, Any] = {
+        return {
             "ok": True,
             "phase": phase,
-            "entries": len(now),
-            "sent": sent_entries,
+            "entries": entries,
+            "sent": len(copies.changed) + len(copies.removed),
+            "whole": copies.whole,
             "applied": result.applied,
             "bytes": result.size,
-            "seconds": round(seconds, 4),
+            "read": round(read, 4),
+            "seconds": round(time.monotonic() - started, 4),
         }
-        if phase == "switchover":
-            answer["removed"] = self._forget(vm, now.values())
-        return answer
+
+    def _precopy(self, vm: str, addresses: list[Address], now: float) -> tuple[Copies, int]:
+        """Every entry of the VM; the change list starts before the dump, so that nothing
+        that changes during it is missed."""
+        old = self.watches.pop(vm, None)
+        if old is not None:
+            old.stop()
+        self.watches[vm] = ChangeWatch(addresses)
+        with Conntrack() as conntrack:
+            entries = conntrack.dump_raw(addresses)
+        self.sent[vm] = Precopy(
+            frozenset(e.key for e in entries),
+            tuple((e.timeout, e.key) for e in entries if e.timeout < EXPIRING_S),
+            now,
+        )
+        return Copies(tuple(entries), (), whole=True), len(entries)
+
+    def _switchover(self, vm: str, addresses: list[Address], now: float) -> tuple[Copies, int]:
+        """What changed since the pre-copy: the entries in the change list, and those that
+        could expire on the destination before traffic refreshes them there (traffic
+        refreshed them here without an event), read back by key. Without a complete
+        change list (no pre-copy, lost events, a long wait), every entry again."""
+        watch, precopy = self.watches.pop(vm, None), self.sent.pop(vm, None)
+        changes = watch.stop() if watch is not None else None
+        with Conntrack() as conntrack:
+            if changes is None or changes.overrun or precopy is None:
+                entries = conntrack.dump_raw(addresses)
+                return Copies(tuple(entries), (), whole=True), len(entries)
+            soon = now - precopy.at + EXPIRING_MARGIN_S
+            keys = set(changes.keys)
+            keys.update(k for timeout, k in precopy.expiring if timeout <= soon)
+            found, gone = conntrack.get_raw(sorted(keys))
+        held = (precopy.keys - set(gone)) | {e.key for e in found}
+        return Copies(tuple(found), tuple(gone), whole=False), len(held)
 
     def release(self, vm: str, given: list[str] | None = None) -> dict[str, Any]:
-        """The VM left without its state (`--no-state`, or a failed handover): its entries
-        here go all the same, so nothing of it stays behind. `given`: its addresses, for a
-        VM this agent no longer knows (its domain left)."""
+        """After the switchover, or when the VM left without its state (`--no-state`, a
+        failed handover): its entries here go, but those another VM of this host is an
+        end of (they are that VM's connections too), so nothing of the VM stays behind.
+        `given`: its addresses, for a VM this agent no longer knows (its domain left)."""
         addresses = (
             self._addresses(vm) or self.known.get(vm) or [ip_address(a) for a in given or ()]
         )
-        with Conntrack() as conntrack:
-            entries = conntrack.dump(addresses) if addresses else []
-        return {"ok": True, "removed": self._forget(vm, entries)}
-
-    def _forget(self, vm: str, entries: Iterable[Entry]) -> int:
-        """Delete the VM's entries here, but those another VM of this host is an end of."""
-        keep = self._local_addresses(exclude=vm)
-        gone = [e for e in entries if not touches(e, keep)]
+        watch = self.watches.pop(vm, None)
+        if watch is not None:
+            watch.stop()
         self.sent.pop(vm, None)
         self.known.pop(vm, None)
+        keep = {a.packed for a in self._local_addresses(exclude=vm)}
         with Conntrack() as conntrack:
-            return conntrack.delete(gone) if gone else 0
+            entries = conntrack.dump_raw(addresses) if addresses else []
+            gone = [e.key for e in entries if not raw.key_addresses(e.key) & keep]
+            removed = conntrack.delete_raw(gone) if gone else 0
+        return {"ok": True, "removed": removed}
 
     def done(self, vm: str) -> dict[str, Any]:
         self.injected.pop(vm, None)
@@ -194,27 +239,30 @@ class Migrations:
         its VMs, or its packets already pass here after the switchover) has seen every
         packet here: it wins over the copy. Only what precopy injected is updated or
         removed at the switchover."""
-        change = decode_delta(payload)
-        change = Delta(tuple(map(liberal, change.changed)), change.removed)
+        copies = decode_copies(payload)
         ours = self.injected.setdefault(vm, set())
         with Conntrack() as conntrack:
             if phase == "precopy":
-                native = {e.key for e in conntrack.dump(self._addresses(vm))}
-                new = [e for e in change.changed if e.key not in native]
+                native = {e.key for e in conntrack.dump_raw(self._addresses(vm))}
+                new = [e for e in copies.changed if e.key not in native]
                 applied = _inject(conntrack, new, "skip")
                 ours.update(e.key for e in new)
             else:
-                gone = [e for e in change.removed if e.key in ours]
+                removed = set(copies.removed)
+                if copies.whole:  # every entry of the VM: what is not among them is gone
+                    removed |= ours - {e.key for e in copies.changed}
+                gone = sorted(removed & ours)
                 if gone:
-                    conntrack.delete(gone)
-                update = [e for e in change.changed if e.key in ours]
-                new = [e for e in change.changed if e.key not in ours]
+                    conntrack.delete_raw(gone)
+                update = [e for e in copies.changed if e.key in ours]
+                new = [e for e in copies.changed if e.key not in ours]
                 applied = len(gone)
                 applied += _inject(conntrack, update, "update")
                 applied += _inject(conntrack, new, "skip")
                 ours.update(e.key for e in new)
-                ours.difference_update(e.key for e in gone)
-        log.info("migration: %s %s: %d of %d entries applied", vm, phase, applied, len(change))
+                ours.difference_update(gone)
+        total = len(copies.changed) + len(copies.removed)
+        log.info("migration: %s %s: %d of %d entries applied", vm, phase, applied, total)
         return applied
 
     # -- helpers ------------------------------------------------------------------------
@@ -249,51 +297,57 @@ class Migrations:
         )
 
 
-_PART = struct.Struct(">I")
 # An entry being created here by a packet right now (unconfirmed) refuses a copy with EBUSY:
 # this host sees that connection's packets itself, so its own entry wins, as with EEXIST.
 _NATIVE = (errno.EBUSY, errno.EEXIST)
+# Entries with less than this left at the pre-copy are read again at the switchover if
+# they could expire before traffic reaches the destination (see `_switchover`).
+EXPIRING_S = 600
+EXPIRING_MARGIN_S = 60
 
 
-def _inject(conntrack: Conntrack, entries: list[Entry], on_exists: OnExists) -> int:
+def _inject(conntrack: Conntrack, entries: list[RawEntry], on_exists: OnExists) -> int:
     if not entries:
         return 0
     try:
-        return conntrack.inject(entries, on_exists=on_exists)
+        return conntrack.inject_raw(entries, on_exists=on_exists)
     except InjectError as exc:
         if all(f.errno in _NATIVE for f in exc.failed):
             return exc.applied
         raise
 
 
-TCP_BE_LIBERAL = 0x08  # IP_CT_TCP_FLAG_BE_LIBERAL
+@dataclass(frozen=True)
+class Copies:
+    """One phase's state: entries to create or update (copies: `raw.copy`), keys of
+    entries to delete; `whole`: `changed` is every entry of the VM."""
+
+    changed: tuple[RawEntry, ...]
+    removed: tuple[bytes, ...]
+    whole: bool
 
 
-def liberal(entry: Entry) -> Entry:
-    """A copied TCP entry with window tracking relaxed: the kernel has no attribute for the
-    windows it tracked on the source, and with none, the first segments seen here can fall
-    outside what it learns and the connection is lost (measured: a connection opened during
-    the switchover was reset). conntrackd syncs entries the same way."""
-    if entry.tcp is None:
-        return entry
-    tcp = replace(
-        entry.tcp,
-        flags_orig=entry.tcp.flags_orig | TCP_BE_LIBERAL,
-        flags_reply=entry.tcp.flags_reply | TCP_BE_LIBERAL,
-    )
-    return replace(entry, tcp=tcp)
+_HEAD = struct.Struct(">BI")  # whole, length of the changed part
 
 
-def encode_delta(change: Delta) -> bytes:
-    """A delta as bytes: the changed entries, then the removed ones (`conntrack.wire`)."""
-    changed = wire.dumps(change.changed)
-    return _PART.pack(len(changed)) + changed + wire.dumps(change.removed)
+def encode_copies(copies: Copies) -> bytes:
+    """A phase's state as bytes: the changed entries, then the removed keys (`wire`)."""
+    changed = wire.dumps_raw(e.body for e in copies.changed)
+    return _HEAD.pack(copies.whole, len(changed)) + changed + wire.dumps_raw(copies.removed)
 
 
-def decode_delta(data: bytes) -> Delta:
-    if len(data) < _PART.size:
-        raise wire.WireError("too short for a delta")
-    (size,) = _PART.unpack_from(data)
-    changed = wire.loads(data[_PART.size : _PART.size + size])
-    removed = wire.loads(data[_PART.size + size :])
-    return Delta(tuple(changed), tuple(removed))
+def decode_copies(data: bytes) -> Copies:
+    if len(data) < _HEAD.size:
+        raise wire.WireError("too short for a handover")
+    whole, size = _HEAD.unpack_from(data)
+    changed_part = data[_HEAD.size : _HEAD.size + size]
+    removed_part = data[_HEAD.size + size :]
+    try:
+        changed = tuple(
+            RawEntry(raw.key_of(body), body)
+            for body in (changed_part[s:e] for s, e in wire.frames(changed_part))
+        )
+    except (raw.RawError, struct.error) as exc:
+        raise wire.WireError(f"bad entry: {exc}") from None
+    removed = tuple(removed_part[s:e] for s, e in wire.frames(removed_part))
+    return Copies(changed, removed, bool(whole))

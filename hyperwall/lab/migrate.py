@@ -319,8 +319,8 @@ class Hooks:
     def after_move(
         self, state: bool, errors: list[str], steps: Steps, addresses: tuple[str, ...] = ()
     ) -> int:
-        """The switchover delta (the connections handed over); without state, or after a
-        failure, `release`: nothing of the VM stays on the source."""
+        """The switchover delta (the connections handed over), then `release`: nothing of
+        the VM stays on the source (with state, without, or after a failure)."""
         connections = 0
         if state and not errors:
             try:
@@ -328,11 +328,11 @@ class Hooks:
             except Exception as exc:
                 errors.append(f"switchover: {exc}")
             steps.step("delta")
-        if not state or errors:
-            try:
-                self.release(addresses)
-            except Exception as exc:
-                errors.append(f"release: {exc}")
+        try:
+            self.release(addresses)
+        except Exception as exc:
+            errors.append(f"release: {exc}")
+        steps.step("release")
         return connections
 
 

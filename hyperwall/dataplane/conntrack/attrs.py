@@ -472,7 +472,7 @@ _TCP_HEADERS = (
 )  # fmt: skip
 
 
-def _decode_tcp(data: bytes | memoryview, span: tuple[int, int]) -> TcpInfo | None:
+def decode_tcp(data: bytes | memoryview, span: tuple[int, int]) -> TcpInfo | None:
     if span[1] - span[0] == _TCP_DUMPED.size:
         g = _TCP_DUMPED.unpack_from(data, span[0])
         if (g[0], g[1], g[2], g[3], g[5], g[6], g[8], g[9], g[11], g[12], g[15], g[16]) == (
@@ -524,7 +524,7 @@ def decode(
         labels = int.from_bytes(data[s:e], "little")
     tcp = None
     if orig.proto == IPPROTO_TCP and CTA_PROTOINFO in top:
-        tcp = _decode_tcp(data, top[CTA_PROTOINFO])
+        tcp = decode_tcp(data, top[CTA_PROTOINFO])
     return Entry(
         orig=orig,
         reply=reply,

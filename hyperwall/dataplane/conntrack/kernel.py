@@ -25,12 +25,13 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Self
 
-from hyperwall.dataplane.conntrack import attrs, messages
+from hyperwall.dataplane.conntrack import attrs, messages, raw
 from hyperwall.dataplane.conntrack.entry import Address, Entry, touches
+from hyperwall.dataplane.conntrack.raw import RawEntry
 from hyperwall.dataplane.conntrack.transfer import Delta
 from hyperwall.dataplane.netns import enter, inside
 
@@ -129,6 +130,7 @@ class Conntrack:
     def _dump(self, request: bytes) -> list[Entry]:
         self._sock.send(request)
         out: list[Entry] = []
+        cache: attrs.AddressCache = {}  # a VM's address is in every one of its entries
         while True:
             data = self._recv()
             for reply in messages.replies(data):
@@ -138,7 +140,39 @@ class Conntrack:
                     return out
                 if reply.kind == messages.NLMSG_ERROR:
                     continue
-                out.append(attrs.decode(data, reply.start, reply.end))
+                out.append(attrs.decode(data, reply.start, reply.end, cache))
+
+    def dump_raw(self, addresses: Iterable[Address]) -> list[RawEntry]:
+        """`dump`, the entries as copies for another kernel (`raw.copy`): no `Entry` is
+        built, but for the IPv6 filter."""
+        wanted = set(addresses)
+        v4 = sorted(a for a in wanted if a.version == 4)
+        seq = self._next(2 * len(v4))
+        seen: dict[bytes, RawEntry] = {}
+        for request in messages.address_requests(v4, messages.IPCTNL_MSG_CT_GET, seq):
+            for entry in self._dump_raw(request):
+                seen.setdefault(entry.key, entry)
+        v6 = frozenset(a for a in wanted if a.version == 6)
+        if v6:
+            request = messages.dump_request(self._next(1), messages.AF_INET6)
+            for entry in self._dump_raw(request):
+                if touches(raw.key_entry(entry.key), v6):
+                    seen.setdefault(entry.key, entry)
+        return list(seen.values())
+
+    def _dump_raw(self, request: bytes) -> list[RawEntry]:
+        self._sock.send(request)
+        out: list[RawEntry] = []
+        copy = raw.copy
+        while True:
+            data = self._recv()
+            for reply in messages.replies(data):
+                if reply.error:
+                    raise ConntrackError(f"conntrack dump failed: {os.strerror(-reply.error)}")
+                if reply.done:
+                    return out
+                if reply.kind != messages.NLMSG_ERROR:
+                    out.append(copy(data, reply.start, reply.end))
 
     def _recv(self) -> bytes:
         try:
@@ -153,39 +187,92 @@ class Conntrack:
         exists is updated (`update`: status bits can only be added, timeout, mark, labels and
         TCP state replaced), left alone (`skip`), or an error (`fail`). Raises
         `InjectError` listing the refused entries after trying all of them."""
+        items = [(messages.family_of(e.family), attrs.encode(e)) for e in entries]
+        return self._create(items, on_exists, lambda i: entries[i])
+
+    def inject_raw(self, entries: Sequence[RawEntry], on_exists: OnExists = "update") -> int:
+        """`inject` for entries copied from another kernel (`raw.copy`: confirmed, TCP
+        entries liberal)."""
+        items = [(e.family, e.body) for e in entries]
+        return self._create(items, on_exists, lambda i: attrs.decode(entries[i].body))
+
+    def _create(
+        self, items: Sequence[tuple[int, bytes]], on_exists: OnExists, entry: Callable[[int], Entry]
+    ) -> int:
         failed: list[Failure] = []
         skipped = 0
-        for start in range(0, len(entries), _CHUNK):
-            chunk = entries[start : start + _CHUNK]
+        flags = messages.new_flags(on_exists == "update")
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start : start + _CHUNK]
             seq = self._next(len(chunk))
-            batch = messages.new_messages(chunk, seq, update=on_exists == "update")
+            batch = messages.batch(messages.IPCTNL_MSG_CT_NEW, flags, chunk, seq)
             for index, error in self._exchange(batch, seq, len(chunk)):
                 if on_exists == "skip" and error == errno.EEXIST:
                     skipped += 1
                 else:
-                    failed.append(Failure(chunk[index], error))
-        applied = len(entries) - len(failed) - skipped
+                    failed.append(Failure(entry(start + index), error))
+        applied = len(items) - len(failed) - skipped
         if failed:
             raise InjectError(failed, applied)
         return applied
 
     def delete(self, entries: Sequence[Entry]) -> int:
         """Delete `entries` by key; return how many were there (ENOENT is not an error)."""
+        items = [(messages.family_of(e.family), attrs.encode_key(e)) for e in entries]
+        return self._delete(items, lambda i: entries[i])
+
+    def delete_raw(self, keys: Sequence[bytes]) -> int:
+        """`delete` by raw keys (`raw.RawEntry.key`)."""
+        items = [(raw.family_of(k), k) for k in keys]
+        return self._delete(items, lambda i: raw.key_entry(keys[i]))
+
+    def _delete(self, items: Sequence[tuple[int, bytes]], entry: Callable[[int], Entry]) -> int:
         failed: list[Failure] = []
         gone = 0
-        for start in range(0, len(entries), _CHUNK):
-            chunk = entries[start : start + _CHUNK]
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start : start + _CHUNK]
             seq = self._next(len(chunk))
-            for index, error in self._exchange(
-                messages.delete_messages(chunk, seq), seq, len(chunk)
-            ):
+            batch = messages.batch(
+                messages.IPCTNL_MSG_CT_DELETE, messages.NLM_F_REQUEST, chunk, seq
+            )
+            for index, error in self._exchange(batch, seq, len(chunk)):
                 if error == errno.ENOENT:
                     gone += 1
                 else:
-                    failed.append(Failure(chunk[index], error))
+                    failed.append(Failure(entry(start + index), error))
         if failed:
-            raise InjectError(failed, len(entries) - len(failed) - gone)
-        return len(entries) - gone
+            raise InjectError(failed, len(items) - len(failed) - gone)
+        return len(items) - gone
+
+    def get_raw(self, keys: Sequence[bytes]) -> tuple[list[RawEntry], list[bytes]]:
+        """The entries with these keys as they are now, and the keys of those that are
+        gone. `CT_GET` by key, many in one `send` (one table lookup each)."""
+        found: list[RawEntry] = []
+        gone: list[bytes] = []
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            seq = self._next(len(chunk))
+            items = [(raw.family_of(k), k) for k in chunk]
+            batch = messages.batch(messages.IPCTNL_MSG_CT_GET, messages.NLM_F_REQUEST, items, seq)
+            try:
+                self._sock.send(batch)
+            except OSError as exc:
+                raise ConntrackError(f"conntrack: netlink send failed: {exc}") from exc
+            last = seq + len(chunk) - 1
+            acked = False
+            while not acked:
+                data = self._recv()
+                for reply in messages.replies(data):
+                    if not seq <= reply.seq <= last:
+                        continue
+                    if reply.error is None:
+                        found.append(raw.copy(data, reply.start, reply.end))
+                    elif reply.error == -errno.ENOENT:
+                        gone.append(chunk[reply.seq - seq])
+                    elif reply.error:
+                        raise ConntrackError(f"conntrack get failed: {os.strerror(-reply.error)}")
+                    acked = acked or (reply.seq == last and reply.kind == messages.NLMSG_ERROR)
+        return found, gone
 
     def flush(self, addresses: Iterable[Address]) -> None:
         """Delete, in the kernel, every entry whose original source or destination is one

@@ -49,30 +49,32 @@ def message(kind: int, flags: int, seq: int, family: int, body: bytes) -> bytes:
     return header + _NFGEN.pack(family, 0, 0) + body
 
 
+def batch(kind: int, flags: int, items: Sequence[tuple[int, bytes]], seq: int) -> bytes:
+    """A message of `kind` for each (family, attributes), numbered `seq`, `seq + 1`, ...;
+    the last one asks for an acknowledgement."""
+    last = len(items) - 1
+    return b"".join(
+        message(kind, flags | NLM_F_ACK if i == last else flags, seq + i, family, body)
+        for i, (family, body) in enumerate(items)
+    )
+
+
+def new_flags(update: bool) -> int:
+    """`IPCTNL_MSG_CT_NEW` flags. `update`: an entry that exists is updated to the values
+    given, otherwise (`NLM_F_EXCL`) it fails with EEXIST."""
+    return NLM_F_REQUEST | NLM_F_CREATE | (0 if update else NLM_F_EXCL)
+
+
 def new_messages(entries: Sequence[Entry], seq: int, update: bool) -> bytes:
-    """`IPCTNL_MSG_CT_NEW` for each entry, numbered `seq`, `seq + 1`, ...; the last one asks
-    for an acknowledgement. `update`: an entry that exists is updated to these values,
-    otherwise (`NLM_F_EXCL`) it fails with EEXIST."""
-    base = NLM_F_REQUEST | NLM_F_CREATE | (0 if update else NLM_F_EXCL)
-    parts = []
-    last = len(entries) - 1
-    for i, entry in enumerate(entries):
-        flags = base | NLM_F_ACK if i == last else base
-        parts.append(
-            message(IPCTNL_MSG_CT_NEW, flags, seq + i, family_of(entry.family), attrs.encode(entry))
-        )
-    return b"".join(parts)
+    """`IPCTNL_MSG_CT_NEW` for each entry (see `batch`, `new_flags`)."""
+    items = [(family_of(e.family), attrs.encode(e)) for e in entries]
+    return batch(IPCTNL_MSG_CT_NEW, new_flags(update), items, seq)
 
 
 def delete_messages(entries: Sequence[Entry], seq: int) -> bytes:
     """`IPCTNL_MSG_CT_DELETE` of each entry by its key; the last one asks for an ack."""
-    parts = []
-    last = len(entries) - 1
-    for i, entry in enumerate(entries):
-        flags = NLM_F_REQUEST | (NLM_F_ACK if i == last else 0)
-        body = attrs.encode_key(entry)
-        parts.append(message(IPCTNL_MSG_CT_DELETE, flags, seq + i, family_of(entry.family), body))
-    return b"".join(parts)
+    items = [(family_of(e.family), attrs.encode_key(e)) for e in entries]
+    return batch(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST, items, seq)
 
 
 def address_requests(addresses: Sequence[Address], kind: int, seq: int) -> list[bytes]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from hyperwall.dataplane.conntrack.watch import events_here
 from hyperwall.dataplane.netns import inside
 
 _LOOSE = Path("/proc/sys/net/netfilter/nf_conntrack_tcp_loose")
@@ -45,9 +46,12 @@ def strict_tcp(netns: str) -> None:
 
 
 def strict_tcp_here() -> None:
-    """Strict TCP in the calling process's namespace (the agent runs in its host's). The
-    conntrack module must be loaded for the sysctl to exist: it is, once the agent's table
-    (which uses `ct state`) is in the kernel; if not yet, it is loaded now."""
+    """Strict TCP in the calling process's namespace (the agent runs in its host's), and
+    conntrack events from every entry (`watch.events_here`: a migration's change list
+    needs them). The conntrack module must be loaded for the sysctls to exist: it is, once
+    the agent's table (which uses `ct state`) is in the kernel; if not yet, it is loaded
+    now."""
     if not _LOOSE.exists():
         subprocess.run(["modprobe", "nf_conntrack"], check=False, capture_output=True)
     _LOOSE.write_text("0\n")
+    events_here()

@@ -28,36 +28,52 @@ class WireError(ValueError):
 
 def dumps(entries: Iterable[Entry]) -> bytes:
     """`entries` as one byte string."""
+    return dumps_raw(attrs.encode(entry, for_kernel=False) for entry in entries)
+
+
+def dumps_raw(bodies: Iterable[bytes]) -> bytes:
+    """Entries already in attribute form (as dumped: `conntrack.raw`) as one byte string."""
     parts = [b""]
-    for entry in entries:
-        body = attrs.encode(entry, for_kernel=False)
-        parts.append(_LEN.pack(len(body)) + body)
-    parts[0] = _HEAD.pack(MAGIC, VERSION, len(parts) - 1)
+    pack = _LEN.pack
+    for body in bodies:
+        parts.append(pack(len(body)))
+        parts.append(body)
+    parts[0] = _HEAD.pack(MAGIC, VERSION, (len(parts) - 1) // 2)
     return b"".join(parts)
 
 
-def loads(data: bytes) -> list[Entry]:
-    """The entries in `data` (as written by `dumps`)."""
+def frames(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each entry's attributes in `data` (as written by `dumps`)."""
     if len(data) < _HEAD.size:
         raise WireError("too short for a header")
     magic, version, count = _HEAD.unpack_from(data)
     if magic != MAGIC or version != VERSION:
         raise WireError(f"not conntrack entries of version {VERSION}")
+    out: list[tuple[int, int]] = []
+    offset = _HEAD.size
+    size = len(data)
+    unpack = _LEN.unpack_from
+    for _ in range(count):
+        if offset + 2 > size:
+            raise WireError("truncated")
+        (length,) = unpack(data, offset)
+        end = offset + 2 + length
+        if end > size:
+            raise WireError("truncated")
+        out.append((offset + 2, end))
+        offset = end
+    if offset != size:
+        raise WireError("trailing bytes")
+    return out
+
+
+def loads(data: bytes) -> list[Entry]:
+    """The entries in `data` (as written by `dumps`)."""
     out: list[Entry] = []
     cache: attrs.AddressCache = {}
-    offset = _HEAD.size
-    for _ in range(count):
-        if offset + 2 > len(data):
-            raise WireError("truncated")
-        (length,) = _LEN.unpack_from(data, offset)
-        end = offset + 2 + length
-        if end > len(data):
-            raise WireError("truncated")
+    for start, end in frames(data):
         try:
-            out.append(attrs.decode(data, offset + 2, end, cache))
+            out.append(attrs.decode(data, start, end, cache))
         except (attrs.DecodeError, struct.error, IndexError) as exc:
             raise WireError(f"entry {len(out)}: {exc}") from exc
-        offset = end
-    if offset != len(data):
-        raise WireError("trailing bytes")
     return out
