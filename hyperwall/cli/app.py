@@ -15,6 +15,7 @@ from hyperwall.cli.discover import discover_command
 from hyperwall.cli.get import get
 from hyperwall.cli.history import history
 from hyperwall.cli.lab import lab_app
+from hyperwall.cli.logs import logs
 from hyperwall.cli.manager import manager
 from hyperwall.cli.rollback import rollback
 from hyperwall.cli.status import status
@@ -42,6 +43,7 @@ app.command("get")(get)
 app.command("delete")(delete)
 app.command("diff")(diff)
 app.command("history")(history)
+app.command("logs")(logs)
 app.command("rollback")(rollback)
 app.command("status")(status)
 app.add_typer(token_app, name="token")

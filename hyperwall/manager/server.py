@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from hyperwall.manager.app import create_app, drain_of
 from hyperwall.manager.drain import Drain
+from hyperwall.manager.flow_store import FlowsConfig
 from hyperwall.manager.limits import Limits, guarded_h11
 
 GRACE = 5  # seconds open requests get to finish on shutdown
@@ -41,6 +42,7 @@ def config(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     limits: Limits = Limits(),
+    flows: FlowsConfig | None = None,
 ) -> uvicorn.Config:
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
@@ -48,7 +50,7 @@ def config(
         raise ValueError(f"{store_url}: expected sqlite:///PATH or etcd://HOST:PORT[/PREFIX]")
     host, port = parse_listen(listen)
     return uvicorn.Config(
-        create_app(store_url, bootstrap_token_file, limits),
+        create_app(store_url, bootstrap_token_file, limits, flows),
         host=host,
         port=port,
         http=guarded_h11(limits.header_timeout),
