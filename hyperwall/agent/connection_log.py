@@ -49,8 +49,10 @@ class ConnectionLog:
         program: Callable[[], HostProgram | None],
         write: Callable[[list[FlowRecord]], None],
         limit: int = LIMIT,
+        netns: str | None = None,
     ) -> None:
         self.table = ConnectionTable(host, limit)
+        self._netns = netns  # None: the agent's own namespace (the host's)
         self._program = program
         self._write = write
         self._index: tuple[HostProgram | None, RuleIndex] = (None, {})
@@ -62,8 +64,11 @@ class ConnectionLog:
     def start(self) -> None:
         """Accounting on in this namespace, the socket open (events from now on), then the
         reading thread."""
-        accounting.enable_here()
-        self._listener = EventListener()
+        if self._netns is None:
+            accounting.enable_here()
+        else:
+            accounting.enable(self._netns)
+        self._listener = EventListener(self._netns)
         self._thread = threading.Thread(target=self._run, name="connection-log", daemon=True)
         self._thread.start()
 

@@ -24,8 +24,10 @@ from types import FrameType
 from typing import Any
 
 from hyperwall.agent.compiling import LocalCompiler
+from hyperwall.agent.connection_log import ConnectionLog
 from hyperwall.agent.control import ControlServer
 from hyperwall.agent.flow_shipper import FlowShipper
+from hyperwall.agent.flow_sink import FlowSink
 from hyperwall.agent.handover import HandoverReceiver
 from hyperwall.agent.hits import HitReader, load_tracker, save_tracker
 from hyperwall.agent.libvirt_source import (
@@ -227,6 +229,10 @@ def run_agent(config: AgentConfig) -> None:
             config.max_backoff,
         )
     flow_counts = FlowCounts()  # the flow log counts its records here
+    sink = FlowSink(config.flow_log, flow_counts) if config.flow_log is not None else None
+    connections = None
+    if sink is not None:  # a record per managed connection that ends (agent.connection_log)
+        connections = ConnectionLog(config.host, lambda: backend.program, sink.write)
     metrics: AgentMetrics | None = None
     if config.metrics_listen is not None:
         sources = Sources(
@@ -263,6 +269,8 @@ def run_agent(config: AgentConfig) -> None:
         tracer.start()
     if shipper is not None:
         shipper.start()
+    if connections is not None:
+        connections.start()
     if watcher is not None:
         watcher.start()
     queue.add("policy")
@@ -314,6 +322,10 @@ def run_agent(config: AgentConfig) -> None:
         tracer.stop(timeout=1.0)
     if shipper is not None:
         shipper.stop(timeout=1.0)
+    if connections is not None:
+        connections.stop(timeout=1.0)
+    if sink is not None:
+        sink.close()
     if metrics is not None:
         metrics.stop()
     if watcher is not None:

@@ -78,6 +78,12 @@ def agent(
         help="Seconds between readings of the per-rule hit counters (STATE_DIR/hits.json,"
         " reported to the manager; `hyperwall stats`); 0: never",
     ),
+    flow_log: Path | None = typer.Option(
+        None,
+        "--flow-log",
+        help="The flow log (JSON lines, rotated by size): logged decisions and a record per"
+        " managed connection that ends; shipped to the manager with --server",
+    ),
     metrics_listen: str | None = typer.Option(
         None,
         "--metrics-listen",
@@ -130,6 +136,7 @@ def agent(
         handover_listen=handover_listen,
         hits_seconds=hits_seconds,
         metrics_listen=metrics_listen,
+        flow_log=flow_log,
     )
     if metrics_listen is not None:
         host_part, _, port = metrics_listen.rpartition(":")

@@ -117,7 +117,14 @@ def agent_argv(
         *mode_args,
         "--hits-seconds",
         str(HITS_SECONDS),
+        "--flow-log",
+        str(flow_log(paths, host)),
     ]
+
+
+def flow_log(paths: LabPaths, host: str) -> Path:
+    """The flow log of a lab host's agent (logged decisions, connection records)."""
+    return paths.agent_dir(host) / "flows.jsonl"
 
 
 def start_agents(paths: LabPaths, plan: LabPlan) -> dict[str, int]:
