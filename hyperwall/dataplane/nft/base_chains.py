@@ -30,7 +30,7 @@ import json
 
 from hyperwall.attachment import Attachment
 from hyperwall.compiler.program import Endpoint
-from hyperwall.compiler.rule_numbers import DEFAULT
+from hyperwall.compiler.rule_numbers import ANTI_SPOOFING, DEFAULT, MISDIRECTED, UNKNOWN_INTERFACE
 from hyperwall.dataplane.nft.ct_mark import admit
 from hyperwall.dataplane.nft.expr import (
     Expr,
@@ -57,7 +57,7 @@ def render_dispatch(
     ]
     rules = [dump([{"jump": {"target": t.name}}]) for t in tiers]
     if ep.log_default:  # its own rule: a rate limit must never skip the verdict
-        rules.append(dump(log(f"hw {ep.default} default {ep.tenant or 'provider'}")))
+        rules.append(dump(log(DEFAULT, ep.default, direction)))
     admitted = admit(ep.default, DEFAULT, direction)  # marks the connection (`ct_mark`)
     rules.append(dump([{"counter": None}, *admitted, verdict(ep.default, direction)]))
     # one per tenant even where the rules are the same: its default's counter is the
@@ -84,11 +84,19 @@ _ND = [
     "mld-listener-done",
     "mld2-listener-report",
 ]
+
+
 # Logging is rate-limited, so a log never shares a rule with a verdict: once over the
 # limit the rule stops matching, and a verdict in it would be skipped (fail open).
-_UNKNOWN: list[Expr] = [log("hw drop unknown-interface"), [{"counter": None}, {"drop": None}]]
-_SPOOF_CHAIN: Expr = [{"counter": None}, *log("hw drop anti-spoofing")]
-_MISDIRECTED_CHAIN: Expr = [{"counter": None}, *log("hw drop not-its-address")]
+# The log rule's first counter counts every packet (`nft.drops` reads it for the spoofed
+# and misdirected chains). A packet from an unknown interface is the sender's end ("out"),
+# one to an unknown interface the receiver's ("in").
+def _unknown(direction: str) -> list[Expr]:
+    return [log(UNKNOWN_INTERFACE, "drop", direction), [{"counter": None}, {"drop": None}]]
+
+
+_SPOOF_CHAIN: Expr = log(ANTI_SPOOFING, "drop", "out")
+_MISDIRECTED_CHAIN: Expr = log(MISDIRECTED, "drop", "in")
 _REJECT: list[Expr] = [
     [match(meta("l4proto"), "tcp"), {"reject": {"type": "tcp reset"}}],
     [{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}],
@@ -143,7 +151,7 @@ def _routed_static(vm_prefix: str) -> tuple[list[SetSpec], list[ChainSpec]]:
         [not_from_vm, {"goto": {"target": TO_VM}}],
         *sending,
         [match(meta("iifname"), "@vm_ifaces"), {"goto": {"target": "spoofed"}}],
-        *_UNKNOWN,
+        *_unknown("out"),
     ]
     # The receiving end: one lookup of interface . destination IP dispatches to the
     # receiver's chain; a VM receives only its own addresses (block sets are clipped to
@@ -155,7 +163,7 @@ def _routed_static(vm_prefix: str) -> tuple[list[SetSpec], list[ChainSpec]]:
             for f, ip in ((4, "ip"), (6, "ip6"))
         ),
         [match(meta("oifname"), "@vm_ifaces"), {"goto": {"target": "misdirected"}}],
-        *([to_vm, *rule] for rule in _UNKNOWN),
+        *([to_vm, *rule] for rule in _unknown("in")),
     ]
     host_in = [
         [match(meta("iifname"), prefix, "!="), {"accept": None}],
@@ -237,7 +245,7 @@ def _bridge_static(vm_prefix: str) -> tuple[list[SetSpec], list[ChainSpec]]:
     unknown_port = [
         [match(meta("oifname"), prefix, "!="), {"accept": None}],
         [match(meta("oifname"), "@ports"), {"accept": None}],  # br:ports in the bridge table
-        *_UNKNOWN,
+        *_unknown("in"),
     ]
     return sets, _chains(
         ("reject", _REJECT, None),

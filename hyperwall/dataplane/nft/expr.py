@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hyperwall.compiler.rule_numbers import log_prefix
 from hyperwall.dataplane.nft.table import TO_VM
 
 LOG_GROUP = 100
@@ -49,12 +50,17 @@ def vmap(keys: list[dict[str, Any]], data: str) -> dict[str, Any]:
     return {"vmap": {"key": {"concat": keys}, "data": data}}
 
 
-def log(prefix: str) -> Expr:
-    """Log (rate-limited, NFLOG group `LOG_GROUP`) with `prefix`. Never in a rule with a
-    verdict: once over the limit the rule stops matching, and the verdict would be skipped."""
+def log(rule: str, action: str, direction: str) -> Expr:
+    """Log a decision (rate-limited, NFLOG group `LOG_GROUP`) with the prefix of
+    `rule_numbers.log_prefix`, between two counters: the first counts every packet, the
+    second those logged, so their difference is what the limit suppressed
+    (`flows.suppressed`). Never in a rule with a verdict: once over the limit the rule stops
+    matching, and the verdict would be skipped."""
     return [
+        {"counter": None},
         {"limit": {"rate": LOG_RATE, "per": "second", "burst": 50, "burst_unit": "packets"}},
-        {"log": {"prefix": prefix[:120] + " ", "group": LOG_GROUP}},
+        {"log": {"prefix": log_prefix(rule, action, direction), "group": LOG_GROUP}},
+        {"counter": None},
     ]
 
 

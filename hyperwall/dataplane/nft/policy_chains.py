@@ -112,7 +112,7 @@ def log_chain(rule: str, action: str, direction: str = "in") -> ChainSpec:
         if action == "pass"
         else [*admit(action, rule, direction), verdict(action, direction)]
     )
-    rules = (dump(log(f"hw {action} {rule}")), dump(decide))
+    rules = (dump(log(rule, action, direction)), dump(decide))
     key = rule + action + ("" if direction == "in" else direction)
     return ChainSpec(f"l_{short(key)}", rules, comment=f"log {rule}")
 

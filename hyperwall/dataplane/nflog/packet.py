@@ -1,0 +1,73 @@
+"""The headers of a logged packet (the payload of an NFLOG message, from its network
+header): addresses, protocol, TCP/UDP ports, ICMP type and code. Pure.
+
+Counterpart of `nflog.messages` (which carries the payload). IPv6 extension headers
+(hop-by-hop, routing, fragment, destination options) are skipped to the transport header;
+a fragment other than the first, or a payload cut before the transport header, gives the
+addresses and protocol without ports.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+_EXTENSIONS = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
+_FRAGMENT = 44
+
+
+@dataclass(frozen=True, slots=True)
+class Headers:
+    family: int  # 4 or 6
+    src: str
+    dst: str
+    proto: int
+    sport: int | None = None
+    dport: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+
+
+def _transport(h: Headers, data: bytes, at: int, first_fragment: bool) -> Headers:
+    if not first_fragment:
+        return h
+    if h.proto in (TCP, UDP) and len(data) >= at + 4:
+        sport = int.from_bytes(data[at : at + 2], "big")
+        dport = int.from_bytes(data[at + 2 : at + 4], "big")
+        return Headers(h.family, h.src, h.dst, h.proto, sport, dport)
+    if h.proto in (ICMP, ICMPV6) and len(data) >= at + 2:
+        return Headers(h.family, h.src, h.dst, h.proto, icmp_type=data[at], icmp_code=data[at + 1])
+    return h
+
+
+def parse_headers(data: bytes) -> Headers | None:
+    """The headers of an IPv4 or IPv6 packet; None if `data` is not one."""
+    if not data:
+        return None
+    version = data[0] >> 4
+    if version == 4:
+        ihl = (data[0] & 0x0F) * 4
+        if ihl < 20 or len(data) < ihl:
+            return None
+        proto = data[9]
+        src = str(ipaddress.IPv4Address(data[12:16]))
+        dst = str(ipaddress.IPv4Address(data[16:20]))
+        first = int.from_bytes(data[6:8], "big") & 0x1FFF == 0
+        return _transport(Headers(4, src, dst, proto), data, ihl, first)
+    if version == 6:
+        if len(data) < 40:
+            return None
+        src = str(ipaddress.IPv6Address(data[8:24]))
+        dst = str(ipaddress.IPv6Address(data[24:40]))
+        proto, at, first = data[6], 40, True
+        for _ in range(8):  # a bounded walk through the extension headers
+            if proto in _EXTENSIONS and len(data) >= at + 2:
+                proto, at = data[at], at + (data[at + 1] + 1) * 8
+            elif proto == _FRAGMENT and len(data) >= at + 8:
+                first = int.from_bytes(data[at + 2 : at + 4], "big") >> 3 == 0
+                proto, at = data[at], at + 8
+            else:
+                break
+        return _transport(Headers(6, src, dst, proto), data, at, first)
+    return None
