@@ -241,3 +241,25 @@ class AuditVerification(BaseModel):
     headHash: str | None = Field(description="compare with an anchored copy (the manager log)")
     firstAltered: int | None
     findings: list[AuditFinding]
+
+
+class ReportBody(BaseModel):
+    """What `hyperwall report` renders (`manager.report`, `docs/design/audit.md`)."""
+
+    tenant: str | None = Field(description="the tenant reported on; none: the whole fleet")
+    revision: int
+    generated: float = Field(description="seconds since the epoch (manager clock)")
+    ledger: AuditVerification = Field(description="the audit ledger's verification now")
+    assertions: list[dict[str, Any]] = Field(
+        description="name, description, expect, from, to, services, holds, evidence"
+        " (deciding rules), counterexample"
+    )
+    groups: list[str] = Field(description="the reachability matrix's rows and columns")
+    matrix: list[list[dict[str, Any]]] = Field(
+        description="[source][destination]: reach, an example connection, deciding rules"
+    )
+    groupsLeftOut: int
+    history: list[dict[str, Any]] = Field(
+        description="per document the verdicts rest on: its ledger records (who, when, what)"
+    )
+    lint: dict[str, Any] = Field(description="dead and shadowed rules (`hyperwall lint`)")

@@ -17,6 +17,7 @@ from hyperwall.cli.history import history
 from hyperwall.cli.lab import lab_app
 from hyperwall.cli.logs import logs
 from hyperwall.cli.manager import manager
+from hyperwall.cli.report import report
 from hyperwall.cli.rollback import rollback
 from hyperwall.cli.status import status
 from hyperwall.cli.token import token_app
@@ -48,6 +49,7 @@ app.command("rollback")(rollback)
 app.command("status")(status)
 app.add_typer(token_app, name="token")
 app.command("audit")(audit)
+app.command("report")(report)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from hyperwall.manager_api import (
     AuditVerification,
     DiffResult,
     DocumentsBody,
+    ReportBody,
     RevisionHeader,
     RollbackResult,
     StatusBody,
@@ -187,6 +188,10 @@ class ManagerClient:
 
     def audit_verify(self) -> AuditVerification:
         return AuditVerification.model_validate(self.request("GET", "/v1/audit/verify"))
+
+    def report(self, tenant: str | None = None) -> ReportBody:
+        params = {"tenant": tenant} if tenant else {}
+        return ReportBody.model_validate(self.request("GET", "/v1/audit/report", params=params))
 
     def rollback(self, number: int, message: str | None = None) -> RollbackResult:
         answer = self.request("POST", f"/v1/rollback/{number}", json={"message": message})

@@ -155,6 +155,11 @@ class Manager:
             raise BadRequest([i.to_json() for i in exc.issues]) from None
         return snap.revision, dict(snap.documents), state
 
+    async def current_catalog(self) -> tuple[int, dict[DocKey, Document], Catalog]:
+        """The current revision, its documents and their catalog (validated)."""
+        base, documents, state = await self._base()
+        return base, documents, state.catalog
+
     async def _current_view(self) -> View | None:
         """The fleet watch's validated view if it is at the store's revision (waiting a
         little for it to catch up); None if it is not."""

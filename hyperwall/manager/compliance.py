@@ -1,0 +1,132 @@
+"""What a compliance report says about a catalog: each assertion's result with its evidence,
+the reachability matrix of a tenant's groups, and which documents the verdicts rest on.
+
+Pure CPU over a `Catalog` (the manager runs it on a worker thread); the ledger part, who
+changed those documents and when, is `manager.report`'s. Everything comes from the
+exhaustive checker (`analysis.assertions`): a matrix cell "g1 reaches g2" is the failure of
+the assertion "nothing from g1 reaches g2" (its counterexample is the example connection,
+replayable with `trace`); "does not reach" is that assertion holding, with the rules that
+decided every case as evidence. Never sampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hyperwall.analysis.assertions import AssertionResult, Checker
+from hyperwall.policy.model import AssertionDef, Catalog, Peer
+
+MAX_GROUPS = 40  # matrix rows/columns; a larger scope is cut (the report says so)
+
+
+@dataclass(frozen=True, slots=True)
+class Compliance:
+    assertions: list[dict[str, Any]]
+    groups: list[str]
+    matrix: list[list[dict[str, Any]]]  # [source][destination]
+    groups_left_out: int
+    documents: list[tuple[str, str | None, str]]  # (kind, tenant, name) the verdicts rest on
+    empty_groups: list[str]  # groups in scope that select no address at all
+
+
+def in_scope(key_tenant: str | None, tenant: str | None) -> bool:
+    """Whether an object of `key_tenant` belongs in a report of `tenant` (None: every
+    object; a tenant's report: its own objects and the provider's)."""
+    return tenant is None or key_tenant in (None, tenant)
+
+
+def compliance(catalog: Catalog, tenant: str | None) -> Compliance:
+    checker = Checker(catalog)
+    involved: set[tuple[str, str | None, str]] = set()
+    results = []
+    for assertion in catalog.config.assertions.values():
+        if tenant is not None and assertion.tenant != tenant:
+            continue
+        result = checker.check_one(assertion)
+        rules = _rules(result)
+        involved.update(_documents(rules, catalog, tenant))
+        involved.add(("Assertion", assertion.tenant, assertion.name))
+        results.append({**result.to_json(), **_describe(assertion), "evidence": list(rules)})
+    groups = sorted(g.key for g in catalog.config.groups.values() if g.tenant == tenant)
+    if tenant is None:
+        groups = sorted(catalog.config.groups)
+    left_out = max(0, len(groups) - MAX_GROUPS)
+    groups = groups[:MAX_GROUPS]
+    matrix = [[_cell(checker, src, dst) for dst in groups] for src in groups]
+    intervals = checker.view.compiler.groups.intervals
+    empty = [
+        g.key
+        for g in catalog.config.groups.values()
+        if in_scope(g.tenant, tenant) and not any(intervals(g.key))
+    ]
+    return Compliance(
+        results, groups, matrix, left_out, sorted(involved, key=_order), sorted(empty)
+    )
+
+
+def _order(key: tuple[str, str | None, str]) -> tuple[str, str, str]:
+    return (key[0], key[1] or "", key[2])
+
+
+def _describe(assertion: AssertionDef) -> dict[str, Any]:
+    return {
+        "description": assertion.description,
+        "expect": assertion.expect,
+        "from": [_peer(p) for p in assertion.sources] or ["any"],
+        "to": [_peer(p) for p in assertion.destinations] or ["any"],
+        "services": "any" if assertion.services is None else [str(s) for s in assertion.services],
+    }
+
+
+def _peer(peer: Peer) -> str:
+    return f"{peer.kind} {peer.value}"
+
+
+def _rules(result: AssertionResult) -> tuple[str, ...]:
+    """The rules that decided: the evidence of a holding assertion, the counterexample's
+    deciding rules of a failing one."""
+    if result.counterexample is None:
+        return result.evidence
+    trace = result.counterexample.trace
+    return tuple(sorted({d.rule for d in (trace.egress, trace.ingress) if d is not None}))
+
+
+def _documents(
+    rules: tuple[str, ...], catalog: Catalog, tenant: str | None
+) -> set[tuple[str, str | None, str]]:
+    """The Policy documents of rule ids (`tenant/policy/rule`, `policy/rule`); `default`
+    rests on the Tenant's defaultAction (the report's tenant, or every tenant)."""
+    out: set[tuple[str, str | None, str]] = set()
+    for rule in rules:
+        parts = rule.split("/")
+        if len(parts) == 3:
+            out.add(("Policy", parts[0], parts[1]))
+        elif len(parts) == 2:
+            out.add(("Policy", None, parts[0]))
+        elif rule == "default":
+            names = catalog.config.tenants if tenant is None else [tenant]
+            out.update(("Tenant", None, name) for name in names)
+    return out
+
+
+def _cell(checker: Checker, source: str, destination: str) -> dict[str, Any]:
+    """Whether anything from group `source` reaches group `destination`."""
+    probe = AssertionDef(
+        tenant=None,
+        name="reach",
+        description="",
+        sources=(Peer("group", source),),
+        destinations=(Peer("group", destination),),
+        services=None,
+        expect="deny",
+    )
+    result = checker.check_one(probe)
+    if result.counterexample is None:
+        return {"reach": False, "example": None, "rules": list(result.evidence)}
+    case = result.counterexample
+    return {
+        "reach": True,
+        "example": f"{case.source} -> {case.destination} {case.service}",
+        "rules": list(_rules(result)),
+    }

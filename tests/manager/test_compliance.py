@@ -1,0 +1,112 @@
+"""The report's content over the examples: assertion results with evidence, and a
+reachability matrix whose every cell agrees with `trace` (a reaching cell's example
+replays as allowed; a non-reaching pair is denied between all their workloads' addresses
+on the services the fleet uses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperwall.analysis.trace import trace
+from hyperwall.io.files import read_documents
+from hyperwall.manager.compliance import compliance, in_scope
+from hyperwall.policy.catalog import build_catalog
+from hyperwall.policy.errors import Source
+from hyperwall.policy.model import Catalog
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def assertion(name: str, source: str, destination: str, service: str, expect: str) -> Any:
+    return {
+        "apiVersion": "hyperwall.io/v1",
+        "kind": "Assertion",
+        "metadata": {"name": name, "tenant": "acme"},
+        "spec": {
+            "description": f"{name} <b>",
+            "from": [{"group": source}],
+            "to": [{"group": destination}],
+            "services": [service],
+            "expect": expect,
+        },
+    }
+
+
+EMPTY = {
+    "apiVersion": "hyperwall.io/v1",
+    "kind": "Group",
+    "metadata": {"name": "hwb-nobody", "tenant": "acme"},
+    "spec": {"selector": 'role == "nobody"'},
+}
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    docs, issues = read_documents([EXAMPLES])
+    assert not issues
+    extra = [
+        assertion("lb-not-app", "lb", "app", "app-api", "deny"),
+        assertion("web-to-app", "web", "app", "app-api", "allow"),
+        assertion("office-to-app", "office", "app", "app-api", "allow"),  # fails
+        EMPTY,
+    ]
+    return build_catalog([*docs, *[(d, Source("hwb", i + 1)) for i, d in enumerate(extra)]])
+
+
+def test_assertions_with_evidence_counterexamples_and_documents(catalog: Catalog) -> None:
+    found = compliance(catalog, "acme")
+    by_name = {a["name"]: a for a in found.assertions}
+    assert set(by_name) == {"acme/lb-not-app", "acme/web-to-app", "acme/office-to-app"}
+    assert by_name["acme/web-to-app"]["holds"]
+    assert by_name["acme/web-to-app"]["evidence"] == ["acme/shop/web-to-app"]
+    failing = by_name["acme/office-to-app"]
+    assert not failing["holds"] and failing["counterexample"]["trace"]["verdict"] == "drop"
+    assert failing["from"] == ["group acme/office"] and failing["services"] == ["tcp/8000-8080"]
+    assert ("Policy", "acme", "shop") in found.documents
+    assert ("Tenant", None, "acme") in found.documents  # the default decided some case
+    assert ("Tenant", None, "globex") not in found.documents
+    assert ("Assertion", "acme", "office-to-app") in found.documents
+    assert found.empty_groups == ["acme/hwb-nobody"]
+    assert compliance(catalog, "globex").assertions == []
+
+
+def test_every_matrix_cell_agrees_with_trace(catalog: Catalog) -> None:
+    found = compliance(catalog, "acme")
+    assert found.groups[0] == "acme/admins" and "acme/web" in found.groups
+    assert found.groups_left_out == 0
+    services = ["tcp/22", "tcp/80", "tcp/443", "tcp/5432", "tcp/8000", "icmp/echo-request"]
+    for i, source in enumerate(found.groups):
+        for j, destination in enumerate(found.groups):
+            cell = found.matrix[i][j]
+            if cell["reach"]:
+                src, _, rest = cell["example"].partition(" -> ")
+                dst, _, service = rest.partition(" ")
+                assert trace(catalog, src, dst, service).verdict == "allow", cell
+                continue
+            for a in _addresses(catalog, source):
+                for b in _addresses(catalog, destination):
+                    if a != b:
+                        for s in services:
+                            assert trace(catalog, a, b, s).verdict != "allow", (a, b, s)
+
+
+def _addresses(catalog: Catalog, group: str) -> list[str]:
+    """The IPv4 addresses of the workloads a group selects (by the trace of its members)."""
+    config = catalog.config
+    g = config.groups[group]
+    out: list[str] = []
+    for w in catalog.workloads.values():
+        labels = w.selector_labels()
+        if (g.selector is not None and g.selector.matches(labels)) or w.key in g.members:
+            out.extend(ip for i in w.interfaces for ip in i.ips if "." in ip)
+    for nested in g.groups:
+        out.extend(_addresses(catalog, nested))
+    return out
+
+
+def test_scope() -> None:
+    assert in_scope(None, "acme") and in_scope("acme", "acme") and not in_scope("x", "acme")
+    assert in_scope("x", None)
