@@ -499,6 +499,7 @@ class AgentProcess:
         self.netns, self.server, self.tmp, self.host = netns, server, tmp, host
         self.url, self.token = url, token
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra: list[str] = []  # more `hyperwall agent` options
 
     @property
     def status_path(self) -> Path:
@@ -523,6 +524,7 @@ class AgentProcess:
             str(self.tmp / "cache"),
             "--watch-wait",
             "2",
+            *self.extra,
         ]
         log = open(self.tmp / "agent.log", "ab")  # noqa: SIM115 (the child keeps it)
         self.proc = subprocess.Popen(
