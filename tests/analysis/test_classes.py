@@ -1,0 +1,58 @@
+"""Equivalence classes (`hyperwall.analysis.classes`) against brute force on small ranges."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hyperwall.analysis.classes import (
+    cut_points,
+    intersect,
+    point_outside,
+    points_within,
+    split,
+    subtract,
+)
+from hyperwall.compiler.intervals import Interval, merge
+
+TOP = 40
+
+
+@st.composite
+def interval_lists(draw: st.DrawFn) -> tuple[Interval, ...]:
+    pairs = draw(st.lists(st.tuples(st.integers(0, TOP), st.integers(0, 6)), max_size=4))
+    return merge((low, min(TOP, low + width)) for low, width in pairs)
+
+
+def members(intervals: tuple[Interval, ...]) -> set[int]:
+    return {v for low, high in intervals for v in range(low, high + 1)}
+
+
+@given(st.lists(interval_lists(), max_size=4), interval_lists())
+def test_classes_cover_the_target_and_are_uniform(
+    sets: list[tuple[Interval, ...]], target: tuple[Interval, ...]
+) -> None:
+    classes = split(target, cut_points(sets))
+    covered = [v for low, high in classes for v in range(low, high + 1)]
+    assert covered == sorted(members(target))  # a partition, in order
+    for low, high in classes:
+        for s in sets:
+            inside = members(s)
+            assert len({v in inside for v in range(low, high + 1)}) == 1
+
+
+@given(interval_lists(), interval_lists())
+def test_intersect_and_subtract(a: tuple[Interval, ...], b: tuple[Interval, ...]) -> None:
+    assert members(intersect(a, b)) == members(a) & members(b)
+    assert members(subtract(a, b)) == members(a) - members(b)
+    assert subtract(a, b) == merge(subtract(a, b))
+
+
+@given(
+    interval_lists(), st.lists(st.integers(0, TOP), unique=True), st.none() | st.integers(0, TOP)
+)
+def test_points(a: tuple[Interval, ...], taken: list[int], avoid: int | None) -> None:
+    taken.sort()
+    free = members(a) - set(taken) - {avoid}
+    assert point_outside(a, taken, avoid) == (min(free) if free else None)
+    assert points_within(a, taken) == sorted(members(a) & set(taken))
