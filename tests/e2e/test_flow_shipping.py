@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
 import urllib.request
@@ -39,9 +38,10 @@ from hyperwall.dataplane.conntrack.kernel import Conntrack
 from hyperwall.dataplane.netns import inside
 from hyperwall.flows.tail import decode_lines, log_files
 from hyperwall.lab import Lab
-from tests.agent.test_manager_source import AgentProcess, RealManager, hyperwall, wait_for
-from tests.e2e.test_manager_lab import hashes
+from tests.agent.test_manager_source import hyperwall, wait_for
+from tests.e2e.test_manager_lab import Fleet
 from tests.lab.conftest import lab_marks
+from tests.manager.test_metrics import parse_metrics
 
 pytestmark = lab_marks()
 
@@ -85,56 +85,31 @@ spec:
 """
 
 
-class Setup:
+class Setup(Fleet):
+    """The manager in hv1's namespace, one agent per host with a flow log and metrics."""
+
     def __init__(self, lab: Lab, tmp: Path, docs: list[dict[str, Any]]) -> None:
-        self.lab = lab
-        self.hosts = {h.name: h.ns for h in lab.plan().hosts}
-        (tmp / "manager").mkdir()
-        self.manager = RealManager(tmp / "manager", self.hosts["hv1"], listen="0.0.0.0")
-        self.agents: dict[str, AgentProcess] = {}
-        self.tmp = tmp
+        super().__init__(lab, tmp)
         self.docs = docs
         self.tokens: dict[str, str] = {}
+        self.extra = lambda host: [
+            "--flow-log",
+            str(self.flow_log(host)),
+            "--metrics-listen",
+            f"127.0.0.1:{METRICS_PORT}",
+            "--hits-seconds",
+            "1",
+        ]
 
     def start(self) -> None:
-        m = self.manager
-        m.start()
-        remote = f"http://169.254.100.1:{m.port}"  # hv1 on the underlay
-        for host, ns in self.hosts.items():
-            agent = AgentProcess(
-                ns,
-                m,
-                self.tmp / host,
-                host,
-                m.url if host == "hv1" else remote,
-                m.agent_token(host),
-            )
-            agent.extra = [
-                "--flow-log",
-                str(self.flow_log(host)),
-                "--metrics-listen",
-                f"127.0.0.1:{METRICS_PORT}",
-                "--hits-seconds",
-                "1",
-            ]
-            self.agents[host] = agent
-            agent.start()
-        revision = m.commit(self.docs)
-        for host, digest in hashes(self.docs, list(self.hosts)).items():
-            self.agents[host].wait_program(digest)
-        wait_for(
-            lambda: all(
-                (s := m.status(h)) and s["revision"] == revision and s["state"] == "in-sync"
-                for h in self.hosts
-            ),
-            "every host reported in sync",
-        )
+        super().start()
+        self.converge(self.docs, self.manager.commit(self.docs))
         for name, body in (
             ("t", {"role": "tenant-admin", "tenant": "t"}),
             ("u", {"role": "tenant-admin", "tenant": "u"}),
             ("auditor", {"role": "auditor"}),
         ):
-            self.tokens[name] = m._http("POST", "/v1/tokens", body)["token"]
+            self.tokens[name] = self.manager._http("POST", "/v1/tokens", body)["token"]
 
     def flow_log(self, host: str) -> Path:
         return self.tmp / host / "flows.jsonl"
@@ -165,20 +140,6 @@ class Setup:
             urllib.request.urlopen(f"{self.manager.url}/metrics", timeout=10) as resp,
         ):
             return parse_metrics(resp.read().decode())
-
-    def stop(self) -> None:
-        for agent in self.agents.values():
-            agent.stop()
-        self.manager.stop()
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        match = re.fullmatch(r"([a-z_]+(?:\{[^}]*\})?) (\S+)", line)
-        if match:
-            values[match.group(1)] = float(match.group(2))
-    return values
 
 
 def key(record: dict[str, Any]) -> tuple[Any, ...]:

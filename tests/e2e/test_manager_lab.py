@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ class Fleet:
         self.first = first
         self.agents: dict[str, AgentProcess] = {}
         self.tmp = tmp
+        self.extra: Callable[[str], list[str]] = lambda host: []  # more agent options
 
     def start(self) -> None:
         self.manager.start()
@@ -80,6 +81,7 @@ class Fleet:
             url = self.manager.url if host == self.first else self.remote_url
             token = self.manager.agent_token(host)
             agent = AgentProcess(ns, self.manager, self.tmp / host, host, url, token)
+            agent.extra = self.extra(host)
             self.agents[host] = agent
             agent.start()
 

@@ -14,7 +14,11 @@ from tests.manager.support import call, group
 
 
 def scrape(live: Live) -> dict[str, float]:
-    text = httpx.get(live.url + "/metrics", timeout=30).text
+    return parse_metrics(httpx.get(live.url + "/metrics", timeout=30).text)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text: `name{labels}` -> value."""
     values: dict[str, float] = {}
     for line in text.splitlines():
         match = re.fullmatch(r"([a-z_]+(?:\{[^}]*\})?) (\S+)", line)
