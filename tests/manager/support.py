@@ -26,3 +26,21 @@ def call(
     return httpx.request(
         method, url + path, headers=headers, json=json, params=params or None, timeout=30
     )
+
+
+def assertion(
+    name: str, source: str, destination: str, service: str, expect: str, description: str = ""
+) -> dict[str, Any]:
+    """An acme Assertion from one group to another on one service."""
+    return {
+        "apiVersion": "hyperwall.io/v1",
+        "kind": "Assertion",
+        "metadata": {"name": name, "tenant": "acme"},
+        "spec": {
+            "description": description or f"{source} to {destination} on {service}: {expect}",
+            "from": [{"group": source}],
+            "to": [{"group": destination}],
+            "services": [service],
+            "expect": expect,
+        },
+    }

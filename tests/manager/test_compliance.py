@@ -6,7 +6,6 @@ on the services the fleet uses)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,23 +15,9 @@ from hyperwall.manager.compliance import compliance, in_scope
 from hyperwall.policy.catalog import build_catalog
 from hyperwall.policy.errors import Source
 from hyperwall.policy.model import Catalog
+from tests.manager.support import assertion
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def assertion(name: str, source: str, destination: str, service: str, expect: str) -> Any:
-    return {
-        "apiVersion": "hyperwall.io/v1",
-        "kind": "Assertion",
-        "metadata": {"name": name, "tenant": "acme"},
-        "spec": {
-            "description": f"{name} <b>",
-            "from": [{"group": source}],
-            "to": [{"group": destination}],
-            "services": [service],
-            "expect": expect,
-        },
-    }
 
 
 EMPTY = {
@@ -48,9 +33,11 @@ def catalog() -> Catalog:
     docs, issues = read_documents([EXAMPLES])
     assert not issues
     extra = [
-        assertion("lb-not-app", "lb", "app", "app-api", "deny"),
-        assertion("web-to-app", "web", "app", "app-api", "allow"),
-        assertion("office-to-app", "office", "app", "app-api", "allow"),  # fails
+        assertion("lb-not-app", "lb", "app", "app-api", "deny", "lb-not-app <b>"),
+        assertion("web-to-app", "web", "app", "app-api", "allow", "web-to-app <b>"),
+        assertion(
+            "office-to-app", "office", "app", "app-api", "allow", "office-to-app <b>"
+        ),  # fails
         EMPTY,
     ]
     return build_catalog([*docs, *[(d, Source("hwb", i + 1)) for i, d in enumerate(extra)]])

@@ -15,27 +15,11 @@ import pytest
 import yaml
 
 from tests.manager.conftest import EXAMPLES, Live, example_documents, start_server
+from tests.manager.support import assertion
 from tests.manager.test_cli import hw
 
 LB_NOT_APP = "acme/hwb-lb-not-app"
 WEB_TO_APP = "acme/hwb-web-to-app"
-
-
-def assertion(
-    name: str, source: str, destination: str, service: str, expect: str
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "hyperwall.io/v1",
-        "kind": "Assertion",
-        "metadata": {"name": name, "tenant": "acme"},
-        "spec": {
-            "description": f"{source} to {destination} on {service}: {expect}",
-            "from": [{"group": source}],
-            "to": [{"group": destination}],
-            "services": [service],
-            "expect": expect,
-        },
-    }
 
 
 def _named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:

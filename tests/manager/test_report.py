@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.manager.conftest import EXAMPLES, Live, start_server
+from tests.manager.support import assertion
 from tests.manager.test_cli import hw
-from tests.manager.test_gate import assertion, write
+from tests.manager.test_gate import write
 from tests.report.test_pdf import pages_as_png
 
 

@@ -10,14 +10,15 @@ from hyperwall.manager.compliance import compliance
 from hyperwall.manager_api import AuditVerification, ReportBody
 from hyperwall.policy.catalog import build_catalog
 from hyperwall.policy.errors import Source
-from tests.manager.test_compliance import EMPTY, EXAMPLES, assertion
+from tests.manager.support import assertion
+from tests.manager.test_compliance import EMPTY, EXAMPLES
 
 
 def example_report() -> ReportBody:
     docs, _ = read_documents([Path(EXAMPLES)])
     extra = [
-        assertion("web-to-app", "web", "app", "app-api", "allow"),
-        assertion("office-to-app", "office", "app", "app-api", "allow"),
+        assertion("web-to-app", "web", "app", "app-api", "allow", "web-to-app <b>"),
+        assertion("office-to-app", "office", "app", "app-api", "allow", "office-to-app <b>"),
         EMPTY,
     ]
     catalog = build_catalog([*docs, *[(d, Source("hwb", i)) for i, d in enumerate(extra)]])
