@@ -28,6 +28,7 @@ from hyperwall.agent.connection_log import ConnectionLog
 from hyperwall.agent.control import ControlServer
 from hyperwall.agent.flow_shipper import FlowShipper
 from hyperwall.agent.flow_sink import FlowSink
+from hyperwall.agent.flowlog import FlowLog
 from hyperwall.agent.handover import HandoverReceiver
 from hyperwall.agent.hits import HitReader, load_tracker, save_tracker
 from hyperwall.agent.libvirt_source import (
@@ -233,6 +234,16 @@ def run_agent(config: AgentConfig) -> None:
     connections = None
     if sink is not None:  # a record per managed connection that ends (agent.connection_log)
         connections = ConnectionLog(config.host, lambda: backend.program, sink.write)
+    flowlog: FlowLog | None = None
+    if sink is not None:  # a record per logged decision, from NFLOG (agent.flowlog)
+        flowlog = FlowLog(
+            config.host,
+            lambda: backend.program,
+            backend.options,
+            sink.write,
+            config.state_dir / "flowlog.json",
+            counts=flow_counts,
+        )
     metrics: AgentMetrics | None = None
     if config.metrics_listen is not None:
         sources = Sources(
@@ -271,6 +282,8 @@ def run_agent(config: AgentConfig) -> None:
         shipper.start()
     if connections is not None:
         connections.start()
+    if flowlog is not None:
+        flowlog.start()
     if watcher is not None:
         watcher.start()
     queue.add("policy")
@@ -324,6 +337,8 @@ def run_agent(config: AgentConfig) -> None:
         shipper.stop(timeout=1.0)
     if connections is not None:
         connections.stop(timeout=1.0)
+    if flowlog is not None:
+        flowlog.stop(timeout=1.0)
     if sink is not None:
         sink.close()
     if metrics is not None:

@@ -1,11 +1,13 @@
 """`hyperwall lab ...`: real hosts and VMs as network namespaces, from the same documents.
 
-Commands: `up`, `apply`, `probe`, `status`, `exec`, `migrate`, `down`. Exit codes: 0 good, 1 a probe
-not allowed or a lab failure, 2 bad input. The work is done by `hyperwall.lab.Lab`.
+Commands: `up`, `apply`, `probe`, `status`, `exec`, `migrate`, `stats`, `logs`, `down`. Exit
+codes: 0 good, 1 a probe not allowed or a lab failure, 2 bad input. The work is done by
+`hyperwall.lab.Lab`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -34,6 +36,10 @@ from hyperwall.cli.stats import (
     lab_body,
     render,
 )
+from hyperwall.flows.filter import FlowFilter, parse_when
+from hyperwall.flows.local import read_local
+from hyperwall.flows.text import record_line
+from hyperwall.lab.agents import flow_log
 from hyperwall.lab.errors import LabError, LabInputError
 from hyperwall.lab.lab import DEFAULT_AGENT_TIMEOUT, DEFAULT_PROBE_TIMEOUT, Lab, LabStatus
 from hyperwall.lab.nsexec import NetnsError
@@ -288,3 +294,46 @@ def stats(
     files = {h: lab.paths.agent_dir(h) / "hits.json" for h in _run(lab.state).agents}
     now = time.time()
     render(lab_body(files, catalog, tenant, policy, unused, now), as_json, now)
+
+
+@lab_app.command("logs")
+def logs(
+    name: str = _NAME,
+    tenant: str | None = typer.Option(None, "--tenant", help="a tenant; '-': provider workloads"),
+    workload: str | None = typer.Option(
+        None, "--workload", help="tenant/name, or a name in any tenant"
+    ),
+    rule: str | None = typer.Option(
+        None, "--rule", help="a rule id, or a prefix of it (tenant/policy: that policy's rules)"
+    ),
+    action: str | None = typer.Option(None, "--action", help="allow, drop, reject, ..."),
+    since: str | None = typer.Option(
+        None, "--since", help="how far back: 30s, 10m, 2h, 7d, or a time (2026-12-03T07:00:00Z)"
+    ),
+    until: str | None = typer.Option(None, "--until", help="up to (excluded): like --since"),
+    limit: int | None = typer.Option(None, "--limit", help="only the newest N records"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON record per line"),
+) -> None:
+    """The lab agents' own flow logs (logged decisions, connections, suppression
+    summaries), merged by time and filtered like `hyperwall logs`."""
+    now = time.time_ns() // 1000
+    bounds: list[int | None] = []
+    for option, value in (("--since", since), ("--until", until)):
+        try:
+            bounds.append(parse_when(value, now) if value is not None else None)
+        except ValueError as exc:
+            fail(f"{option}: {exc}", EXIT_INPUT)
+    if limit is not None and limit < 0:
+        fail("--limit: not negative", EXIT_INPUT)
+    flt = FlowFilter(tenant, workload, rule, action, bounds[0], bounds[1])
+    lab = _lab(name)
+    hosts = sorted(_run(lab.state).agents)
+    records, skipped = read_local([flow_log(lab.paths, h) for h in hosts], flt, limit)
+    for record in records:
+        if as_json:
+            sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+        else:
+            out.print(record_line(record), markup=False, highlight=False)
+    sys.stdout.flush()
+    if skipped:
+        err.print(f"{skipped} line(s) that are not records were skipped", markup=False)

@@ -17,7 +17,8 @@ reader skips the torn line (`flows.record.decode` rejects it) and loses nothing 
 Lines reach the page cache, not the disk, at each write: a crash of the agent loses
 nothing written, a crash of the machine may lose the last seconds.
 
-Counterpart: `agent.flowlog` (which makes the records and calls `write`).
+Counterparts: `agent.flow_sink` (the agent's one writer, shared by `agent.flowlog` and
+`agent.connection_log`), `flows.tail` (which lists and reads the files).
 """
 
 from __future__ import annotations
@@ -36,12 +37,6 @@ BACKUPS = 4
 def rotated(path: Path, index: int) -> Path:
     """`PATH` for index 0, `PATH.K` for index K."""
     return path if index == 0 else path.with_name(f"{path.name}.{index}")
-
-
-def log_files(path: Path, backups: int = BACKUPS) -> list[Path]:
-    """The flow log files of `path` that exist, oldest first."""
-    files = [rotated(path, i) for i in range(backups, -1, -1)]
-    return [f for f in files if f.exists()]
 
 
 class FlowLogWriter:

@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 
 from hyperwall.flows.record import FlowRecord, decode, encode
-from hyperwall.flows.writer import FlowLogWriter, log_files, rotated
+from hyperwall.flows.tail import log_files
+from hyperwall.flows.writer import FlowLogWriter, rotated
 
 
 def _records(n: int, start: int = 0) -> list[FlowRecord]:
     return [FlowRecord(time=i, rule=f"acme/p/r{i}", action="drop") for i in range(start, start + n)]
 
 
-def _read_all(path: Path, backups: int) -> list[FlowRecord]:
+def _read_all(path: Path) -> list[FlowRecord]:
     out = []
-    for f in log_files(path, backups):
+    for f in log_files(path):
         out += [decode(line) for line in f.read_bytes().splitlines()]
     return out
 
@@ -29,12 +30,12 @@ def test_rotation_keeps_order_and_bounds_disk(tmp_path: Path) -> None:
         for chunk in range(10):
             writer.write(_records(7, chunk * 7))
         assert writer.lines == 70
-    files = log_files(path, 2)
+    files = log_files(path)
     assert files == [rotated(path, 2), rotated(path, 1), path]
     assert not rotated(path, 3).exists()
     sizes = [f.stat().st_size for f in files]
     assert all(s <= 10 * line + 5 for s in sizes)
-    kept = _read_all(path, 2)
+    kept = _read_all(path)
     assert [r.time for r in kept] == list(range(70 - len(kept), 70))  # the newest, in order
     assert len(kept) >= 20
 

@@ -1,0 +1,108 @@
+"""A logged packet as a flow record: which rule, which workload's end, which packet. Pure.
+
+Counterpart of `nflog.messages` (the message), `compiler.rule_numbers` (the prefix the
+log rule carries: number, action, direction, rule id) and `agent.flowlog` (which reads the
+messages, names the interfaces and writes the records). The enforcing end is the
+workload whose interface the packet came from (`out`: the sender's end; the bridge port
+if br_netfilter gave one) or goes to (`in`); if that interface is not one of the
+program's (an `unknown-interface` drop, or a bridge where only the address tells), the
+workload that owns the packet's source (`out`) or destination (`in`) address, except for
+an anti-spoofing drop, whose source address is by definition not its sender's.
+
+`Attributor` is built once per program: endpoints by interface name and by address, and
+(only when a prefix carries a cut rule id) the program's rule-number table merged with the
+previous program's, so a packet logged just before a change still maps right
+(`rule_numbers` module docstring).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import replace
+
+from hyperwall.compiler.program import Endpoint, HostProgram
+from hyperwall.compiler.rule_numbers import ANTI_SPOOFING, RuleNumbers, parse_log_prefix
+from hyperwall.dataplane.nflog.messages import LogMessage
+from hyperwall.dataplane.nflog.packet import ICMP, ICMPV6, TCP, UDP, parse_headers
+from hyperwall.flows.record import FlowRecord, proto_name
+
+Names = Callable[[int], str | None]  # interface index -> name
+
+
+def _ip_key(text: str) -> str:
+    return str(ipaddress.ip_address(text))
+
+
+class Attributor:
+    """The lookups of one program (and the rule numbers of the one before it)."""
+
+    def __init__(
+        self,
+        program: HostProgram,
+        ifname: Callable[[Endpoint], str],
+        previous: Attributor | None = None,
+    ) -> None:
+        self.program = program
+        self.by_ifname: dict[str, Endpoint] = {}
+        self.by_address: dict[str, Endpoint] = {}
+        for ep in program.endpoints.values():
+            self.by_ifname[ifname(ep)] = ep
+            for ip in ep.ips:
+                self.by_address[_ip_key(ip)] = ep
+        self._previous = previous
+        self._numbers: RuleNumbers | None = None
+
+    def numbers(self) -> RuleNumbers:
+        """This program's rule numbers merged with the previous program's (made once, on
+        the first cut prefix)."""
+        if self._numbers is None:
+            own = RuleNumbers.of_program(self.program)
+            before = self._previous.numbers() if self._previous is not None else None
+            self._numbers = own.merged(before) if before is not None else own
+            self._previous = None  # one program back is enough: drop the chain
+        return self._numbers
+
+    def record(
+        self, message: LogMessage, names: Names, host: str, now_us: int
+    ) -> FlowRecord | None:
+        """The record of `message`; None if its prefix is not one of ours."""
+        prefix = parse_log_prefix(message.prefix)
+        if prefix is None:
+            return None
+        rule = prefix.rule_id() if prefix.complete else prefix.rule_id(self.numbers())
+        headers = parse_headers(message.payload)
+        outbound = prefix.direction == "out"
+        index = (
+            (message.physindev or message.indev)
+            if outbound
+            else (message.physoutdev or message.outdev)
+        )
+        ep = None
+        if index is not None:
+            name = names(index)
+            ep = self.by_ifname.get(name) if name is not None else None
+        if ep is None and headers is not None and rule != ANTI_SPOOFING:
+            ep = self.by_address.get(_ip_key(headers.src if outbound else headers.dst))
+        record = FlowRecord(
+            time=message.timestamp_us if message.timestamp_us is not None else now_us,
+            host=host,
+            workload=ep.workload if ep is not None else None,
+            direction=prefix.direction,
+            action=prefix.action,
+            rule=rule,
+        )
+        if headers is None:
+            return record
+        ports = headers.proto in (TCP, UDP)
+        icmp = headers.proto in (ICMP, ICMPV6)
+        return replace(
+            record,
+            src=headers.src,
+            dst=headers.dst,
+            proto=proto_name(headers.proto),
+            sport=headers.sport if ports else None,
+            dport=headers.dport if ports else None,
+            icmp_type=headers.icmp_type if icmp else None,
+            icmp_code=headers.icmp_code if icmp else None,
+        )
