@@ -143,7 +143,7 @@ def endpoint_boxes(
     return boxes
 
 
-def _port_match(ports: tuple[PortRange, ...] | None, proto: int, port: int) -> bool:
+def port_matches(ports: tuple[PortRange, ...] | None, proto: int, port: int) -> bool:
     if ports is None:
         return True
     return any(p == 0 or (p == proto and low <= port <= high) for p, low, high in ports)
@@ -153,7 +153,7 @@ def decide(boxes: list[Box], proto: int, port: int, default: Verdict) -> tuple[V
     """First match among `boxes` (already filtered to one other-end class)."""
     skipped = -1
     for box in boxes:
-        if box.tier == skipped or not _port_match(box.ports, proto, port):
+        if box.tier == skipped or not port_matches(box.ports, proto, port):
             continue
         if box.action == "pass":
             skipped = box.tier

@@ -15,14 +15,17 @@ from hyperwall.cli.discover import discover_command
 from hyperwall.cli.get import get
 from hyperwall.cli.history import history
 from hyperwall.cli.lab import lab_app
+from hyperwall.cli.lint import lint_command
 from hyperwall.cli.logs import logs
 from hyperwall.cli.manager import manager
 from hyperwall.cli.report import report
 from hyperwall.cli.rollback import rollback
+from hyperwall.cli.stats import stats
 from hyperwall.cli.status import status
 from hyperwall.cli.token import token_app
 from hyperwall.cli.trace import trace_command
 from hyperwall.cli.validate import validate
+from hyperwall.cli.verify import verify
 
 app = typer.Typer(
     name="hyperwall",
@@ -33,6 +36,8 @@ app = typer.Typer(
 )
 app.command("validate")(validate)
 app.command("trace")(trace_command)
+app.command("verify")(verify)
+app.command("lint")(lint_command)
 app.command("compile")(compile_command)
 app.command("demo")(demo)
 app.command("agent")(agent)
@@ -47,6 +52,7 @@ app.command("history")(history)
 app.command("logs")(logs)
 app.command("rollback")(rollback)
 app.command("status")(status)
+app.command("stats")(stats)
 app.add_typer(token_app, name="token")
 app.command("audit")(audit)
 app.command("report")(report)
