@@ -29,7 +29,8 @@ Not thread-safe: one thread calls `load`/`advance`/`what_if`; readers only take 
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from hyperwall.compiler.chains import CompiledChain
@@ -140,6 +141,22 @@ class FleetPrograms:
                 if not diff(self.host(host).program, new).is_empty():
                     changed.append(host)
             return changed
+        finally:
+            self._apply(self.compiler, catalog, current)
+
+    @contextmanager
+    def trial(self, catalog: Catalog) -> Iterator[FleetCompiler]:
+        """A compiler over `catalog` while the block runs: this one's, advanced by the
+        change and put back after (nothing is kept), or a fresh one for a large change.
+        Callers read it (the assertion gate checks a change with it) on the thread that
+        owns this object."""
+        if self.compiler is None or self.catalog is None or _large(self.catalog, catalog):
+            yield FleetCompiler(catalog.config, catalog.workloads.values())
+            return
+        current = self.catalog
+        self._apply(self.compiler, current, catalog)
+        try:
+            yield self.compiler
         finally:
             self._apply(self.compiler, catalog, current)
 

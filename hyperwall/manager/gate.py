@@ -7,17 +7,21 @@ service or tenant change all of them). Assertions it does not touch keep the res
 before the change, which the gate itself established when they were last checked, so
 "after this change every assertion holds" is kept from one revision to the next (the one
 exception: revisions an agent commits for the workloads it discovered are not gated, see
-`docs/design/manager.md`). Pure CPU: the manager runs it on a worker thread. Apply, delete
+`docs/design/manager.md`). Pure CPU: the manager runs it on the fleet watch's thread with
+its compiler, advanced to the change (`FleetPrograms.trial`), so a check on a large fleet
+compiles nothing from scratch. Apply, delete
 and rollback raise `AssertionsBroken` (409 with the counterexamples, nothing committed);
 diff and a dry-run apply report the same results without refusing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
 from hyperwall.analysis.assertions import AssertionResult, check_assertions, touched_assertions
+from hyperwall.compiler.fleet_programs import FleetPrograms
 from hyperwall.policy.model import AssertionDef, Catalog
 
 
@@ -38,18 +42,32 @@ class GateResult:
         }
 
 
-def check_change(old: Catalog | None, new: Catalog) -> GateResult:
+def check_change(
+    old: Catalog | None, new: Catalog, programs: FleetPrograms | None = None
+) -> GateResult:
     """Re-check the assertions of `new` that the change from `old` touches (all of them
-    when `old` is None)."""
+    when `old` is None). With `programs` (the fleet watch's, on its thread), the check
+    compiles nothing from scratch: it borrows their compiler, advanced to `new`."""
     if not new.config.assertions:
         return GateResult()
     names = None if old is None else touched_assertions(old, new)
     if names is not None and not names:
         return GateResult()
-    return GateResult(tuple(check_assertions(new, names)))
+    return _check(new, names, programs)
 
 
-def check_rollback(current: Catalog, target: Catalog) -> GateResult:
+def _check(
+    catalog: Catalog, names: Collection[str] | None, programs: FleetPrograms | None
+) -> GateResult:
+    if programs is None:
+        return GateResult(tuple(check_assertions(catalog, names)))
+    with programs.trial(catalog) as compiler:
+        return GateResult(tuple(check_assertions(catalog, names, compiler)))
+
+
+def check_rollback(
+    current: Catalog, target: Catalog, programs: FleetPrograms | None = None
+) -> GateResult:
     """A rollback to `target` keeps today's compliance: the target's assertions and the
     current assertions that the target lacks (a rollback to before an assertion existed
     must still satisfy it) are re-checked over the target, where the change touches them.
@@ -67,7 +85,7 @@ def check_rollback(current: Catalog, target: Catalog) -> GateResult:
     names = touched_assertions(current, merged) | set(extra)
     if not names:
         return GateResult()
-    return GateResult(tuple(check_assertions(merged, names)))
+    return _check(merged, names, programs)
 
 
 def _resolvable(assertion: AssertionDef, catalog: Catalog) -> bool:

@@ -139,7 +139,7 @@ class Manager:
         hosts = await self.fleet.what_if(catalog) if what_if and (puts or gone) else []
         gate = GateResult()
         if puts or gone:  # the assertions this change touches, re-checked (`gate`)
-            gate = await asyncio.to_thread(check_change, state.catalog, catalog)
+            gate = await self.fleet.run(check_change, state.catalog, catalog, self.fleet.programs)
         return Plan(base, puts, gone, before, hosts, gate)
 
     async def _base(self) -> tuple[int, dict[DocKey, Document], CatalogState]:
@@ -234,7 +234,9 @@ class Manager:
             catalog = await asyncio.to_thread(validate, old.documents, None, True)
             puts, deletes = difference(current, old.documents)
             if puts or deletes:
-                gate = await asyncio.to_thread(check_rollback, state.catalog, catalog)
+                gate = await self.fleet.run(
+                    check_rollback, state.catalog, catalog, self.fleet.programs
+                )
                 if gate.broken:
                     raise AssertionsBroken(f"the rollback to revision {target}", gate)
             text = message or f"rollback to revision {target}"

@@ -5,7 +5,8 @@ removals, policy/group/tenant edits), for every host: the program equals a fresh
 `compile_host`, the digest equals `program_digest` of it, the delta stored with a new
 version leads from the previous program to it, `since` answers a delta from every kept
 version, and the hosts reported changed are exactly those whose program changed.
-`what_if` names the same hosts as actually changing, and leaves nothing changed.
+`what_if` names the same hosts as actually changing, and leaves nothing changed; `trial`
+lends a compiler over the next catalog and leaves nothing changed either.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def test_programs_follow_revisions(scenario: tuple[list[Doc], list[Step]]) -> No
         )
         assert programs.what_if(catalog) == expected_changed
         check(programs, history[revision - 2])  # what_if put everything back
+        with programs.trial(catalog) as compiler:  # the assertion gate's borrowed compiler
+            for h in ALL_HOSTS:
+                assert compiler.host_program(h) == compile_host(
+                    catalog.config, catalog.workloads, h
+                )
         changed = programs.advance(revision, catalog)
         assert changed == expected_changed
         check(programs, catalog)
