@@ -86,6 +86,7 @@ class AgentConfig:
     handover_listen: str | None = None  # IP:PORT: accept migrating VMs' connection state
     manager: ManagerConfig | None = None
     hits_seconds: float = 10.0  # per-rule hit counters read every so often (0: never)
+    flow_summary_seconds: float = 10.0  # suppressed-record summaries (agent.flowlog)
     flow_log: Path | None = None  # the flow log (agent.flowlog); shipped when following a manager
     metrics_listen: str | None = None  # HOST:PORT of /metrics (agent.metrics)
 
@@ -157,7 +158,8 @@ def _read_hits(reader: HitReader, path: Path, reporter: Reporter | None) -> None
 
 
 def run_agent(config: AgentConfig) -> None:
-    backend = NftBackend(NftKernel(), Options(vm_prefix=config.vm_prefix, mode=config.mode))
+    kernel = NftKernel()
+    backend = NftBackend(kernel, Options(vm_prefix=config.vm_prefix, mode=config.mode))
     queue = WorkQueue()
     stop = threading.Event()
     threads: list[threading.Thread] = []
@@ -213,7 +215,7 @@ def run_agent(config: AgentConfig) -> None:
         load = localized = Localized(load, watcher, config.vm_prefix)
     reconciler = Reconciler(config.host, load, backend, config.state_dir / "status.json")
     hits_path = config.state_dir / "hits.json"
-    hits = HitReader(backend, load_tracker(hits_path))
+    hits = HitReader(backend, load_tracker(hits_path), kernel)
     if config.hits_seconds > 0:
         threads.append(
             threading.Thread(
@@ -242,6 +244,7 @@ def run_agent(config: AgentConfig) -> None:
             backend.options,
             sink.write,
             config.state_dir / "flowlog.json",
+            config.flow_summary_seconds,
             counts=flow_counts,
         )
     metrics: AgentMetrics | None = None

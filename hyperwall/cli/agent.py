@@ -84,6 +84,12 @@ def agent(
         help="The flow log (JSON lines, rotated by size): logged decisions and a record per"
         " managed connection that ends; shipped to the manager with --server",
     ),
+    flow_summary_seconds: float = typer.Option(
+        10.0,
+        "--flow-summary-seconds",
+        help="Seconds between the flow log's summaries of records the log rate limit"
+        " suppressed (per rule; also in STATE_DIR/flowlog.json)",
+    ),
     metrics_listen: str | None = typer.Option(
         None,
         "--metrics-listen",
@@ -137,6 +143,7 @@ def agent(
         hits_seconds=hits_seconds,
         metrics_listen=metrics_listen,
         flow_log=flow_log,
+        flow_summary_seconds=flow_summary_seconds,
     )
     if metrics_listen is not None:
         host_part, _, port = metrics_listen.rpartition(":")
@@ -144,6 +151,8 @@ def agent(
             fail(f"bad --metrics-listen {metrics_listen!r}: expected HOST:PORT", EXIT_INPUT)
     if hits_seconds < 0:
         fail("--hits-seconds must be 0 (never) or positive", EXIT_INPUT)
+    if flow_summary_seconds <= 0:
+        fail("--flow-summary-seconds must be positive", EXIT_INPUT)
     if libvirt is not None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run_agent(config)

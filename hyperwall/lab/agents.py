@@ -33,6 +33,7 @@ from hyperwall.policy.model import Catalog
 
 VM_PREFIX = "hwt"
 HITS_SECONDS = 1.0  # the lab's agents read their hit counters this often (`lab stats`)
+FLOW_SUMMARY_SECONDS = 1.0  # and summarize suppressed flow records this often (`lab logs`)
 HANDOVER_PORT = 7471  # each agent takes migrating VMs' connection state here, on the underlay
 
 
@@ -119,6 +120,8 @@ def agent_argv(
         str(HITS_SECONDS),
         "--flow-log",
         str(flow_log(paths, host)),
+        "--flow-summary-seconds",
+        str(FLOW_SUMMARY_SECONDS),
     ]
 
 
