@@ -138,7 +138,7 @@ def run(plan: Plan, tools: dp.Tools, log: dp.Log) -> Results:
                         kept[key] = dp.Hyperwall(comp, backend, client)
                 log(f"  {key}: loaded")
             on = kept[f"on-{n}"]
-            reader = HitReader(on.backend, HitTracker())
+            reader = HitReader(on.backend, HitTracker(), on.client)
             for _ in range(plan.readings):
                 start = time.perf_counter()
                 reader.read(time.time())

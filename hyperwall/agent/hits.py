@@ -2,15 +2,17 @@
 and the time each rule was last hit. Written to `STATE_DIR/hits.json` (what `lab stats`
 reads) and reported to the manager, which sums the hosts.
 
-Counterpart of `nft.hits` (the kernel's counters per rule key, read from one listing).
-Every `--hits-seconds` the agent lists its table, reads the counters and `update`s the
-tracker: for each rule the increase since the last reading is added to its total; a counter
-lower than last time was reset (its chain rendered again, its element re-added) and all of
-it is new. "Last hit" is the time of the first reading that saw the counter move, so it is
-exact to one period. The file holds the totals and the last reading, so a restarted agent
-adds only what came after (a crash between a reading and the file write counts that
-period's hits once more at worst, never loses them). Rules no longer in the program are
-dropped: memory follows the program, not history.
+Counterpart of `nft.hits` (the kernel's counters, each with an id and the rule key it counts
+for). Every `--hits-seconds` the agent reads the counters (`HitReader`: the table's rules,
+then only the block sets whose lookup counter moved) and `update`s the tracker: each
+counter's increase since the last reading is added to its rule's total; a counter lower
+than last time was reset (its chain rendered again, its element re-added) and all of it is
+new; a counter that is gone (its element deleted) leaves its past hits in the total. "Last
+hit" is the time of the first reading that saw one of the rule's counters move, exact to
+one period. The file holds the totals and the last value of every nonzero counter, so a
+restarted agent adds only what came after (a crash between a reading and the file write
+counts that period's hits once more at worst, never loses them). Rules no longer in the
+program are dropped: memory follows the program and the counters that were hit.
 """
 
 from __future__ import annotations
@@ -20,81 +22,82 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hyperwall.compiler.program import HostProgram
 from hyperwall.dataplane.nft.backend import NftBackend
-from hyperwall.dataplane.nft.hits import Attribution, Hits, attribution, read_hits
+from hyperwall.dataplane.nft.hits import (
+    Attribution,
+    Counter,
+    Hits,
+    attribution,
+    element_counters,
+    rule_counters,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class RuleHits:
-    """A rule's totals on this host, its last hit (epoch seconds; None: never seen moving)
-    and the kernel's counter at the last reading."""
+    """A rule's totals on this host and its last hit (epoch seconds; None: never seen
+    moving)."""
 
     packets: int
     bytes: int
     last_hit: float | None
-    seen: Hits
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "packets": self.packets,
-            "bytes": self.bytes,
-            "lastHit": self.last_hit,
-            "seen": [self.seen.packets, self.seen.bytes],
-        }
+        return {"packets": self.packets, "bytes": self.bytes, "lastHit": self.last_hit}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> RuleHits:
-        seen = raw.get("seen") or [0, 0]
         last = raw.get("lastHit")
-        return cls(
-            int(raw["packets"]),
-            int(raw["bytes"]),
-            None if last is None else float(last),
-            Hits(int(seen[0]), int(seen[1])),
-        )
+        return cls(int(raw["packets"]), int(raw["bytes"]), None if last is None else float(last))
 
 
 class HitTracker:
-    """Totals per rule key (`nft.hits.default_key` or a rule id)."""
+    """Totals per rule key (`nft.hits.default_key` or a rule id), and the last value of each
+    kernel counter that was not 0 (by counter id)."""
 
-    def __init__(self, rules: Mapping[str, RuleHits] | None = None) -> None:
+    def __init__(
+        self,
+        rules: Mapping[str, RuleHits] | None = None,
+        seen: Mapping[str, Hits] | None = None,
+    ) -> None:
         self.rules: dict[str, RuleHits] = dict(rules or {})
+        self.seen: dict[str, Hits] = dict(seen or {})
 
-    def update(self, now: float, reading: Mapping[str, Hits], known: Iterable[str]) -> None:
-        """Add `reading` (the kernel's counters, read at `now`); keep only `known` keys (the
-        program's), with those not read at 0."""
+    def update(self, now: float, counters: Mapping[str, Counter], known: Iterable[str]) -> None:
+        """Add a reading (`counters`: id -> (rule key, value), the nonzero ones, read at
+        `now`); keep only `known` keys (the program's)."""
+        added: dict[str, Hits] = {}
+        for cid, (key, current) in counters.items():
+            old = self.seen.get(cid, Hits())  # absent: it was 0 (or new)
+            if current.packets >= old.packets and current.bytes >= old.bytes:
+                more = Hits(current.packets - old.packets, current.bytes - old.bytes)
+            else:  # reset since the last reading
+                more = current
+            added[key] = added.get(key, Hits()) + more
         out: dict[str, RuleHits] = {}
         for key in known:
-            current = reading.get(key, Hits())
-            old = self.rules.get(key)
-            if old is None:  # new to us: everything counted so far is new
-                old = RuleHits(0, 0, None, Hits())
-            if current.packets >= old.seen.packets and current.bytes >= old.seen.bytes:
-                added = Hits(current.packets - old.seen.packets, current.bytes - old.seen.bytes)
-            else:  # reset since the last reading
-                added = current
-            moved = added.packets > 0
+            old_total = self.rules.get(key, RuleHits(0, 0, None))
+            more = added.get(key, Hits())
             out[key] = RuleHits(
-                old.packets + added.packets,
-                old.bytes + added.bytes,
-                now if moved else old.last_hit,
-                current,
+                old_total.packets + more.packets,
+                old_total.bytes + more.bytes,
+                now if more.packets else old_total.last_hit,
             )
         self.rules = out
+        self.seen = {cid: hits for cid, (_, hits) in counters.items()}
 
     def to_json(self) -> dict[str, Any]:
-        return {"rules": {k: v.to_json() for k, v in sorted(self.rules.items())}}
+        return {
+            "rules": {k: v.to_json() for k, v in sorted(self.rules.items())},
+            "seen": {k: [v.packets, v.bytes] for k, v in sorted(self.seen.items())},
+        }
 
     def report(self) -> dict[str, dict[str, Any]]:
         """What the manager gets: the rules that were ever hit (a rule absent was not)."""
-        return {
-            k: {"packets": v.packets, "bytes": v.bytes, "lastHit": v.last_hit}
-            for k, v in sorted(self.rules.items())
-            if v.packets or v.last_hit is not None
-        }
+        return {k: v.to_json() for k, v in sorted(self.rules.items()) if v.packets or v.last_hit}
 
 
 def save_tracker(path: Path, tracker: HitTracker, read_at: float) -> None:
@@ -109,7 +112,9 @@ def load_tracker(path: Path) -> HitTracker:
     """The tracker saved at `path`; an empty one if there is none or it does not parse."""
     try:
         raw = json.loads(path.read_text())
-        return HitTracker({k: RuleHits.from_json(v) for k, v in raw["rules"].items()})
+        rules = {k: RuleHits.from_json(v) for k, v in raw["rules"].items()}
+        seen = {k: Hits(int(v[0]), int(v[1])) for k, v in raw.get("seen", {}).items()}
+        return HitTracker(rules, seen)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return HitTracker()
 
@@ -124,15 +129,29 @@ def read_report(path: Path) -> tuple[float | None, dict[str, dict[str, Any]]]:
         return None, {}
 
 
-class HitReader:
-    """Reads the counters of `backend`'s table (on the agent's worker thread: the backend's
-    libnftables context is not shared), the attribution cached per program applied."""
+class Listing(Protocol):
+    """What the reader needs of the kernel (`nft.kernel.NftKernel`)."""
 
-    def __init__(self, backend: NftBackend, tracker: HitTracker) -> None:
+    def list_rules(self) -> dict[str, Any] | None: ...
+
+    def list_set(self, name: str) -> dict[str, Any]: ...
+
+
+class HitReader:
+    """Reads the counters of `backend`'s table through `kernel` (on the agent's worker
+    thread: the backend's libnftables context is not shared), the attribution cached per
+    program applied. The sets whose lookup counter did not move since the last reading are
+    not listed again: their element counters cannot have moved either."""
+
+    def __init__(self, backend: NftBackend, tracker: HitTracker, kernel: Listing) -> None:
         self.backend = backend
         self.tracker = tracker
+        self.kernel = kernel
         self._for: HostProgram | None = None
         self._attribution = Attribution()
+        self._lookups: dict[str, Hits] = {}  # set -> its lookup counter at the last reading
+        self._elements: dict[str, dict[str, Counter]] = {}  # set -> its nonzero counters
+        self.sets_listed = 0  # block sets listed by the last reading
 
     def read(self, now: float) -> bool:
         """One reading into the tracker; False if nothing is applied yet."""
@@ -142,7 +161,21 @@ class HitReader:
         if self._for is not program:
             self._attribution = attribution(program, state, self.backend.local)
             self._for = program
-        listing = self.backend.kernel.list_table()
-        reading = read_hits(listing, self._attribution) if listing is not None else {}
-        self.tracker.update(now, reading, self._attribution.keys())
+        listing = self.kernel.list_rules()
+        counters, lookups = rule_counters(listing or {}, self._attribution)
+        self.sets_listed = 0
+        for name, hits in lookups.items():
+            if self._lookups.get(name) == hits and name in self._elements:
+                continue
+            self._elements[name] = (
+                element_counters(self.kernel.list_set(name), self._attribution)
+                if hits.packets
+                else {}
+            )
+            self.sets_listed += 1
+        self._elements = {n: c for n, c in self._elements.items() if n in lookups}
+        self._lookups = lookups
+        for found in self._elements.values():
+            counters.update(found)
+        self.tracker.update(now, counters, self._attribution.keys())
         return True

@@ -43,7 +43,8 @@ def test_totals_and_last_hits_follow_the_true_increments(
             true_total[key] += added
             if added:
                 last_hit[key] = float(now)
-        tracker.update(float(now), {k: Hits(v, 100 * v) for k, v in kernel.items()}, kernel)
+        reading = {f"c-{k}": (k, Hits(v, 100 * v)) for k, v in kernel.items() if v}
+        tracker.update(float(now), reading, kernel)
         for key in kernel:
             got = tracker.rules[key]
             assert (got.packets, got.bytes, got.last_hit) == (
@@ -55,19 +56,30 @@ def test_totals_and_last_hits_follow_the_true_increments(
 
 def test_rules_leaving_the_program_are_forgotten() -> None:
     tracker = HitTracker()
-    tracker.update(1.0, {"a": Hits(1, 10), "b": Hits(2, 20)}, {"a", "b"})
-    tracker.update(2.0, {"a": Hits(1, 10)}, {"a"})
+    tracker.update(1.0, {"x": ("a", Hits(1, 10)), "y": ("b", Hits(2, 20))}, {"a", "b"})
+    tracker.update(2.0, {"x": ("a", Hits(1, 10))}, {"a"})
     assert set(tracker.rules) == {"a"}
     assert tracker.report() == {"a": {"packets": 1, "bytes": 10, "lastHit": 1.0}}
+
+
+def test_each_counter_is_followed_on_its_own() -> None:
+    """A rule counted by two elements: one deleted (its hits stay in the total), the other
+    re-added (reset to 0, then hit once): no hit is counted twice or lost."""
+    tracker = HitTracker()
+    tracker.update(1.0, {"e1": ("r", Hits(3, 30)), "e2": ("r", Hits(2, 20))}, {"r"})
+    tracker.update(2.0, {"e2": ("r", Hits(1, 10))}, {"r"})  # e1 gone, e2 reset and hit
+    assert tracker.rules["r"].packets == 3 + 2 + 1
+    tracker.update(3.0, {"e2": ("r", Hits(1, 10))}, {"r"})  # nothing new
+    assert (tracker.rules["r"].packets, tracker.rules["r"].last_hit) == (6, 2.0)
 
 
 def test_a_restarted_agent_adds_only_what_came_after(tmp_path: Path) -> None:
     path = tmp_path / "hits.json"
     tracker = HitTracker()
-    tracker.update(1.0, {"a": Hits(3, 30), "never": Hits()}, {"a", "never"})
+    tracker.update(1.0, {"c": ("a", Hits(3, 30))}, {"a", "never"})
     save_tracker(path, tracker, 1.0)
     again = load_tracker(path)
-    again.update(2.0, {"a": Hits(4, 40), "never": Hits()}, {"a", "never"})
+    again.update(2.0, {"c": ("a", Hits(4, 40))}, {"a", "never"})
     assert again.report() == {"a": {"packets": 4, "bytes": 40, "lastHit": 2.0}}
     assert read_report(path) == (1.0, {"a": {"packets": 3, "bytes": 30, "lastHit": 1.0}})
 

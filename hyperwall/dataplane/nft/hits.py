@@ -16,13 +16,19 @@ kernel counts a rule's hits:
 
 Only policy decisions of new connections are counted (established packets never reach
 these chains): `packets` counts first packets, that is connections, and `bytes` their size.
-A chain rendered again (its rules replaced) or an element deleted and added starts at 0:
-`agent.hits` treats a counter that went down as a restart.
+Each kernel counter has an id (`chain#index` for an nft rule, `set|element` for an
+element) so that `agent.hits` can follow each on its own: a chain rendered again (its rules
+replaced) or an element deleted and added starts at 0 again, which shows as that counter
+going down, whatever the rule's other counters do. Reading is in two steps so that it costs
+little when little happened: the rules of the whole table without set elements
+(`rule_counters`, from `nft -t` output), which include each block set's lookup counter (the
+sum of its elements'); then only the sets whose lookup counter moved (`element_counters`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,14 +65,18 @@ class Hits:
         return Hits(self.packets + other.packets, self.bytes + other.bytes)
 
 
+Counter = tuple[str, Hits]  # the rule key a kernel counter counts for, and its value
+
+
 @dataclass(frozen=True, slots=True)
 class Attribution:
     """Which kernel counter counts for which rule: per chain, the key of each of its nft
-    rules in order (None: not a decision, or a block lookup counted by its elements); per
-    block set, each element's rule."""
+    rules in order (None: not a decision, or a block lookup counted by its elements), and
+    the set each block lookup rule looks up; per block set, each element's rule."""
 
     rules: Mapping[str, tuple[str | None, ...]] = field(default_factory=dict)
     elements: Mapping[str, Mapping[Element, str]] = field(default_factory=dict)
+    lookups: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
 
     def keys(self) -> set[str]:
         """Every rule key this table counts."""
@@ -76,14 +86,23 @@ class Attribution:
         return out
 
 
-def _chain_keys(chain: Chain, shapes: Mapping[str, frozenset[str]]) -> tuple[str | None, ...]:
+def _chain_keys(
+    chain: Chain, shapes: Mapping[str, frozenset[str]]
+) -> tuple[tuple[str | None, ...], dict[int, str]]:
+    """The key of each nft rule of the chain, and the set of each block lookup rule."""
     keys: list[str | None] = []
+    lookups: dict[int, str] = {}
     for item in chain.items:
         # the item alone renders to exactly the nft rules it has in the whole chain
         alone = render_policy_chain(Chain(chain.name, (item,)), lambda b: shapes.get(b, ()))[0]
-        key = None if isinstance(item, LookupRule) else item.rule
-        keys.extend(key for _ in alone.rules)
-    return tuple(keys)
+        if isinstance(item, LookupRule):  # one rule per filled shape, in `SHAPES` order
+            filled = [s for s in SHAPES if s in shapes.get(item.block, ())]
+            for shape in filled:
+                lookups[len(keys)] = block_set_name(item.block, shape)
+                keys.append(None)
+        else:
+            keys.extend(item.rule for _ in alone.rules)
+    return tuple(keys), lookups
 
 
 def attribution(program: HostProgram, state: TableState, local: Local | None) -> Attribution:
@@ -93,9 +112,11 @@ def attribution(program: HostProgram, state: TableState, local: Local | None) ->
         b: frozenset(s for s in SHAPES if state.elements.get(block_set_name(b, s)))
         for b in program.block_sets
     }
-    rules: dict[str, tuple[str | None, ...]] = {
-        policy_chain_name(c.name): _chain_keys(c, shapes) for c in program.chains.values()
-    }
+    rules: dict[str, tuple[str | None, ...]] = {}
+    lookups: dict[str, dict[int, str]] = {}
+    for c in program.chains.values():
+        name = policy_chain_name(c.name)
+        rules[name], lookups[name] = _chain_keys(c, shapes)
     passing = passing_chains(program)
     for ep in program.endpoints.values():
         for direction in ("out", "in"):
@@ -111,7 +132,7 @@ def attribution(program: HostProgram, state: TableState, local: Local | None) ->
             for e in block.elements:
                 for shape, value in split_element(e, clip):
                     elements.setdefault(block_set_name(block.name, shape), {})[value] = e[8]
-    return Attribution(rules, elements)
+    return Attribution(rules, elements, lookups)
 
 
 def _counter(expr: list[dict[str, Any]]) -> Hits | None:
@@ -128,41 +149,70 @@ def _listed(listing: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             yield entry
 
 
-def read_hits(listing: Mapping[str, Any], attribution: Attribution) -> dict[str, Hits]:
-    """Hits per rule key in a listing of our inet table (`nft -j list table`), summed over
-    the kernel counters that count for it. Keys of `attribution` with no counter listed
-    (an empty block set on this host) are absent."""
-    out: dict[str, Hits] = {}
+def rule_counters(
+    listing: Mapping[str, Any], attribution: Attribution
+) -> tuple[dict[str, Counter], dict[str, Hits]]:
+    """From a listing of our table (elements not needed): the nonzero counters of decision
+    rules by id (`chain#index`), and each block set's lookup counter (zero included)."""
+    counters: dict[str, Counter] = {}
+    lookups: dict[str, Hits] = {}
     position: dict[str, int] = {}
     for entry in _listed(listing):
-        if "rule" in entry:
-            raw = entry["rule"]
-            chain = raw.get("chain")
-            keys = attribution.rules.get(chain)
-            if keys is None:
-                continue
-            index = position[chain] = position.get(chain, -1) + 1
-            key = keys[index] if index < len(keys) else None
-            hits = _counter(raw.get("expr", []))
-            if key is not None and hits is not None:
-                out[key] = out.get(key, Hits()) + hits
-        elif "set" in entry:
-            raw = entry["set"]
-            by_element = attribution.elements.get(raw.get("name"))
-            if not by_element:
-                continue
-            types = raw["type"] if isinstance(raw["type"], list) else [raw["type"]]
-            interval = "interval" in raw.get("flags", [])
-            spec = SetSpec(raw["name"], tuple(types), interval, counter=True)
-            if block_set_shape(spec.name) not in SHAPES:
-                continue
-            for listed in raw.get("elem", []):
-                if not isinstance(listed, dict) or "elem" not in listed:
-                    continue  # an element without a counter
-                counter = listed["elem"].get("counter")
-                rule = by_element.get(element(spec, listed))
-                if rule is None or not isinstance(counter, dict):
-                    continue
-                hits = Hits(int(counter.get("packets", 0)), int(counter.get("bytes", 0)))
-                out[rule] = out.get(rule, Hits()) + hits
+        raw = entry.get("rule")
+        if raw is None:
+            continue
+        chain = raw.get("chain")
+        keys = attribution.rules.get(chain)
+        if keys is None:
+            continue
+        index = position[chain] = position.get(chain, -1) + 1
+        hits = _counter(raw.get("expr", []))
+        if hits is None:
+            continue
+        looked_up = attribution.lookups.get(chain, {}).get(index)
+        key = keys[index] if index < len(keys) else None
+        if looked_up is not None:
+            lookups[looked_up] = hits
+        elif key is not None and hits.packets:
+            counters[f"{chain}#{index}"] = (key, hits)
+    return counters, lookups
+
+
+def element_counters(listing: Mapping[str, Any], attribution: Attribution) -> dict[str, Counter]:
+    """The nonzero element counters of the block sets in `listing` (one set, or the whole
+    table) by id (`set|element`)."""
+    out: dict[str, Counter] = {}
+    for entry in _listed(listing):
+        raw = entry.get("set")
+        if raw is None:
+            continue
+        by_element = attribution.elements.get(raw.get("name"))
+        if not by_element or block_set_shape(raw["name"]) not in SHAPES:
+            continue
+        types = raw["type"] if isinstance(raw["type"], list) else [raw["type"]]
+        spec = SetSpec(raw["name"], tuple(types), "interval" in raw.get("flags", []), counter=True)
+        for listed in raw.get("elem", []):
+            counter = listed.get("elem", {}).get("counter") if isinstance(listed, dict) else None
+            if not isinstance(counter, dict) or not counter.get("packets"):
+                continue  # most elements were never hit: not even parsed
+            value = element(spec, listed)
+            rule = by_element.get(value)
+            if rule is not None:
+                hits = Hits(int(counter["packets"]), int(counter.get("bytes", 0)))
+                out[f"{spec.name}|{json.dumps(value)}"] = (rule, hits)
+    return out
+
+
+def read_hits(listing: Mapping[str, Any], attribution: Attribution) -> dict[str, Hits]:
+    """Hits per rule key in a whole listing of our table (elements included), summed over
+    the kernel counters that count for it; keys never hit are absent."""
+    counters, _ = rule_counters(listing, attribution)
+    counters.update(element_counters(listing, attribution))
+    return sum_by_key(counters.values())
+
+
+def sum_by_key(counters: Iterable[Counter]) -> dict[str, Hits]:
+    out: dict[str, Hits] = {}
+    for key, hits in counters:
+        out[key] = out.get(key, Hits()) + hits
     return out

@@ -92,6 +92,20 @@ class NftKernel:
         listing: dict[str, Any] = json.loads(out)
         return listing
 
+    def list_rules(self, family: str = FAMILY) -> dict[str, Any] | None:
+        """Our table of `family` without set elements (`nft -t`): chains and rules with
+        their counters, cheap whatever the sets hold; None if the table does not exist."""
+        self._nft.set_terse_output(True)
+        try:
+            return self.list_table(family)
+        finally:
+            self._nft.set_terse_output(False)
+
+    def list_set(self, name: str, family: str = FAMILY) -> dict[str, Any]:
+        """One set of our table with its elements (and their counters), as JSON."""
+        listing: dict[str, Any] = json.loads(self.command(f"list set {family} {TABLE} {name}"))
+        return listing
+
     def command(self, text: str) -> str:
         """A plain nft command (tests, diagnostics); JSON output."""
         rc, out, err = self._nft.cmd(text)

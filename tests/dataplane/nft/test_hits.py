@@ -1,6 +1,6 @@
 """`nft.hits`: every rule of a program has the kernel counters that count for it, and a
-listing from the kernel reads back as hits per rule (zero until traffic: the lab test
-`tests/lab/test_hits.py` sends real packets)."""
+listing from the kernel reads back as hits per rule: an element's count goes to the rule it
+belongs to (real packets: `tests/lab/test_visibility.py`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,15 @@ from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import HostProgram, LookupRule, MatchRule
 from hyperwall.dataplane.nft.backend import NftBackend
 from hyperwall.dataplane.nft.blocks import local_addresses
-from hyperwall.dataplane.nft.hits import Hits, attribution, default_key, read_hits
+from hyperwall.dataplane.nft.hits import (
+    Hits,
+    attribution,
+    default_key,
+    read_hits,
+    rule_counters,
+)
 from hyperwall.dataplane.nft.kernel import NftKernel
+from hyperwall.dataplane.nft.readback import element
 from hyperwall.dataplane.nft.render import Options, render_program
 from hyperwall.dataplane.nft.table import policy_chain_name
 from hyperwall.io.files import load_catalog
@@ -57,7 +64,7 @@ def test_every_decision_of_the_program_is_counted(
     assert len(keys & folded) > 0
 
 
-def test_a_kernel_listing_reads_back_as_zero_hits(
+def test_kernel_counters_are_attributed_to_their_rules(
     nft: NftKernel, programs: dict[str, HostProgram]
 ) -> None:
     backend = NftBackend(nft)
@@ -66,6 +73,20 @@ def test_a_kernel_listing_reads_back_as_zero_hits(
     found = attribution(programs["hv1"], backend.state, backend.local)
     listing = nft.list_table()
     assert listing is not None
-    hits = read_hits(listing, found)
-    assert set(hits) == found.keys()
-    assert set(hits.values()) == {Hits()}
+    assert read_hits(listing, found) == {}  # nothing hit yet
+    terse = nft.list_rules()
+    assert terse is not None and all("elem" not in e.get("set", {}) for e in terse["nftables"])
+    counters, lookups = rule_counters(terse, found)
+    assert counters == {}
+    filled = {n for n, e in backend.state.elements.items() if n.startswith("k_") and e}
+    assert set(lookups) == filled and set(lookups.values()) == {Hits()}
+    # an element re-added with a count, as if connections had hit it 5 times
+    name = sorted(n for n in filled if not backend.state.sets[n].interval)[0]
+    raw = nft.list_set(name)["nftables"][1]["set"]["elem"][0]["elem"]["val"]
+    text = " . ".join(str(part) for part in raw["concat"])
+    nft.command(f"delete element inet hyperwall {name} {{ {text} }}")
+    nft.command(f"add element inet hyperwall {name} {{ {text} counter packets 5 bytes 500 }}")
+    spec = backend.state.sets[name]
+    rule = found.elements[name][element(spec, {"elem": {"val": raw}})]
+    assert read_hits(nft.list_set(name), found) == {rule: Hits(5, 500)}
+    assert read_hits(nft.list_table() or {}, found) == {rule: Hits(5, 500)}
