@@ -762,7 +762,7 @@ CASES: list[tuple[str, tuple[str | int, ...], object, str, list[str], bool]] = [
 @pytest.mark.parametrize(
     ("kind", "parts", "value", "path", "fragments", "needs_expected"),
     CASES,
-    ids=[f"{c[0]}:{c[3]}={c[2]!r}"[:70] for c in CASES],
+    ids=[f"{c[0]}:{c[3]}={'<deleted>' if c[2] is DELETE else repr(c[2])}"[:70] for c in CASES],
 )
 def test_one_problem_one_issue(
     kind: str,
