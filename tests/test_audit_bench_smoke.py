@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 from benchmarks import audit
+from benchmarks.results_file import write_section
 
 
 def test_tiny_run_checks_and_reports(tmp_path: Path) -> None:
@@ -20,5 +21,5 @@ def test_tiny_run_checks_and_reports(tmp_path: Path) -> None:
     text = audit.section(result, (0.5, 0.5, 0.5), 1.0)
     assert text.startswith("## Audit and the assertion gate") and "| gate adds" in text
     out = tmp_path / "benchmarks.md"
-    audit.write_section(out, text)
+    write_section(out, text)
     assert out.read_text().count("## Audit and the assertion gate") == 1
