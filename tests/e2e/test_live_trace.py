@@ -26,9 +26,8 @@ from typing import Any
 
 import pytest
 
-from hyperwall.lab import Lab
 from tests.agent.test_manager_source import example_documents, hyperwall
-from tests.e2e.test_manager_lab import EXAMPLES, Fleet, probe_rows
+from tests.e2e.test_manager_lab import Fleet, probe_rows, running_fleet
 from tests.lab.conftest import lab_marks
 
 pytestmark = lab_marks()
@@ -36,22 +35,11 @@ pytestmark = lab_marks()
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    lab = Lab(f"hwf{os.getpid() % 100_000}")
-    lab.down()
-    fleet: Fleet | None = None
-    try:
-        lab.up([EXAMPLES], agents_enabled=False)
-        for host in lab.plan().hosts:  # the manager listens on hv1's loopback too
-            subprocess.run(["ip", "-n", host.ns, "link", "set", "lo", "up"], check=True)
-        fleet = Fleet(lab, tmp_path_factory.mktemp("live"))
-        fleet.start()
+    tmp = tmp_path_factory.mktemp("live")
+    with running_fleet(f"hwf{os.getpid() % 100_000}", tmp) as fleet:
         docs = example_documents()
         fleet.converge(docs, fleet.manager.commit(docs))
         yield fleet
-    finally:
-        if fleet is not None:
-            fleet.stop()
-        lab.down()
 
 
 def live(fleet: Fleet, src: str, dst: str, service: str, token: str | None = None) -> Any:

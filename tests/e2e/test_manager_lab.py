@@ -15,6 +15,7 @@ Every process is stopped and the lab removed afterwards, also on failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -104,22 +105,30 @@ class Fleet:
         self.manager.stop()
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    lab = Lab(f"m{os.getpid() % 10_000_000}")
+@contextlib.contextmanager
+def running_fleet(name: str, tmp: Path) -> Iterator[Fleet]:
+    """A lab of the examples named `name`, the manager and an agent per host; all removed
+    afterwards, also on failure (shared with `test_live_trace`)."""
+    lab = Lab(name)
     lab.down()
     fleet: Fleet | None = None
     try:
         lab.up([EXAMPLES], agents_enabled=False)
         for host in lab.plan().hosts:  # the manager listens on hv1's loopback too
             subprocess.run(["ip", "-n", host.ns, "link", "set", "lo", "up"], check=True)
-        fleet = Fleet(lab, tmp_path)
+        fleet = Fleet(lab, tmp)
         fleet.start()
         yield fleet
     finally:
         if fleet is not None:
             fleet.stop()
         lab.down()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    with running_fleet(f"m{os.getpid() % 10_000_000}", tmp_path) as fleet:
+        yield fleet
 
 
 def test_label_change_rollback_and_manager_loss(fleet: Fleet) -> None:
