@@ -143,6 +143,7 @@ def log_prefix(rule_id: str, action: str, direction: str) -> str:
     return head + cut + CUT
 
 
+@lru_cache(maxsize=4096)  # a host has few distinct prefixes, and a flood repeats them
 def parse_log_prefix(prefix: str) -> LogPrefix | None:
     """The parts of a prefix `log_prefix` made; None for any other prefix."""
     parts = prefix.strip().split(" ", 4)

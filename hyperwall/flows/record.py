@@ -84,6 +84,19 @@ _INTS = frozenset(
 )
 _STRINGS = frozenset({"host", "workload", "direction", "action", "rule", "src", "dst", "kind"})
 _CHOICES = {"direction": frozenset({"in", "out"}), "kind": KINDS}
+_FIELDS = tuple((name, attr, name in _TIMES) for name, attr in _JSON_NAMES.items())
+_last_second: list[tuple[int, str]] = [(-1, "")]  # the last second formatted (one entry)
+
+
+def _time_text(us: int) -> str:
+    """`us_time`, with the second's text kept from the previous call (records come in
+    bursts within one second)."""
+    seconds, micros = divmod(us, 1_000_000)
+    cached_second, text = _last_second[0]
+    if seconds != cached_second:
+        text = us_time(seconds * 1_000_000)[:-8]  # without ".000000Z"
+        _last_second[0] = (seconds, text)
+    return f"{text}.{micros:06d}Z"
 
 
 def proto_name(number: int) -> str | int:
@@ -122,13 +135,12 @@ class FlowRecord:
         """The record's JSON object (None fields left out; `workload` kept as null on a
         decision record, where it says "no workload")."""
         out: dict[str, Any] = {}
-        for name, attr in _JSON_NAMES.items():
+        for name, attr, is_time in _FIELDS:
             value = getattr(self, attr)
-            if value is None:
-                if name == "workload" and self.kind is None:
-                    out[name] = None
-                continue
-            out[name] = us_time(value) if name in _TIMES else value
+            if value is not None:
+                out[name] = _time_text(value) if is_time else value
+            elif name == "workload" and self.kind is None:
+                out[name] = None
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return out

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import replace
 
 from hyperwall.compiler.program import Endpoint, HostProgram
 from hyperwall.compiler.rule_numbers import ANTI_SPOOFING, RuleNumbers, parse_log_prefix
@@ -84,25 +83,24 @@ class Attributor:
             ep = self.by_ifname.get(name) if name is not None else None
         if ep is None and headers is not None and rule != ANTI_SPOOFING:
             ep = self.by_address.get(_ip_key(headers.src if outbound else headers.dst))
-        record = FlowRecord(
-            time=message.timestamp_us if message.timestamp_us is not None else now_us,
-            host=host,
-            workload=ep.workload if ep is not None else None,
-            direction=prefix.direction,
-            action=prefix.action,
-            rule=rule,
-        )
+        when = message.timestamp_us if message.timestamp_us is not None else now_us
+        workload = ep.workload if ep is not None else None
         if headers is None:
-            return record
+            return FlowRecord(when, host, workload, prefix.direction, prefix.action, rule)
         ports = headers.proto in (TCP, UDP)
         icmp = headers.proto in (ICMP, ICMPV6)
-        return replace(
-            record,
-            src=headers.src,
-            dst=headers.dst,
-            proto=proto_name(headers.proto),
-            sport=headers.sport if ports else None,
-            dport=headers.dport if ports else None,
-            icmp_type=headers.icmp_type if icmp else None,
-            icmp_code=headers.icmp_code if icmp else None,
+        return FlowRecord(
+            when,
+            host,
+            workload,
+            prefix.direction,
+            prefix.action,
+            rule,
+            headers.src,
+            headers.dst,
+            proto_name(headers.proto),
+            headers.sport if ports else None,
+            headers.dport if ports else None,
+            headers.icmp_type if icmp else None,
+            headers.icmp_code if icmp else None,
         )

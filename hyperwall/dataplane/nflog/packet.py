@@ -51,8 +51,8 @@ def parse_headers(data: bytes) -> Headers | None:
         if ihl < 20 or len(data) < ihl:
             return None
         proto = data[9]
-        src = str(ipaddress.IPv4Address(data[12:16]))
-        dst = str(ipaddress.IPv4Address(data[16:20]))
+        src = "%d.%d.%d.%d" % tuple(data[12:16])  # noqa: UP031  (4x faster than ipaddress)
+        dst = "%d.%d.%d.%d" % tuple(data[16:20])  # noqa: UP031
         first = int.from_bytes(data[6:8], "big") & 0x1FFF == 0
         return _transport(Headers(4, src, dst, proto), data, ihl, first)
     if version == 6:
