@@ -24,7 +24,6 @@ counter) at each count. Results go to `docs/benchmarks.md`, section
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import statistics
@@ -39,7 +38,7 @@ from benchmarks import dataplane as dp
 from benchmarks import dataplane_policy as policy
 from benchmarks import dataplane_topology as topo
 from benchmarks.dataplane_policy import SERVER_A, SERVER_B
-from benchmarks.results_file import write_section
+from benchmarks.section_cli import section_main
 from hyperwall.agent.hits import HitReader, HitTracker
 from hyperwall.dataplane.netns import inside
 from hyperwall.dataplane.nft.backend import NftBackend
@@ -251,20 +250,7 @@ def render(results: Results, command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks/hit_counters", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small counts, few pairs")
-    parser.add_argument("--tools", type=Path, required=True, help="directory of built C tools")
-    parser.add_argument("--output", type=Path, default=dp.DEFAULT_OUTPUT)
-    parser.add_argument("--no-write", action="store_true", help="only print the results")
-    args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    command = "benchmarks/hit_counters" + (" --quick" if args.quick else "")
-    results = run(plan, dp.tools_in(args.tools), lambda s: print(s, file=sys.stderr, flush=True))
-    section = render(results, command)
-    print(section)
-    if not args.no_write and not args.quick:
-        write_section(args.output, section)
-    return 0
+    return section_main("benchmarks/hit_counters", __doc__, (FULL, QUICK), run, render, argv)
 
 
 if __name__ == "__main__":
