@@ -262,4 +262,7 @@ class ReportBody(BaseModel):
     history: list[dict[str, Any]] = Field(
         description="per document the verdicts rest on: its ledger records (who, when, what)"
     )
-    lint: dict[str, Any] = Field(description="dead and shadowed rules (`hyperwall lint`)")
+    lint: list[dict[str, Any]] = Field(
+        description="`hyperwall lint` findings of the scope's rules and groups: kind"
+        " (unmatched, shadowed, redundant, pass-nothing, empty-group), subject, by"
+    )

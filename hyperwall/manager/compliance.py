@@ -1,5 +1,7 @@
 """What a compliance report says about a catalog: each assertion's result with its evidence,
-the reachability matrix of a tenant's groups, and which documents the verdicts rest on.
+the reachability matrix of a tenant's groups, which documents the verdicts rest on, and the
+`hyperwall lint` findings (dead, shadowed, redundant rules, empty groups) of its own
+rules and groups.
 
 Pure CPU over a `Catalog` (the manager runs it on a worker thread); the ledger part, who
 changed those documents and when, is `manager.report`'s. Everything comes from the
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hyperwall.analysis.assertions import AssertionResult, Checker
+from hyperwall.analysis.lint import Finding, lint
 from hyperwall.policy.model import AssertionDef, Catalog, Peer
 
 MAX_GROUPS = 40  # matrix rows/columns; a larger scope is cut (the report says so)
@@ -27,7 +30,7 @@ class Compliance:
     matrix: list[list[dict[str, Any]]]  # [source][destination]
     groups_left_out: int
     documents: list[tuple[str, str | None, str]]  # (kind, tenant, name) the verdicts rest on
-    empty_groups: list[str]  # groups in scope that select no address at all
+    lint: list[dict[str, Any]]  # `hyperwall lint` findings of the scope's own rules and groups
 
 
 def in_scope(key_tenant: str | None, tenant: str | None) -> bool:
@@ -54,15 +57,20 @@ def compliance(catalog: Catalog, tenant: str | None) -> Compliance:
     left_out = max(0, len(groups) - MAX_GROUPS)
     groups = groups[:MAX_GROUPS]
     matrix = [[_cell(checker, src, dst) for dst in groups] for src in groups]
-    intervals = checker.view.compiler.groups.intervals
-    empty = [
-        g.key
-        for g in catalog.config.groups.values()
-        if in_scope(g.tenant, tenant) and not any(intervals(g.key))
+    findings = [
+        {"kind": f.kind, "subject": f.subject, "by": list(f.by)}
+        for f in lint(catalog, checker.view.compiler)
+        if tenant is None or _owner(f) == tenant
     ]
-    return Compliance(
-        results, groups, matrix, left_out, sorted(involved, key=_order), sorted(empty)
-    )
+    return Compliance(results, groups, matrix, left_out, sorted(involved, key=_order), findings)
+
+
+def _owner(finding: Finding) -> str | None:
+    """The tenant of a lint finding's rule (`tenant/policy/rule`) or group (`tenant/name`)."""
+    parts = finding.subject.split("/")
+    if finding.kind == "empty-group":
+        return parts[0] if len(parts) == 2 else None
+    return parts[0] if len(parts) == 3 else None
 
 
 def _order(key: tuple[str, str | None, str]) -> tuple[str, str, str]:

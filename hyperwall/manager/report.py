@@ -43,7 +43,7 @@ async def build_report(manager: Manager, who: Principal, tenant: str | None) -> 
         "matrix": found.matrix,
         "groupsLeftOut": found.groups_left_out,
         "history": history,
-        "lint": {"emptyGroups": found.empty_groups},
+        "lint": found.lint,
     }
 
 

@@ -38,6 +38,14 @@ def actor(record: dict[str, Any]) -> str:
 
 _ENV.filters.update(utc=utc, short=short, actor=actor)
 
+LINT_TEXT = {
+    "unmatched": "matches no packet where it is enforced (dead)",
+    "shadowed": "shadowed: earlier rules take every packet it matches",
+    "redundant": "redundant: no verdict changes without it",
+    "pass-nothing": "a pass rule that passes nothing",
+    "empty-group": "a group that selects nothing",
+}
+
 
 def render_html(report: ReportBody) -> str:
     holding = sum(1 for a in report.assertions if a["holds"])
@@ -46,4 +54,5 @@ def render_html(report: ReportBody) -> str:
         holding=holding,
         failing=len(report.assertions) - holding,
         reached=sum(1 for row in report.matrix for cell in row if cell["reach"]),
+        lint_text=LINT_TEXT,
     )

@@ -60,5 +60,5 @@ def example_report() -> ReportBody:
         matrix=found.matrix,
         groupsLeftOut=found.groups_left_out,
         history=history,
-        lint={"emptyGroups": found.empty_groups},
+        lint=found.lint,
     )

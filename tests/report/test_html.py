@@ -24,7 +24,8 @@ def test_the_html_holds_each_section() -> None:
     reaching = sum(cell["reach"] for row in report.matrix for cell in row)
     assert len(re.findall(r'<td class="reach"', html)) == reaching > 0
     assert len(re.findall(r'<td class="none"', html)) == len(report.groups) ** 2 - reaching
-    assert "<code>acme/hwb-nobody</code>" in html
+    assert "a group that selects nothing</td><td><code>acme/hwb-nobody</code>" in html
+    assert len(re.findall(r"<td><code>acme/", html)) == len(report.lint)
 
 
 def test_names_and_messages_are_escaped() -> None:
