@@ -528,13 +528,32 @@ def run_lab(name: str, agents: bool, action: Callable[[Mover], None]) -> None:
         lab.down()
 
 
+def guests(name: str, moves: int, write: bool) -> None:
+    """`benchmarks.migration_guests`: its section, printed and written."""
+    from benchmarks import migration_guests
+
+    load = os.getloadavg()[0]
+    text = migration_guests.section(migration_guests.run(name, moves), load)
+    print(text)
+    if write:
+        write_section(RESULTS, text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moves", type=int, default=20, help="moves with and without state")
     parser.add_argument("--reps", type=int, default=4, help="moves per connection count")
     parser.add_argument("--quick", action="store_true", help="3 moves, up to 10,000; print only")
     parser.add_argument("--name", default="hwgmig", help="the lab's name (<= 11 characters)")
+    parser.add_argument(
+        "--libvirt",
+        action="store_true",
+        help="real guests instead: qemu's downtime against the firewall's gap (--moves each)",
+    )
     args = parser.parse_args()
+    if args.libvirt:
+        guests(args.name + "g", 3 if args.quick else args.moves, not args.quick)
+        return
     moves, reps = (3, 2) if args.quick else (args.moves, args.reps)
     counts = COUNTS[:3] if args.quick else COUNTS
     load = os.getloadavg()[0]

@@ -63,3 +63,25 @@ def test_report_renders_rows_and_verdicts() -> None:
     assert "adds under 50 ms to the switchover: **met**" in text
     assert "hand over in under 2 s: **met**" in text
     assert "reset** in 1 moves" in text
+
+
+def test_the_libvirt_section_renders_downtime_against_the_firewalls_gap() -> None:
+    from benchmarks.migration_guests import GuestMove
+    from benchmarks.migration_guests import section as guest_section
+
+    series = {
+        "agents, with state": [
+            GuestMove(True, True, 300.0, 900.0, False, True),
+            GuestMove(True, True, 500.0, 1100.0, False, True),
+        ],
+        "agents, `--no-state` (strict TCP)": [GuestMove(False, True, 400.0, None, True, True)],
+        "no agents, `--no-state` (no firewall)": [
+            GuestMove(False, False, 350.0, 850.0, False, None, ("x: y",))
+        ],
+    }
+    text = guest_section(series, 1.5)
+    assert text.startswith("## Live migration under libvirt")
+    assert "| agents, with state | 2 | 2/2 | 400 / 500 ms | 1,000 / 1,100 ms | 600 / 600 ms" in text
+    assert "| agents, `--no-state` (strict TCP) | 1 | 0/1 | 400 / 400 ms | - | - | 1/1 |" in text
+    assert "| 1/1 | 350 / 350 ms | 850 / 850 ms | 500 / 500 ms | - |" in text
+    assert "the firewall adds **+150 ms**" in text and "- x: y" in text
