@@ -2,9 +2,11 @@
 source left clean.
 
 - **Destination** (`incoming`): the VM is placed on this host in the catalog the agent
-  compiles (`IncomingOverlay`) before the documents say so, so its rules are in the kernel
-  before its first packet arrives here; the handover receiver accepts its connection state,
-  proven by the one-time key, and injects it into this host's conntrack table.
+  compiles (`IncomingOverlay`; an agent following a manager gets that program from the
+  manager once the move began there: `manager.moves`) before the documents say so, so its
+  rules are in the kernel before its first packet arrives here; the handover receiver
+  accepts its connection state, proven by the one-time key, and injects it into this
+  host's conntrack table.
 - **Source** (`send`): at `precopy` every conntrack entry of the VM's addresses is sent
   while the VM still runs here, and a change list starts (`conntrack.watch`: the keys of
   the VM's entries created, changed or destroyed, from conntrack events); at `switchover`
@@ -39,11 +41,12 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any
 
 from hyperwall.agent.handover import HandoverReceiver, send_state
+from hyperwall.compiler.moving import placed
 from hyperwall.compiler.program import HostProgram
 from hyperwall.dataplane.conntrack import raw, wire
 from hyperwall.dataplane.conntrack.entry import Address
@@ -71,11 +74,9 @@ class IncomingOverlay:
             moving = {k: v for k, v in self.vms.items() if k in catalog.workloads}
         if not moving:
             return catalog, digest
-        workloads = dict(catalog.workloads)
-        for key in moving:
-            workloads[key] = replace(workloads[key], host=self.host)
+        here = placed(catalog, dict.fromkeys(moving, self.host))
         mark = hashlib.sha256(",".join(sorted(moving)).encode()).hexdigest()[:8]
-        return replace(catalog, workloads=workloads), f"{digest}:in-{mark}"
+        return here, f"{digest}:in-{mark}"
 
 
 @dataclass(frozen=True)
@@ -120,24 +121,29 @@ class Migrations:
         raise ValueError(f"unknown op {op!r}")
 
     def incoming(self, vm: str, source: str, key: str) -> dict[str, Any]:
-        if self.discovers and self.receiver is not None:
-            self.receiver.expect(vm, key)  # the rules come with the domain (fail closed till then)
-            return {"ok": True, "ready": False, "waits": "domain"}
-        if self.overlay is None or self.receiver is None:
-            raise ValueError(
-                "this agent cannot take incoming VMs (it follows a manager, or "
-                "has no handover listener)"
-            )
+        if self.receiver is None:
+            raise ValueError("this agent cannot take incoming VMs (no --handover-listen)")
         self.receiver.expect(vm, key)
-        with self.overlay.lock:
-            self.overlay.vms[vm] = source
-        self.reconcile()
+        if self.discovers:
+            return {"ok": True, "ready": False, "waits": "domain"}  # fail closed till then
+        if self.overlay is not None:
+            with self.overlay.lock:
+                self.overlay.vms[vm] = source
+            self.reconcile()
+        # else this agent follows a manager, which places the VM here once the move has
+        # begun there (`POST /v1/migrations`: `manager.moves`); its program arrives as any
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             endpoints = self._endpoints(vm)
             if endpoints:
                 return {"ok": True, "ready": True, "endpoints": len(endpoints)}
             time.sleep(0.01)
+        if self.overlay is None:
+            raise TimeoutError(
+                f"the manager's program for {self.host} did not place {vm} here within"
+                f" {READY_TIMEOUT:g} s: begin the move in the manager first"
+                " (POST /v1/migrations)"
+            )
         raise TimeoutError(f"{vm}'s rules were not in the kernel within {READY_TIMEOUT:g} s")
 
     def send(self, vm: str, address: str, key: str, phase: str) -> dict[str, Any]:

@@ -54,9 +54,9 @@ from hyperwall.lab.migrate import (
     OUTSIDE_PEER,
     GapMeter,
     Hooks,
+    ManagerMove,
     MigrationReport,
     Steps,
-    apply_to_manager,
     find_vm,
     handover_hooks,
     placed,
@@ -440,7 +440,7 @@ def migrate_guest(
         nsexec.run(nsexec.batch_job(deletes, source_ns, force=True), check=False)
         step("reroute")
         if agents.agent_source_file(lab.paths).exists():  # (f)
-            apply_to_manager(lab, w, to, token)
+            ManagerMove(lab, w, to, token).apply()
         write_documents(lab, w, to)
         step("documents")
         if isinstance(hooks, Hooks):  # (g): the domain may be gone here: its addresses given

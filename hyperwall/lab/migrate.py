@@ -19,6 +19,7 @@ the longest time without an echo. Counterparts: `lab.switchover` (pure), `agent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from hyperwall.analysis.trace import TraceInputError, resolve_end
+from hyperwall.compiler import moving
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.evaluator.evaluate import evaluate
 from hyperwall.evaluator.packet import service_packet
@@ -79,9 +81,7 @@ class MigrationReport:
 
 def placed(catalog: Catalog, key: str, host: str) -> Catalog:
     """`catalog` with workload `key` on `host`."""
-    workloads = dict(catalog.workloads)
-    workloads[key] = replace(workloads[key], host=host)
-    return replace(catalog, workloads=workloads)
+    return moving.placed(catalog, {key: host})
 
 
 def find_vm(catalog: Catalog, vm: str, lab: str) -> Workload:
@@ -394,17 +394,46 @@ def write_documents(lab: Lab, w: Workload, host: str) -> None:
     write_state(lab.paths, replace(state, generation=generation))
 
 
-def apply_to_manager(lab: Lab, w: Workload, host: str, token: str | None) -> None:
-    """(e) for a lab whose agents follow a manager: the changed Workload, applied there."""
-    from hyperwall.client import ManagerClient
+class ManagerMove:
+    """For a lab whose agents follow a manager: the move as the manager knows it. `begin`
+    before (a) (the manager serves the destination the program with the VM placed there:
+    `manager.moves`), `apply` at (e) (the Workload's new host), `end` after it."""
 
-    record = json.loads(agents.agent_source_file(lab.paths).read_text())
-    if token is None:
-        raise LabInputError("--token-file: the lab follows a manager; give an admin token")
-    with ManagerClient(record["server"], token) as client:
-        doc = client.document("Workload", w.name, w.tenant)
-        doc["spec"] = {**doc["spec"], "host": host}
-        client.apply([doc], f"lab migrate {w.key} to {host}")
+    def __init__(self, lab: Lab, w: Workload, host: str, token: str | None) -> None:
+        record = json.loads(agents.agent_source_file(lab.paths).read_text())
+        if token is None:
+            raise LabInputError("--token-file: the lab follows a manager; give an admin token")
+        self.server, self.token, self.w, self.host = str(record["server"]), token, w, host
+
+    def _call(self, method: str, **kw: Any) -> object:
+        from hyperwall.client import ManagerClient
+
+        with ManagerClient(self.server, self.token) as client:
+            return client.request(method, "/v1/migrations", **kw)
+
+    def begin(self) -> None:
+        from hyperwall.client.api import ClientError
+
+        body = {"workload": self.w.name, "tenant": self.w.tenant, "to": self.host}
+        try:
+            self._call("POST", json=body)
+        except ClientError as exc:
+            raise LabError(f"refused: the manager did not begin the move: {exc}") from None
+
+    def apply(self) -> None:
+        """(e): the changed Workload, applied in the manager."""
+        from hyperwall.client import ManagerClient
+
+        with ManagerClient(self.server, self.token) as client:
+            doc = client.document("Workload", self.w.name, self.w.tenant)
+            doc["spec"] = {**doc["spec"], "host": self.host}
+            client.apply([doc], f"lab migrate {self.w.key} to {self.host}")
+
+    def end(self) -> None:
+        params = {"workload": self.w.name}
+        if self.w.tenant:
+            params["tenant"] = self.w.tenant
+        self._call("DELETE", params=params)
 
 
 # -- the whole move ------------------------------------------------------------------------
@@ -437,22 +466,32 @@ def migrate(
         old_plan = build_plan(lab.name, placed(catalog, w.key, source), plan.mode)
     sw = plan_switchover(old_plan, new_plan, w.key)
     hooks = handover_hooks(lab, w.key, source, to)
+    manager = (
+        ManagerMove(lab, w, to, token) if agents.agent_source_file(lab.paths).exists() else None
+    )
     peer = echo_peer(catalog, w.key)
     meter = GapMeter(plan.vm(w.key).ns, *peer) if peer else None
     connections, errors = 0, list[str]()
     steps = Steps()
     step = steps.step
+    moved = False
     try:
+        if manager is not None:
+            manager.begin()  # the destination gets the VM's rules from the manager
+            step("begin")
         if isinstance(hooks, Hooks):
             hooks.before_move(state, errors, steps)  # (a), (b)
+        moved = True
         switch(sw, places, new_plan)  # (c)
         step("switchover")
         if isinstance(hooks, Hooks):
             connections = hooks.after_move(state, errors, steps)  # (d) or (d')
-        if agents.agent_source_file(lab.paths).exists():  # (e)
-            apply_to_manager(lab, w, to, token)
+        if manager is not None:  # (e)
+            manager.apply()
         write_documents(lab, w, to)
         step("documents")
+        if manager is not None:
+            manager.end()
         if lab.state().agents:
             try:
                 lab.wait(timeout)
@@ -463,6 +502,11 @@ def migrate(
             hooks.done()  # (f)
             step("done")
         gap = meter.stop() if meter is not None else None
+    except BaseException:
+        if manager is not None and not moved:  # refused before anything moved: undo
+            with contextlib.suppress(Exception):
+                manager.end()
+        raise
     finally:
         if meter is not None:
             meter.kill()

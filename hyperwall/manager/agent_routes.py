@@ -16,9 +16,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
+from hyperwall.compiler.delta import ProgramDelta
 from hyperwall.compiler.digest import digest_text
+from hyperwall.compiler.fleet_programs import HostVersion
 from hyperwall.compiler.program_codec import delta_to_wire, program_to_wire
 from hyperwall.manager.deps import Mgr, Who
+from hyperwall.manager.fleetwatch import FleetWatch
 from hyperwall.manager.metrics import metrics_of
 from hyperwall.manager.service import MAX_WAIT
 from hyperwall.manager_api import (
@@ -61,15 +64,14 @@ async def desired(
     seconds otherwise."""
     who.require_agent_of(host)
     fleet = manager.fleet
-    current = fleet.programs.host(host)
+    pokes = fleet.pokes
+    current = await fleet.host_version(host)
     stale = have is not None and have != digest_text(current.digest)
-    if not stale and not await fleet.wait_past(after, min(wait, MAX_WAIT)):
+    if not stale and not await fleet.wait_past(after, min(wait, MAX_WAIT), pokes):
         return Response(status_code=204)
     revision = fleet.revision
     base = int(have, 16) if have is not None and DIGEST.fullmatch(have) else None
-    version, change = (
-        fleet.programs.since(host, base) if base is not None else (fleet.programs.host(host), None)
-    )
+    version, change = await _version(fleet, host, base)
     body: dict[str, Any] = {
         "revision": max(revision, 0),
         "programRevision": version.revision,
@@ -84,6 +86,22 @@ async def desired(
         cached = fleet.encoded[host] = (version.digest, encoded)
     content = _encode(body)[:-1] + b',"program":' + cached[1] + b"}"
     return Response(content=content, media_type="application/json")
+
+
+async def _version(
+    fleet: FleetWatch, host: str, base: int | None
+) -> tuple[HostVersion, ProgramDelta | None]:
+    """The host's program and the delta to it from the kept version `base` (None: send
+    the whole program). While workloads move to the host (`manager.moves`) the whole
+    program, unless the agent holds it already."""
+    if fleet.moves.into(host):
+        version = await fleet.host_version(host)
+        if base == version.digest:
+            return version, ProgramDelta(host=host)
+        return version, None
+    if base is None:
+        return fleet.programs.host(host), None
+    return fleet.programs.since(host, base)
 
 
 @router.put("/status", status_code=204, response_class=Response)

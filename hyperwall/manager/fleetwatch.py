@@ -25,8 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from typing import Any, TypeVar
 
-from hyperwall.compiler.fleet_programs import FleetPrograms
+from hyperwall.compiler.fleet_programs import FleetPrograms, HostVersion
 from hyperwall.manager.catalogs import CatalogTracker
+from hyperwall.manager.moves import Moves
 from hyperwall.policy.errors import DocumentsInvalid
 from hyperwall.policy.model import Catalog
 from hyperwall.store import Resync, Revision, Store
@@ -45,6 +46,8 @@ class FleetWatch:
         self.error: str | None = None
         self.changed: OrderedDict[int, list[str]] = OrderedDict()
         self.encoded: dict[str, tuple[int, bytes]] = {}  # host -> (digest, whole program JSON)
+        self.moves = Moves()  # live migrations: their destinations' programs (`manager.moves`)
+        self.pokes = 0  # raised by `poke`: a host's program changed without a revision
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="hyperwall-fleet")
         self._cond = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -120,14 +123,34 @@ class FleetWatch:
 
     # -- waiting ------------------------------------------------------------------------
 
-    async def wait_past(self, after: int, wait: float) -> bool:
-        """Wait up to `wait` seconds until the programs are past revision `after`."""
-        if self.revision > after:
+    async def wait_past(self, after: int, wait: float, pokes: int | None = None) -> bool:
+        """Wait up to `wait` seconds until the programs are past revision `after` (or, with
+        `pokes`, until `poke` was called since the caller read that count)."""
+
+        def ready() -> bool:
+            return self.revision > after or (pokes is not None and self.pokes != pokes)
+
+        if ready():
             return True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(wait, 0.0)), self._cond:
-                await self._cond.wait_for(lambda: self.revision > after)
-        return self.revision > after
+                await self._cond.wait_for(ready)
+        return ready()
+
+    async def poke(self) -> None:
+        """Wake the long-polls: a program changed without a new revision (a move began or
+        ended: `manager.moves`)."""
+        async with self._cond:
+            self.pokes += 1
+            self._cond.notify_all()
+
+    async def host_version(self, host: str) -> HostVersion:
+        """The program `host`'s agent is served: the ordinary one, or while workloads move
+        to it, the one with them placed there."""
+        if not self.moves.into(host):
+            return self.programs.host(host)
+        moving: HostVersion | None = await self.run(self.moves.program, host, self.programs)
+        return moving if moving is not None else self.programs.host(host)
 
     async def wait_for(self, revision: int, wait: float) -> list[str] | None:
         """The hosts whose programs `revision` changed, once the programs reach it (None if
