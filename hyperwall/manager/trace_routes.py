@@ -129,7 +129,13 @@ async def live_trace(body: TraceRequest, who: Who, manager: Mgr, request: Reques
     hosts: dict[str, Any] = {}
     for host in job.hosts:
         answer = job.results.get(host)
-        hosts[host] = answer if answer is not None else {"error": "no answer from its agent"}
+        if answer is None:
+            answer_missing = {"error": "no answer from its agent"}
+            if job.finished():  # the sender denied the probe: this host was not waited for
+                answer_missing = {"note": "not waited for: the sender's end denied the probe"}
+            hosts[host] = answer_missing
+        else:
+            hosts[host] = answer
         for hit in (answer or {}).get("hits", []):
             live.setdefault(
                 hit["end"],

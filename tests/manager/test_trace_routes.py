@@ -138,5 +138,6 @@ def test_a_denied_egress_does_not_wait_for_the_receiver(
     receiver.start()
     answer = trace(live, tokens["provider"], "web-1", "db-1", "tcp/5432", timeout=20).json()
     assert answer["agrees"] and answer["unchecked"] == ["ingress"]
+    assert answer["missing"] == [] and "not waited for" in answer["hosts"]["hv2"]["note"]
     sender.join(10)
     receiver.join(10)
