@@ -29,8 +29,9 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from benchmarks.section_cli import section_main
 from hyperwall.agent.hits import HitReader, HitTracker
 from hyperwall.dataplane.netns import inside
 from hyperwall.dataplane.nft.backend import NftBackend
-from hyperwall.dataplane.nft.hits import attribution, read_hits
+from hyperwall.dataplane.nft.hits import Attribution, attribution, read_hits
 from hyperwall.dataplane.nft.json_text import Raw
 
 PATHS = {"same-host": SERVER_A, "cross-host": SERVER_B}
@@ -97,8 +98,9 @@ class Results:
     pairs: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)
     loads: dict[str, float] = field(default_factory=dict)
     edits: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    readings: dict[int, list[float]] = field(default_factory=dict)  # nothing moved
-    full_readings: dict[int, list[float]] = field(default_factory=dict)  # every set listed
+    # (wall, CPU) seconds of readings: when nothing moved, and when every set is listed
+    readings: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
+    full_readings: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
     counted: dict[int, int] = field(default_factory=dict)  # rules with a counter, per size
 
 
@@ -141,19 +143,16 @@ def run(plan: Plan, tools: dp.Tools, log: dp.Log) -> Results:
             on = kept[f"on-{n}"]
             reader = HitReader(on.backend, HitTracker(), on.client)
             reader.read(time.time())  # the attribution, once per program
+            assert on.backend.program is not None and on.backend.state is not None
+            found = attribution(on.backend.program, on.backend.state, on.backend.local)
             for _ in range(plan.readings):
-                start = time.perf_counter()
-                reader.read(time.time())
-                results.readings.setdefault(n, []).append(time.perf_counter() - start)
-                assert on.backend.program is not None and on.backend.state is not None
-                found = attribution(on.backend.program, on.backend.state, on.backend.local)
-                start = time.perf_counter()
-                read_hits(on.client.list_table() or {}, found)
-                results.full_readings.setdefault(n, []).append(time.perf_counter() - start)
+                results.readings.setdefault(n, []).append(_timed(partial(reader.read, 0.0)))
+                full = partial(_read_everything, on.client, found)
+                results.full_readings.setdefault(n, []).append(_timed(full))
             results.counted[n] = len(reader.tracker.rules)
             log(
-                f"  counters read at {n:,} rules: {results.readings[n]} s; every set listed:"
-                f" {results.full_readings[n]} s"
+                f"  counters read at {n:,} rules: {_wall_cpu(results.readings[n])}; every set"
+                f" listed: {_wall_cpu(results.full_readings[n])}"
             )
         for inst in instances.values():
             inst.start_servers(
@@ -181,6 +180,26 @@ def run(plan: Plan, tools: dp.Tools, log: dp.Log) -> Results:
     results.seconds = time.perf_counter() - began
     results.load_end = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return results
+
+
+def _wall_cpu(samples: list[tuple[float, float]]) -> str:
+    if not samples:
+        return "-"
+    wall = statistics.median(w for w, _ in samples)
+    cpu = statistics.median(c for _, c in samples)
+    return f"{wall * 1000:,.0f} / {cpu * 1000:,.0f} ms"
+
+
+def _read_everything(client: dp.TimedClient, found: Attribution) -> None:
+    """A reading that lists the whole table, every element counter attributed."""
+    read_hits(client.list_table() or {}, found)
+
+
+def _timed(work: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU seconds (this process: libnftables runs in it) of `work`."""
+    start, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def _ratio(pairs: list[list[float]]) -> float:
@@ -223,14 +242,13 @@ def render(results: Results, command: str) -> str:
         "and when every set moved (the whole table listed, every element counter "
         "attributed: the most a reading costs):",
         "",
-        "| rules | rule keys counted | nothing moved | every set moved |",
+        "| rules | rule keys counted | nothing moved: wall / CPU | every set moved: wall / CPU |",
         "|---|---|---|---|",
     ]
     for n, times in results.readings.items():
-        full = results.full_readings.get(n, [float("nan")])
+        full = results.full_readings.get(n, [])
         lines.append(
-            f"| {n:,} | {results.counted.get(n, 0):,} | {statistics.median(times) * 1000:,.0f}"
-            f" ms | {statistics.median(full) * 1000:,.0f} ms |"
+            f"| {n:,} | {results.counted.get(n, 0):,} | {_wall_cpu(times)} | {_wall_cpu(full)} |"
         )
     lines += [
         "",

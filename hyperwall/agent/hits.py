@@ -132,7 +132,7 @@ def read_report(path: Path) -> tuple[float | None, dict[str, dict[str, Any]]]:
 class Listing(Protocol):
     """What the reader needs of the kernel (`nft.kernel.NftKernel`)."""
 
-    def list_rules(self) -> dict[str, Any] | None: ...
+    def list_rules(self) -> dict[str, Any]: ...
 
     def list_set(self, name: str) -> dict[str, Any]: ...
 
@@ -162,7 +162,7 @@ class HitReader:
             self._attribution = attribution(program, state, self.backend.local)
             self._for = program
         listing = self.kernel.list_rules()
-        counters, lookups = rule_counters(listing or {}, self._attribution)
+        counters, lookups = rule_counters(listing, self._attribution)
         self.sets_listed = 0
         for name, hits in lookups.items():
             if self._lookups.get(name) == hits and name in self._elements:

@@ -14,6 +14,7 @@ sets, as one nfnetlink batch of `NFT_MSG_NEWSETELEM` messages (`nft.netlink`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hyperwall.dataplane.netns import enter
-from hyperwall.dataplane.nft import netlink
+from hyperwall.dataplane.nft import netlink, rule_dump
 from hyperwall.dataplane.nft.json_text import encode
 from hyperwall.dataplane.nft.kernel_api import NftError
 from hyperwall.dataplane.nft.table import FAMILY, TABLE
@@ -92,14 +93,27 @@ class NftKernel:
         listing: dict[str, Any] = json.loads(out)
         return listing
 
-    def list_rules(self, family: str = FAMILY) -> dict[str, Any] | None:
-        """Our table of `family` without set elements (`nft -t`): chains and rules with
-        their counters, cheap whatever the sets hold; None if the table does not exist."""
-        self._nft.set_terse_output(True)
-        try:
-            return self.list_table(family)
-        finally:
-            self._nft.set_terse_output(False)
+    def list_rules(self) -> dict[str, Any]:
+        """The rules of our inet table with their counters, as an `nft -j` listing of
+        rules (the counter only), from a netlink dump of the rules alone (`nft.rule_dump`:
+        libnftables would fetch every set element first). Empty if there is no table."""
+        with enter(self._netns):
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 12)
+        rules: list[dict[str, Any]] = []
+        with sock:
+            sock.settimeout(_NETLINK_TIMEOUT)
+            sock.bind((0, 0))
+            sock.send(rule_dump.dump_request(TABLE, 1))
+            try:
+                done = False
+                while not done:
+                    found, done = rule_dump.parse(sock.recv(1 << 16))
+                    rules.extend(found)
+            except rule_dump.DumpError as exc:
+                if exc.errno == errno.ENOENT:  # no table
+                    return {"nftables": []}
+                raise NftError(str(exc)) from exc
+        return {"nftables": rules}
 
     def list_set(self, name: str, family: str = FAMILY) -> dict[str, Any]:
         """One set of our table with its elements (and their counters), as JSON."""
