@@ -29,11 +29,9 @@ socket could not hold is counted (`overruns`). Results go to `docs/benchmarks.md
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -46,7 +44,8 @@ from benchmarks import dataplane as dp
 from benchmarks import dataplane_policy as policy
 from benchmarks import dataplane_topology as topo
 from benchmarks.dataplane_policy import CLIENT, HOST_A, HOST_B, SERVER_A, SERVER_B
-from benchmarks.results_file import write_section
+from benchmarks.paired import conn_rate, median_ratio, pairs_table, run_line
+from benchmarks.section_cli import section_main
 from hyperwall.agent.flow_sink import FlowSink
 from hyperwall.agent.flowlog import FlowLog
 from hyperwall.compiler.fleet import FleetCompiler
@@ -201,15 +200,6 @@ def _program_of(backend: NftBackend) -> Callable[[], HostProgram | None]:
     return lambda: backend.program
 
 
-def _rate(tools: dp.Tools, case: Case, seconds: float, server: policy.Vm) -> float:
-    case.inst.flush_conntrack()
-    try:
-        got = dp.run_client(tools, case.inst, "crr", server.ip, policy.CRR_PORT, seconds, 1)
-        return float(got.get("per_second", float("nan")))
-    except (topo.CommandFailed, ValueError, KeyError):
-        return float("nan")
-
-
 def _default_counters(case: Case) -> tuple[int, int]:
     """(packets that reached host A's logged-default rules, packets logged)."""
     backend = case.backends[HOST_A]
@@ -251,14 +241,14 @@ def run(plan: Plan, tools: dp.Tools, log: dp.Log) -> Results:
                         for name in order:
                             case = cases[name]
                             records, cpu = case.records(), _cpu()
-                            got[name] = _rate(tools, case, plan.pair_seconds, server)
+                            got[name] = conn_rate(tools, case.inst, server, plan.pair_seconds)
                             if name == "every":
                                 _settle(case)
                                 results.every["records"] += case.records() - records
                                 results.every["cpu"] += _cpu() - cpu
                                 results.every["seconds"] += plan.pair_seconds
                         pairs.append([got[variant], got["off"]])
-                    log(f"{variant} / off {path}: median ratio {_ratio(pairs):.3f}")
+                    log(f"{variant} / off {path}: median ratio {median_ratio(pairs):.3f}")
             every = cases["every"]
             before_total, before_logged = _default_counters(every)
             records, cpu = every.records(), _cpu()
@@ -289,21 +279,13 @@ def run(plan: Plan, tools: dp.Tools, log: dp.Log) -> Results:
     return results
 
 
-def _ratio(pairs: list[list[float]]) -> float:
-    ratios = [a / b for a, b in pairs if a == a and b == b and b > 0]
-    return statistics.median(ratios) if ratios else float("nan")
-
-
 def render(results: Results, command: str) -> str:
-    plan, m = results.plan, results.machine
+    plan = results.plan
     every, flood = results.every, results.flood
     lines = [
         SECTION,
         "",
-        f"Run {results.started} with `{command}` in {results.seconds / 60:.1f} min on "
-        f"{m['nproc']} vCPU {m['cpu']}, kernel {m['kernel']}, {m['nft']}; load average "
-        f"{m['load']} at the start, {results.load_end} at the end (a shared machine: the "
-        "ratios come from pairs run back to back, order alternating).",
+        run_line(results.machine, results.started, command, results.seconds, results.load_end),
         "",
         "New connections per second (`hwb_client crr`, client and server pinned to one vCPU) "
         "with the admitting rule logged against not logged (`off`), "
@@ -311,16 +293,8 @@ def render(results: Results, command: str) -> str:
         "most 200 records/s per rule, the rest counted as suppressed; `every`: no limit, "
         "every connection logged, read and written. Target: ratio > 0.90.",
         "",
-        "| pair | path | median ratio | median conn/s (logged side) | median conn/s (off) |",
-        "|---|---|---|---|---|",
+        *pairs_table(results.pairs, "logged side", "off"),
     ]
-    for name, paths in results.pairs.items():
-        for path, pairs in paths.items():
-            first = statistics.median([a for a, _ in pairs]) if pairs else float("nan")
-            second = statistics.median([b for _, b in pairs]) if pairs else float("nan")
-            lines.append(
-                f"| {name} | {path} | {_ratio(pairs):.3f} | {first:,.0f} | {second:,.0f} |"
-            )
     per_record = every["cpu"] / every["records"] * 1e6 if every["records"] else float("nan")
     rate = every["records"] / every["seconds"] if every["seconds"] else float("nan")
     lines += [
@@ -348,20 +322,7 @@ def render(results: Results, command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks/flowlog", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="few short pairs")
-    parser.add_argument("--tools", type=Path, required=True, help="directory of built C tools")
-    parser.add_argument("--output", type=Path, default=dp.DEFAULT_OUTPUT)
-    parser.add_argument("--no-write", action="store_true", help="only print the results")
-    args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    command = "benchmarks/flowlog" + (" --quick" if args.quick else "")
-    results = run(plan, dp.tools_in(args.tools), lambda s: print(s, file=sys.stderr, flush=True))
-    section = render(results, command)
-    print(section)
-    if not args.no_write and not args.quick:
-        write_section(args.output, section)
-    return 0
+    return section_main("benchmarks/flowlog", __doc__, (FULL, QUICK), run, render, argv)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,15 @@ from hyperwall.cli.common import (
     out,
     print_json,
 )
+from hyperwall.cli.logs import (
+    ActionFilterOpt,
+    RuleFilterOpt,
+    SinceOpt,
+    TenantFilterOpt,
+    UntilOpt,
+    WorkloadFilterOpt,
+    time_bounds,
+)
 from hyperwall.cli.stats import (
     PolicyOpt,
     TenantOpt,
@@ -36,7 +45,7 @@ from hyperwall.cli.stats import (
     lab_body,
     render,
 )
-from hyperwall.flows.filter import FlowFilter, parse_when
+from hyperwall.flows.filter import FlowFilter
 from hyperwall.flows.local import read_local
 from hyperwall.flows.text import record_line
 from hyperwall.lab.agents import flow_log
@@ -299,30 +308,18 @@ def stats(
 @lab_app.command("logs")
 def logs(
     name: str = _NAME,
-    tenant: str | None = typer.Option(None, "--tenant", help="a tenant; '-': provider workloads"),
-    workload: str | None = typer.Option(
-        None, "--workload", help="tenant/name, or a name in any tenant"
-    ),
-    rule: str | None = typer.Option(
-        None, "--rule", help="a rule id, or a prefix of it (tenant/policy: that policy's rules)"
-    ),
-    action: str | None = typer.Option(None, "--action", help="allow, drop, reject, ..."),
-    since: str | None = typer.Option(
-        None, "--since", help="how far back: 30s, 10m, 2h, 7d, or a time (2026-12-03T07:00:00Z)"
-    ),
-    until: str | None = typer.Option(None, "--until", help="up to (excluded): like --since"),
+    tenant: str | None = TenantFilterOpt,
+    workload: str | None = WorkloadFilterOpt,
+    rule: str | None = RuleFilterOpt,
+    action: str | None = ActionFilterOpt,
+    since: str | None = SinceOpt,
+    until: str | None = UntilOpt,
     limit: int | None = typer.Option(None, "--limit", help="only the newest N records"),
     as_json: bool = typer.Option(False, "--json", help="One JSON record per line"),
 ) -> None:
     """The lab agents' own flow logs (logged decisions, connections, suppression
     summaries), merged by time and filtered like `hyperwall logs`."""
-    now = time.time_ns() // 1000
-    bounds: list[int | None] = []
-    for option, value in (("--since", since), ("--until", until)):
-        try:
-            bounds.append(parse_when(value, now) if value is not None else None)
-        except ValueError as exc:
-            fail(f"{option}: {exc}", EXIT_INPUT)
+    bounds = time_bounds(since, until, time.time_ns() // 1000)
     if limit is not None and limit < 0:
         fail("--limit: not negative", EXIT_INPUT)
     flt = FlowFilter(tenant, workload, rule, action, bounds[0], bounds[1])

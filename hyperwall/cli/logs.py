@@ -38,19 +38,37 @@ def _print(records: list[dict[str, Any]], as_json: bool) -> None:
     sys.stdout.flush()
 
 
+# The filters, shared with `hyperwall lab logs` (`cli.lab`).
+TenantFilterOpt = typer.Option(None, "--tenant", help="a tenant; '-': provider workloads")
+WorkloadFilterOpt = typer.Option(None, "--workload", help="tenant/name, or a name in any tenant")
+RuleFilterOpt = typer.Option(
+    None, "--rule", help="a rule id, or a prefix of it (tenant/policy: that policy's rules)"
+)
+ActionFilterOpt = typer.Option(None, "--action", help="allow, drop, reject, ...")
+SinceOpt = typer.Option(
+    None, "--since", help="how far back: 30s, 10m, 2h, 7d, or a time (2026-12-03T07:00:00Z)"
+)
+UntilOpt = typer.Option(None, "--until", help="up to (excluded): like --since")
+
+
+def time_bounds(since: str | None, until: str | None, now_us: int) -> list[int | None]:
+    """[since, until] in microseconds (None where not given); exit 2 naming a bad one."""
+    bounds: list[int | None] = []
+    for name, value in (("--since", since), ("--until", until)):
+        try:
+            bounds.append(parse_when(value, now_us) if value is not None else None)
+        except ValueError as exc:
+            fail(f"{name}: {exc}", EXIT_INPUT)
+    return bounds
+
+
 def logs(
-    tenant: str | None = typer.Option(None, "--tenant", help="a tenant; '-': provider workloads"),
-    workload: str | None = typer.Option(
-        None, "--workload", help="tenant/name, or a name in any tenant"
-    ),
-    rule: str | None = typer.Option(
-        None, "--rule", help="a rule id, or a prefix of it (tenant/policy: that policy's rules)"
-    ),
-    action: str | None = typer.Option(None, "--action", help="allow, drop, reject, ..."),
-    since: str | None = typer.Option(
-        None, "--since", help="how far back: 30s, 10m, 2h, 7d, or a time (2026-12-03T07:00:00Z)"
-    ),
-    until: str | None = typer.Option(None, "--until", help="up to (excluded): like --since"),
+    tenant: str | None = TenantFilterOpt,
+    workload: str | None = WorkloadFilterOpt,
+    rule: str | None = RuleFilterOpt,
+    action: str | None = ActionFilterOpt,
+    since: str | None = SinceOpt,
+    until: str | None = UntilOpt,
     limit: int = typer.Option(100, "--limit", help=f"the newest N records (at most {MAX_LIMIT})"),
     follow: bool = typer.Option(False, "--follow", help="keep printing new records"),
     interval: float = typer.Option(1.0, "--interval", help="seconds between --follow requests"),
@@ -59,13 +77,7 @@ def logs(
     as_json: bool = JsonOpt,
 ) -> None:
     """Flow records the manager keeps from every agent (logged decisions, connections)."""
-    now = int(time.time() * 1_000_000)
-    for name, value in (("--since", since), ("--until", until)):
-        if value is not None:
-            try:
-                parse_when(value, now)
-            except ValueError as exc:
-                fail(f"{name}: {exc}", EXIT_INPUT)
+    time_bounds(since, until, int(time.time() * 1_000_000))  # checked here, sent as given
     if not 1 <= limit <= MAX_LIMIT:
         fail(f"--limit: between 1 and {MAX_LIMIT}", EXIT_INPUT)
     if interval <= 0:

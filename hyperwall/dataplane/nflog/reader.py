@@ -51,10 +51,7 @@ class NflogReader:
 
     def __init__(self, group: int, netns: str | None = None, rcvbuf: int = RCVBUF) -> None:
         self.group = group
-        if netns is not None:
-            with inside(netns):
-                self._sock = _open(rcvbuf)
-        else:
+        with inside(netns) if netns is not None else contextlib.nullcontext():
             self._sock = _open(rcvbuf)
         self.overruns = 0
         self.undecodable = 0
