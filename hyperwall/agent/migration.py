@@ -57,6 +57,7 @@ from hyperwall.policy.model import Catalog
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT = 30.0
+ABANDON_S = 600.0  # a precopy not followed by a switchover or release within this
 
 
 class IncomingOverlay:
@@ -100,6 +101,8 @@ class Migrations:
     injected: dict[str, set[bytes]] = field(default_factory=dict)  # vm -> keys we injected
     discovers: bool = False  # --libvirt: VMs (and their rules) arrive with their domains
     known: dict[str, list[Address]] = field(default_factory=dict)  # vm -> its addresses
+    abandon_after: float = ABANDON_S  # a precopy without switchover or release this long
+    lock: threading.Lock = field(default_factory=threading.Lock)  # watches: requests, timers
 
     # -- the control socket's operations ------------------------------------------------
 
@@ -180,7 +183,10 @@ class Migrations:
         old = self.watches.pop(vm, None)
         if old is not None:
             old.stop()
-        self.watches[vm] = ChangeWatch(addresses)
+        watch = self.watches[vm] = ChangeWatch(addresses)
+        timer = threading.Timer(self.abandon_after, self._abandoned, (vm, watch))
+        timer.daemon = True
+        timer.start()
         with Conntrack() as conntrack:
             entries = conntrack.dump_raw(addresses)
         self.sent[vm] = Precopy(
@@ -195,7 +201,8 @@ class Migrations:
         could expire on the destination before traffic refreshes them there (traffic
         refreshed them here without an event), read back by key. Without a complete
         change list (no pre-copy, lost events, a long wait), every entry again."""
-        watch, precopy = self.watches.pop(vm, None), self.sent.pop(vm, None)
+        with self.lock:
+            watch, precopy = self.watches.pop(vm, None), self.sent.pop(vm, None)
         changes = watch.stop() if watch is not None else None
         with Conntrack() as conntrack:
             if changes is None or changes.overrun or precopy is None:
@@ -216,10 +223,11 @@ class Migrations:
         addresses = (
             self._addresses(vm) or self.known.get(vm) or [ip_address(a) for a in given or ()]
         )
-        watch = self.watches.pop(vm, None)
+        with self.lock:
+            watch = self.watches.pop(vm, None)
+            self.sent.pop(vm, None)
         if watch is not None:
             watch.stop()
-        self.sent.pop(vm, None)
         self.known.pop(vm, None)
         keep = {a.packed for a in self._local_addresses(exclude=vm)}
         with Conntrack() as conntrack:
@@ -227,6 +235,29 @@ class Migrations:
             gone = [e.key for e in entries if not raw.key_addresses(e.key) & keep]
             removed = conntrack.delete_raw(gone) if gone else 0
         return {"ok": True, "removed": removed}
+
+    def _abandoned(self, vm: str, watch: ChangeWatch) -> None:
+        """A precopy that no switchover nor release followed within `abandon_after` (the
+        orchestrator died, or gave up). If the VM still runs here the move was abandoned
+        before its switchover: the change list goes. If it left (the hypervisor's switchover
+        happened, then the orchestrator died), nothing of it stays behind: `release`."""
+        here = bool(self._endpoints(vm))
+        with self.lock:
+            if self.watches.get(vm) is not watch:
+                return  # switched over, released, or a newer precopy
+            if here:
+                self.watches.pop(vm, None)
+                self.sent.pop(vm, None)
+        if here:
+            watch.stop()
+            log.warning("migration: %s: precopy not followed by a switchover; dropped", vm)
+            return
+        answer = self.release(vm)
+        log.warning(
+            "migration: %s left without its switchover; %d entries removed here",
+            vm,
+            answer["removed"],
+        )
 
     def done(self, vm: str) -> dict[str, Any]:
         self.injected.pop(vm, None)
