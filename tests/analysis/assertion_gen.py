@@ -23,7 +23,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from hyperwall.compiler.fleet import FleetCompiler
-from hyperwall.evaluator.evaluate import evaluate
+from hyperwall.evaluator.evaluate import Decision, evaluate
 from hyperwall.evaluator.packet import service_packet
 from hyperwall.policy.model import Catalog
 from hyperwall.policy.ports import PROTO_NUMBERS, is_inline, parse_port_spec
@@ -125,14 +125,23 @@ class Verdicts:
                 for ip in iface.ips:
                     self.owners[ip] = (w.host, f"{w.key}/{iface.name}")
 
-    def __call__(self, src: str, dst: str, proto: str, port: int) -> str:
+    def ends(self, src: str, dst: str, proto: str, port: int) -> tuple[Decision | None, ...]:
+        """The egress and the ingress decision (None: that end is not a workload)."""
         packet = service_packet(src, dst, proto, port)
+        out: list[Decision | None] = []
         for address, direction in ((src, "out"), (dst, "in")):
             found = self.owners.get(address)
-            if found is not None:
-                decision = evaluate(self.programs[found[0]], found[1], direction, packet)  # type: ignore[arg-type]
-                if decision.verdict != "allow":
-                    return decision.verdict
+            out.append(
+                None
+                if found is None
+                else evaluate(self.programs[found[0]], found[1], direction, packet)  # type: ignore[arg-type]
+            )
+        return tuple(out)
+
+    def __call__(self, src: str, dst: str, proto: str, port: int) -> str:
+        for decision in self.ends(src, dst, proto, port):
+            if decision is not None and decision.verdict != "allow":
+                return decision.verdict
         return "allow"
 
 
