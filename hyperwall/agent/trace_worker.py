@@ -35,9 +35,11 @@ from hyperwall.dataplane.nft.table import TableState
 from hyperwall.dataplane.nft.trace_attribute import attribute, decided, first_packet
 from hyperwall.dataplane.nft.trace_frame import PROTOS, Probe
 from hyperwall.dataplane.nft.trace_kernel import (
+    TRACE_TABLE,
     Injector,
     TraceListener,
     TraceTable,
+    chain_name,
 )
 from hyperwall.dataplane.nft.trace_netlink import TraceEvent
 from hyperwall.evaluator.packet import Packet
@@ -123,8 +125,14 @@ class TraceWorker:
                 continue
             if code != 200:
                 continue
-            for task in json.loads(body).get("tasks", []):
-                self.handle(task)
+            try:
+                tasks = json.loads(body)["tasks"]
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("trace tasks: bad answer: %s", exc)
+                continue
+            for task in tasks:
+                if isinstance(task, dict):
+                    self.handle(task)
 
     # -- tasks -----------------------------------------------------------------------------
 
@@ -148,7 +156,7 @@ class TraceWorker:
                 self.inject(task)
         except Exception as exc:  # reported to the manager; the agent goes on
             log.warning("trace %s: %s failed: %s", task.get("id"), task.get("action"), exc)
-            self._post(str(task["id"]), "result", {"error": f"{task.get('action')}: {exc}"})
+            self._post(str(task.get("id")), "result", {"error": f"{task.get('action')}: {exc}"})
 
     def arm(self, task: dict[str, Any]) -> None:
         assert self.table is not None
@@ -172,8 +180,15 @@ class TraceWorker:
         assert self.table is not None
         events: list[TraceEvent] = []
         error: str | None = None
+        mine: set[int] = set()  # the packets our trace rule marked (other traces may run)
+
+        def done(event: TraceEvent) -> bool:
+            if event.table == TRACE_TABLE and event.chain == chain_name(trace_id):
+                mine.add(event.id)
+            return event.id in mine and decided(event)
+
         try:
-            events = list(listener.events(deadline, decided))
+            events = list(listener.events(deadline, done))
         except Exception as exc:
             error = f"reading trace events: {exc}"
         finally:
@@ -182,7 +197,7 @@ class TraceWorker:
                 self.table.disarm(trace_id)
             except Exception as exc:
                 log.warning("trace %s: removing the trace rule failed: %s", trace_id, exc)
-        ours = first_packet(events)
+        ours = first_packet([e for e in events if e.id in mine])
         program, state = self.applied()
         hits: list[dict[str, Any]] = []
         if program is not None and state is not None and ours:

@@ -22,6 +22,7 @@ import re
 import subprocess
 import urllib.error
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -65,6 +66,20 @@ def test_probe_table_agrees_with_trace(fleet: Fleet) -> None:
             assert answer["live"]["egress"]["verdict"] != "allow"
     assert seen == {"allow", "drop", "reject"}
     assert len(rows) >= 15
+
+
+def test_concurrent_traces_each_see_their_own_probe(fleet: Fleet) -> None:
+    """Two traces at once through the same hosts: each agent follows only the packets its
+    own trace rule marked."""
+    pairs = [
+        ("web-1", "app-1", "app-api"),
+        ("lb-1", "web-2", "http"),
+        ("web-1", "db-1", "tcp/5432"),
+    ]
+    with ThreadPoolExecutor(len(pairs)) as pool:
+        answers = list(pool.map(lambda p: live(fleet, *p), pairs))
+    for pair, answer in zip(pairs, answers, strict=True):
+        assert answer["agrees"] and not answer["missing"], (pair, answer["differences"])
 
 
 def _cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
