@@ -203,6 +203,9 @@ def _render_status(status: LabStatus) -> None:
         line = f"  agent {a.host:10} pid {a.pid} {state}"
         if a.error:
             line += f" error: {a.error}"
+        if a.flowlog:
+            f = a.flowlog
+            line += f" flow log: {f.get('records', 0)} records, {f.get('suppressed', 0)} suppressed"
         out.print(line, markup=True)
 
 

@@ -19,7 +19,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from hyperwall.agent.flowlog import read_flowlog_status
 from hyperwall.agent.status import read_status
 from hyperwall.attachment import Attachment
 from hyperwall.compiler.fleet import FleetCompiler
@@ -158,6 +160,7 @@ class AgentReport:
     program_hash: str | None
     expected_hash: str | None
     error: str | None
+    flowlog: Mapping[str, Any] | None = None  # the agent's flow log counts (`agent.flowlog`)
 
     @property
     def ok(self) -> bool:
@@ -178,6 +181,7 @@ class AgentReport:
             "expected_hash": self.expected_hash,
             "in_sync": self.ok,
             "error": self.error,
+            "flowlog": self.flowlog,
         }
 
 
@@ -207,6 +211,7 @@ def agent_reports(
                 program_hash=status.program_hash if status else None,
                 expected_hash=expected.get(host),
                 error=error,
+                flowlog=read_flowlog_status(paths.agent_dir(host) / "flowlog.json"),
             )
         )
     return reports

@@ -290,3 +290,5 @@ def test_a_flood_keeps_memory_flat_and_counts_what_was_suppressed(lab: Lab) -> N
     assert after - before < 8 * 1024, (before, after)  # flat: no growth with the flood
     status = read_flowlog_status(lab.paths.agent_dir("hv2") / "flowlog.json")
     assert status is not None and status["by_rule"]["t/p/flood"] == total - logged
+    report = next(a for a in lab.status().agents if a.host == "hv2")  # lab status shows it
+    assert report.flowlog is not None and report.flowlog["suppressed"] >= total - logged

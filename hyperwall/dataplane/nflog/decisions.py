@@ -49,17 +49,29 @@ class Attributor:
             self.by_ifname[ifname(ep)] = ep
             for ip in ep.ips:
                 self.by_address[_ip_key(ip)] = ep
-        self._previous = previous
+        if previous is not None:
+            previous.forget_previous()  # one program back, never a chain of them
+        self._previous: Attributor | None = previous
+        self._own: RuleNumbers | None = None
         self._numbers: RuleNumbers | None = None
 
+    def forget_previous(self) -> None:
+        self._previous = None
+
+    def own_numbers(self) -> RuleNumbers:
+        """This program's rule numbers alone (made once)."""
+        if self._own is None:
+            self._own = RuleNumbers.of_program(self.program)
+        return self._own
+
     def numbers(self) -> RuleNumbers:
-        """This program's rule numbers merged with the previous program's (made once, on
-        the first cut prefix)."""
+        """This program's rule numbers merged with the previous program's own (made once,
+        on the first cut prefix): never more than two programs' worth."""
         if self._numbers is None:
-            own = RuleNumbers.of_program(self.program)
-            before = self._previous.numbers() if self._previous is not None else None
-            self._numbers = own.merged(before) if before is not None else own
-            self._previous = None  # one program back is enough: drop the chain
+            own = self.own_numbers()
+            before = self._previous
+            self._numbers = own.merged(before.own_numbers()) if before is not None else own
+            self._previous = None  # merged: the previous program can go
         return self._numbers
 
     def record(

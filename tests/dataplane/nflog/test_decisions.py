@@ -90,8 +90,13 @@ def test_long_rule_ids_map_through_this_and_the_previous_program() -> None:
     old = Attributor(_program(LONG), _ifname)
     new = Attributor(_program("acme/p/other"), _ifname, previous=old)
     message = _message(log_prefix(LONG, "drop", "in"), b"", None, 2)
+    third = Attributor(_program("acme/p/third"), _ifname, previous=new)  # before `new` maps
+    assert third.record(message, IFNAMES.get, "hv1", 1).rule is None  # type: ignore[union-attr]
+    new = Attributor(_program("acme/p/other"), _ifname, previous=old)
     record = new.record(message, IFNAMES.get, "hv1", 1)
     assert record is not None and record.rule == LONG  # logged under the old program
+    third = Attributor(_program("acme/p/third"), _ifname, previous=new)
+    assert third.record(message, IFNAMES.get, "hv1", 1).rule is None  # type: ignore[union-attr]
     fresh = Attributor(_program("acme/p/other"), _ifname)
     unmapped = fresh.record(message, IFNAMES.get, "hv1", 1)
     assert unmapped is not None and unmapped.rule is None
