@@ -81,8 +81,9 @@ def agent(
     flow_log: Path | None = typer.Option(
         None,
         "--flow-log",
-        help="The flow log (JSON lines, rotated by size): logged decisions and a record per"
-        " managed connection that ends; shipped to the manager with --server",
+        help="The flow log (JSON lines, rotated by size), e.g. /var/log/hyperwall/flows.jsonl:"
+        " logged decisions and a record per managed connection that ends; shipped to the"
+        " manager with --server. Off without it",
     ),
     flow_summary_seconds: float = typer.Option(
         10.0,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from hyperwall.flows.record import FlowRecord, encode
 
-DEFAULT_PATH = Path("/var/log/hyperwall/flows.jsonl")
+DEFAULT_PATH = Path("/var/log/hyperwall/flows.jsonl")  # the place `hyperwall agent --help` names
 MAX_BYTES = 16 * 1024 * 1024
 BACKUPS = 4
 
