@@ -250,7 +250,12 @@ def run_agent(config: AgentConfig) -> None:
     metrics: AgentMetrics | None = None
     if config.metrics_listen is not None:
         sources = Sources(
-            reconciler, manager_source, hits, shipper.counts if shipper else None, flow_counts
+            reconciler,
+            manager_source,
+            hits,
+            shipper.counts if shipper else None,
+            flow_counts,
+            connections,
         )
         metrics = AgentMetrics(sources, KernelDrops(NftKernel))
         metrics.serve(config.metrics_listen)

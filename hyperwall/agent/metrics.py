@@ -13,7 +13,8 @@ Two kinds of values:
   `rule` and `default`), the conntrack table's fill (this namespace's
   `nf_conntrack_count` / `nf_conntrack_max`), and the flow log's counts (records written
   and suppressed: `FlowCounts`, which the flow log fills; shipped, failed and skipped: the
-  shipper's `ShipCounts`).
+  shipper's `ShipCounts`), and the connection log's (open connections, records, events
+  dropped, overrun or unpaired: `agent.connection_log`).
 
 Labels are bounded by design: a trigger, a reason, an outcome. Nothing per connection,
 address, VM or rule (per-rule numbers are `hyperwall stats`).
@@ -33,6 +34,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from hyperwall.agent.connection_log import ConnectionLog
 from hyperwall.agent.flow_shipper import ShipCounts
 from hyperwall.agent.hits import HitReader
 from hyperwall.agent.manager_source import ManagerSource, revision_of
@@ -64,6 +66,7 @@ class Sources:
     hits: HitReader | None = None
     shipper: ShipCounts | None = None
     flows: FlowCounts | None = None
+    connections: ConnectionLog | None = None
 
 
 def conntrack_fill(directory: Path = CONNTRACK) -> tuple[int, int] | None:
@@ -173,6 +176,35 @@ class AgentMetrics(Collector):
                 value=fill[0] / fill[1] if fill[1] else 0.0,
             )
         yield from self._flows()
+        yield from self._connections()
+
+    def _connections(self) -> Iterator[Any]:
+        """The connection log's counts (`agent.connection_log.ConnectionStats`)."""
+        log_ = self.sources.connections
+        if log_ is None:
+            return
+        s = log_.stats()
+        yield GaugeMetricFamily(
+            "hyperwall_agent_connections_open",
+            "Managed connections open in the connection log's table",
+            value=s.open,
+        )
+        family = CounterMetricFamily(
+            "hyperwall_agent_connection_events_lost",
+            "Conntrack events without a record of their own: the table was full (dropped),"
+            " the kernel overran the socket (overrun: ENOBUFS, events lost), or a DESTROY"
+            " came without its NEW (unpaired: recorded from the DESTROY alone)",
+            labels=["reason"],
+        )
+        family.add_metric(["dropped"], s.dropped)
+        family.add_metric(["overrun"], s.overruns)
+        family.add_metric(["unpaired"], s.unpaired)
+        yield family
+        yield CounterMetricFamily(
+            "hyperwall_agent_connection_records",
+            "Connection records written to the flow log",
+            value=s.records,
+        )
 
     def _drops(self) -> Iterator[Any]:
         family = CounterMetricFamily(

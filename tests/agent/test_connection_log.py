@@ -1,8 +1,8 @@
 """`agent.connection_log` on a real kernel: a flood of managed connections (real conntrack
 events, marked by an nft rule as our admitting rules mark them) keeps the open table at its
 limit and counts what it drops or the kernel overran; afterwards a connection still gives
-its record. In a throwaway namespace `hwe-<pid>-cl`, the "VMs" being addresses on its
-loopback."""
+its record, and the agent's metrics report the losses. In a throwaway namespace
+`hwe-<pid>-cl`, the "VMs" being addresses on its loopback."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from hyperwall.agent.connection_log import ConnectionLog
+from hyperwall.agent.metrics import AgentMetrics, Sources
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import HostProgram
 from hyperwall.compiler.rule_numbers import rule_number
@@ -117,6 +118,14 @@ def test_a_flood_stays_within_the_limit_and_records_go_on(ns: str, program: Host
         assert stats.open <= LIMIT
         assert stats.dropped + stats.overruns > 0
         assert stats.open + stats.dropped <= FLOOD
+        # and reported: the agent's metrics say what was lost, and why
+        families = {f.name: f for f in AgentMetrics(Sources(connections=log)).collect()}
+        lost = {
+            s.labels["reason"]: s.value
+            for s in families["hyperwall_agent_connection_events_lost"].samples
+        }
+        assert lost["dropped"] >= stats.dropped and lost["overrun"] >= stats.overruns
+        assert lost["dropped"] + lost["overrun"] > 0
         # one more connection; it ends 1 s after its datagram (a dump evicts what expired)
         port = _send(ns, 1, 7001)
         found: list[FlowRecord] = []
