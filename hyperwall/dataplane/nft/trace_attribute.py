@@ -15,9 +15,9 @@ Counterpart of `nft.policy_chains` (which renders a program chain's items as rul
   a packet conntrack already knew.
 
 The rule behind a `p_*` rule: its position among the chain's rules in the kernel (`handles`,
-read from the kernel when the events arrive) is its position in the rendered chain, and
-each program item renders to a known number of rules (a `MatchRule` one per family and
-service alternative, a `LookupRule` one per block set that holds elements). A chain whose
+read from the kernel when the events arrive) is its position in the rendered chain, which
+`nft.hits.attribution` (the hit counters' map of rendered rules to rule ids) names: a
+`MatchRule`'s rules carry its id, a `LookupRule`'s the block set each looks up. A chain whose
 rule count in the kernel differs from the rendering cannot be mapped: the hit is reported
 as `kernel:<chain>#<handle>`, which no offline rule id equals. A lookup of a folded block
 (`LookupRule`) names the block, not the rule: a set element carries no rule id. Its rule
@@ -32,8 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from hyperwall.compiler.program import Chain, HostProgram, LookupRule, MatchRule
-from hyperwall.dataplane.nft.policy_chains import render_policy_chain
+from hyperwall.compiler.program import ChainItem, HostProgram, LookupRule
+from hyperwall.dataplane.nft.hits import Attribution, attribution
 from hyperwall.dataplane.nft.table import SHAPES, TABLE, TO_VM, TableState, block_set_name
 from hyperwall.dataplane.nft.table import policy_chain_name as p_name
 from hyperwall.dataplane.nft.trace_netlink import TraceEvent
@@ -89,24 +89,8 @@ def _outcome(event: TraceEvent) -> str | None:
     return None
 
 
-def chain_items(program: HostProgram, state: TableState) -> dict[str, tuple[Chain, list[int]]]:
-    """nft chain name -> (program chain, the number of rules each item renders to)."""
-
-    def shapes_of(block: str) -> frozenset[str]:
-        return frozenset(s for s in SHAPES if state.elements.get(block_set_name(block, s)))
-
-    out: dict[str, tuple[Chain, list[int]]] = {}
-    for name, chain in program.chains.items():
-        counts = [
-            len(render_policy_chain(Chain(name, (item,)), shapes_of)[0].rules)
-            for item in chain.items
-        ]
-        out[p_name(name)] = (chain, counts)
-    return out
-
-
 def rule_of(
-    items: Mapping[str, tuple[Chain, list[int]]],
+    table: Attribution,
     program: HostProgram,
     chain: str,
     handle: int | None,
@@ -114,22 +98,30 @@ def rule_of(
     packet: Packet,
 ) -> str:
     """The policy rule id behind rule `handle` of nft chain `chain` (`handles`: the chain's
-    rule handles in the kernel, in order)."""
+    rule handles in the kernel, in order; `table`: which rendered rule is which rule, as
+    the hit counters read it, `nft.hits.attribution`)."""
     unmapped = f"kernel:{chain}#{handle}"
-    if chain not in items or handle not in handles:
-        return unmapped
-    program_chain, counts = items[chain]
-    if sum(counts) != len(handles):
+    keys = table.rules.get(chain)
+    if keys is None or handle not in handles or len(keys) != len(handles):
         return unmapped  # the kernel's chain is not the program's: no position means anything
     position = handles.index(handle)
-    for item, count in zip(program_chain.items, counts, strict=True):
-        if position < count:
-            if isinstance(item, MatchRule):
-                return item.rule
-            assert isinstance(item, LookupRule)
+    key = keys[position]
+    if key is not None:
+        return key
+    looked_up = table.lookups.get(chain, {}).get(position)
+    for item in program_chains(program).get(chain, ()):
+        if isinstance(item, LookupRule) and looked_up in _block_sets(item.block):
             return _match_lookup(program, item, packet) or item.rules[0]
-        position -= count
     return unmapped
+
+
+def program_chains(program: HostProgram) -> dict[str, tuple[ChainItem, ...]]:
+    """nft policy chain name -> the program chain's items."""
+    return {p_name(name): chain.items for name, chain in program.chains.items()}
+
+
+def _block_sets(block: str) -> set[str]:
+    return {block_set_name(block, shape) for shape in SHAPES}
 
 
 _SPECIAL = {"spoofed": "anti-spoofing", "misdirected": "misdirected"}
@@ -143,14 +135,14 @@ def attribute(
     packet: Packet,
 ) -> list[Hit]:
     """The decisions of the ends the probe passed on this host, in order (egress first)."""
-    items = chain_items(program, state)
+    table = attribution(program, state, None)
     end: EndName = "egress"
     seen: dict[EndName, bool] = {"egress": False, "ingress": False}
     hits: dict[EndName, Hit] = {}
     pending: tuple[str, int | None] | None = None  # a logged rule: its log chain decides
 
     def rule(chain: str, handle: int | None) -> str:
-        return rule_of(items, program, chain, handle, handles.get(chain, ()), packet)
+        return rule_of(table, program, chain, handle, handles.get(chain, ()), packet)
 
     def decide(verdict: str, rule_id: str, chain: str, handle: int | None) -> None:
         if end not in hits and verdict != "pass":
