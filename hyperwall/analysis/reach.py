@@ -43,7 +43,7 @@ from hyperwall.compiler.intervals import Interval, merge, split_families
 from hyperwall.compiler.inventory import Families
 from hyperwall.policy.documents import check_name
 from hyperwall.policy.model import Catalog, Peer
-from hyperwall.policy.ports import ICMP_TYPES, ICMPV6_TYPES, PortMatch
+from hyperwall.policy.ports import ICMP_TYPES, ICMPV6_TYPES, PortMatch, is_inline, parse_port_spec
 from hyperwall.policy.selector import SelectorSyntaxError, parse_selector
 
 Ports = dict[int, tuple[Interval, ...]]  # protocol number -> merged ports (ICMP types)
@@ -352,3 +352,30 @@ def resolve_peer(catalog: Catalog, text: str, tenant: str | None) -> Peer:
     for part in value.split("/"):
         check_name(part)
     raise ValueError(f"no {kind or 'group or workload'} {value!r}")
+
+
+def resolve_services(
+    catalog: Catalog, text: str | None, tenant: str | None
+) -> tuple[PortMatch, ...] | None:
+    """A `--service` value: inline (`tcp/8080-8090`) or a Service name (in `tenant` first,
+    then provider scope); None: every service. ValueError says what is wrong."""
+    if text is None:
+        return None
+    if is_inline(text):
+        return (parse_port_spec(text),)  # PortSpecError is a ValueError
+    for key in [f"{tenant}/{text}"] * bool(tenant) + [text]:
+        if key in catalog.config.services:
+            return catalog.config.services[key].ports
+    raise ValueError(f"unknown service {text!r}: expected a Service name or e.g. tcp/443")
+
+
+def sides(view: FleetView, peers: Sequence[str], tenant: str | None, workloads: bool) -> list[Side]:
+    """Rows or columns: one per peer given; none given: every group (or, with `workloads`,
+    every workload) of `tenant` (None: of the whole fleet). ValueError names the peer."""
+    if not peers:
+        return workload_sides(view, tenant) if workloads else group_sides(view, tenant)
+    out = []
+    for text in peers:
+        peer = resolve_peer(view.catalog, text, tenant)
+        out.append(Side(peer.value, view.peer_addresses((peer,))))
+    return out

@@ -18,6 +18,7 @@ from hyperwall.cli.lab import lab_app
 from hyperwall.cli.lint import lint_command
 from hyperwall.cli.logs import logs
 from hyperwall.cli.manager import manager
+from hyperwall.cli.reach import reach_command
 from hyperwall.cli.report import report
 from hyperwall.cli.rollback import rollback
 from hyperwall.cli.stats import stats
@@ -38,6 +39,7 @@ app.command("validate")(validate)
 app.command("trace")(trace_command)
 app.command("verify")(verify)
 app.command("lint")(lint_command)
+app.command("reach")(reach_command)
 app.command("compile")(compile_command)
 app.command("demo")(demo)
 app.command("agent")(agent)

@@ -193,6 +193,13 @@ class ManagerClient:
         params = {"tenant": tenant} if tenant else {}
         return ReportBody.model_validate(self.request("GET", "/v1/audit/report", params=params))
 
+    def reach(self, params: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/reach` (`manager.reach_routes`): params from, to (lists), service,
+        tenant, workloads, revision, between (two revisions)."""
+        answer = self.request("GET", "/v1/reach", params=params)
+        assert isinstance(answer, dict)
+        return answer
+
     def rollback(self, number: int, message: str | None = None) -> RollbackResult:
         answer = self.request("POST", f"/v1/rollback/{number}", json={"message": message})
         return RollbackResult.model_validate(answer)

@@ -32,6 +32,7 @@ from hyperwall.manager.flow_store import FlowsConfig, open_flows
 from hyperwall.manager.limits import Limits, RequestGuard
 from hyperwall.manager.metrics import ManagerMetrics
 from hyperwall.manager.metrics import router as metrics_router
+from hyperwall.manager.reach_routes import router as reach_router
 from hyperwall.manager.service import Manager, revision_json
 from hyperwall.manager.token_routes import router as token_router
 from hyperwall.manager_api import (
@@ -138,6 +139,7 @@ def create_app(
     app.include_router(flow_router)
     app.include_router(metrics_router)
     app.include_router(audit_router)
+    app.include_router(reach_router)
     return app
 
 
