@@ -69,17 +69,21 @@ def test_probe_table_agrees_with_trace(fleet: Fleet) -> None:
 
 
 def test_concurrent_traces_each_see_their_own_probe(fleet: Fleet) -> None:
-    """Two traces at once through the same hosts: each agent follows only the packets its
-    own trace rule marked."""
+    """Several traces at once through the same hosts (TCP, ICMP, ICMPv6): each agent follows
+    only the packets its own trace rule marked."""
     pairs = [
         ("web-1", "app-1", "app-api"),
         ("lb-1", "web-2", "http"),
         ("web-1", "db-1", "tcp/5432"),
+        ("jump-1", "web-2", "icmp/echo-request"),  # ICMP: the echo id is the probe's tag
+        ("fd00:1::5", "fd00:1::22", "icmpv6/echo-request"),
     ]
     with ThreadPoolExecutor(len(pairs)) as pool:
         answers = list(pool.map(lambda p: live(fleet, *p), pairs))
     for pair, answer in zip(pairs, answers, strict=True):
         assert answer["agrees"] and not answer["missing"], (pair, answer["differences"])
+    assert answers[3]["live"]["ingress"]["rule"] == "acme/shop/admin-ping"
+    assert answers[4]["live"]["ingress"]["rule"] == "acme/shop/admin-ping"
 
 
 def _cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
@@ -166,9 +170,18 @@ def test_cli_and_a_rule_changed_behind_the_agents_back(fleet: Fleet) -> None:
         check=True,
     )
     fleet.agents[hit["host"]].stop()
+    # what a crash in the middle of a trace leaves: a trace chain (and the probe device,
+    # which stays between traces anyway)
+    leftover = "add table inet hyperwall_trace; add chain inet hyperwall_trace lt_leftover"
+    subprocess.run(["ip", "netns", "exec", ns, "nft", leftover], check=True)
     fleet.agents[hit["host"]].start()
     fleet.converge(example_documents(), before["revision"])
     assert live(fleet, "app-2", "db-1", "postgres")["agrees"]
+    # the restarted agent removed what the earlier one left (and the trace left nothing)
+    ruleset = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True, text=True
+    ).stdout
+    assert "lt_leftover" not in ruleset and "chain lt_" not in ruleset
 
 
 def test_tenant_admin_traces_its_own_workloads_only(fleet: Fleet) -> None:
