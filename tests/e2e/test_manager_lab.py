@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from hyperwall.agent.hits import read_report
 from hyperwall.lab import Lab
 from hyperwall.lab.agents import expected_hashes
 from hyperwall.policy.catalog import build_catalog
@@ -74,7 +75,8 @@ class Fleet:
         self.first = first
         self.agents: dict[str, AgentProcess] = {}
         self.tmp = tmp
-        self.extra: Callable[[str], list[str]] = lambda host: []  # more agent options
+        # more agent options; hit counters read every second (`hyperwall stats`)
+        self.extra: Callable[[str], list[str]] = lambda host: ["--hits-seconds", "1"]
 
     def start(self) -> None:
         self.manager.start()
@@ -131,6 +133,26 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         yield fleet
 
 
+def assert_stats_sum_the_hosts(fleet: Fleet) -> None:
+    """The manager's `GET /v1/stats` is, rule by rule, the sum of what the agents counted
+    (their `hits.json`), and a rule hit at both ends of a cross-host probe counts 2 hosts."""
+
+    def summed() -> bool:
+        files = {h: read_report(a.tmp / "state" / "hits.json") for h, a in fleet.agents.items()}
+        body = fleet.manager._http("GET", "/v1/stats")
+        if body["hosts"] != {h: read for h, (read, _) in files.items()}:
+            return False  # a reading not reported yet
+        for row in body["rules"]:
+            key = row["rule"] if row["rule"] != "default" else f"default@{row['tenant']}"
+            counted = [rules[key]["packets"] for _, rules in files.values() if key in rules]
+            if row["packets"] != sum(counted) or row["hosts"] != sum(1 for c in counted if c):
+                return False
+        both = {r["rule"]: r["hosts"] for r in body["rules"]}
+        return both.get("acme/shop/admin-ssh") == 2  # jump-1 (hv1) -> web-2 (hv2)
+
+    wait_for(summed, "the manager's stats to sum both hosts' hit counters")
+
+
 def test_label_change_rollback_and_manager_loss(fleet: Fleet) -> None:
     lab, manager = fleet.lab, fleet.manager
     docs = example_documents()
@@ -138,6 +160,7 @@ def test_label_change_rollback_and_manager_loss(fleet: Fleet) -> None:
     fleet.converge(docs, first)
     rows = probe_rows()
     assert lab.probe_many([r[:3] for r in rows]) == [r[3] for r in rows]
+    assert_stats_sum_the_hosts(fleet)
 
     # web-1 leaves the web tier for the app tier: it may now reach the database, and the
     # load balancer no longer reaches it
