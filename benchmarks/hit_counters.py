@@ -55,7 +55,7 @@ class Plan:
     sizes: tuple[int, ...] = (10, 10_000, 100_000)
     pairs: int = 30
     pair_seconds: float = 0.5
-    edits: int = 2
+    edits: int = 4
     readings: int = 3
 
 
@@ -154,6 +154,12 @@ def run(plan: Plan, tools: dp.Tools, log: dp.Log) -> Results:
                 f"  counters read at {n:,} rules: {_wall_cpu(results.readings[n])}; every set"
                 f" listed: {_wall_cpu(results.full_readings[n])}"
             )
+        # rule edits before any traffic, the variants taking turns at going first
+        largest = plan.sizes[-1]
+        for k in range(plan.edits):
+            for variant in ("off", "on") if k % 2 == 0 else ("on", "off"):
+                hw = kept[f"{variant}-{largest}"]
+                results.edits.setdefault(variant, []).extend(dp.rule_edits(hw, 1, dp.FULL, log))
         for inst in instances.values():
             inst.start_servers(
                 tools.server,
@@ -173,10 +179,6 @@ def run(plan: Plan, tools: dp.Tools, log: dp.Log) -> Results:
                     got[second] = _conn_rate(tools, instances[second], vm, plan.pair_seconds)
                     pairs.append([got[key], got[base]])
                 log(f"{key} / {base} {path}: median ratio {_ratio(pairs):.3f}")
-        largest = plan.sizes[-1]
-        for variant in ("on", "off"):
-            hw = kept[f"{variant}-{largest}"]
-            results.edits[variant] = dp.rule_edits(hw, plan.edits, dp.FULL, log)
     results.seconds = time.perf_counter() - began
     results.load_end = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return results
@@ -238,7 +240,7 @@ def render(results: Results, command: str) -> str:
         "",
         "Reading the counters on host A, median of "
         f"{plan.readings}: the agent's `HitReader.read` when no block set's lookup counter "
-        "moved since the last reading (the table's rules without set elements, `nft -t`), "
+        "moved since the last reading (the table's rules alone, a netlink dump), "
         "and when every set moved (the whole table listed, every element counter "
         "attributed: the most a reading costs):",
         "",
@@ -253,7 +255,8 @@ def render(results: Results, command: str) -> str:
     lines += [
         "",
         f"A rule edit and back at {plan.sizes[-1]:,} rules (`benchmarks.dataplane.rule_edits`"
-        "), on each variant: commands sent and kernel transaction time.",
+        "), on each variant, before any traffic, the variants taking turns at going first: "
+        "commands sent and kernel transaction time.",
         "",
         "| variant | edit | commands | delta | transaction |",
         "|---|---|---|---|---|",
