@@ -165,16 +165,16 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _settle(case: Case, seconds: float = 10.0) -> None:
-    """Wait until the flow log threads have written what the kernel sent them."""
-    end = time.monotonic() + seconds
-    last = -1
-    while time.monotonic() < end:
+def _settle(case: Case, quiet: float = 3.0, limit: float = 120.0) -> None:
+    """Wait until the flow log threads have written what the kernel sent them: no new
+    record for `quiet` seconds (a loaded machine may starve them for a while)."""
+    end = time.monotonic() + limit
+    last, since = case.records(), time.monotonic()
+    while time.monotonic() < end and time.monotonic() - since < quiet:
+        time.sleep(0.25)
         now = case.records()
-        if now == last:
-            return
-        last = now
-        time.sleep(0.7)
+        if now != last:
+            last, since = now, time.monotonic()
 
 
 def _build(variant: str, progs: dict[str, dict[str, HostProgram]], folder: Path) -> Case:
