@@ -32,9 +32,14 @@ from hyperwall.manager.flow_store import FlowsConfig, open_flows
 from hyperwall.manager.limits import Limits, RequestGuard
 from hyperwall.manager.metrics import ManagerMetrics
 from hyperwall.manager.metrics import router as metrics_router
+from hyperwall.manager.migration_routes import router as migration_router
 from hyperwall.manager.reach_routes import router as reach_router
 from hyperwall.manager.service import Manager, revision_json
+from hyperwall.manager.stats_routes import agent_router as stats_agent_router
+from hyperwall.manager.stats_routes import router as stats_router
 from hyperwall.manager.token_routes import router as token_router
+from hyperwall.manager.trace_routes import agent_router as trace_agent_router
+from hyperwall.manager.trace_routes import router as trace_router
 from hyperwall.manager_api import (
     MAX_MESSAGE,
     ApplyRequest,
@@ -136,10 +141,15 @@ def create_app(
     app.include_router(router)
     app.include_router(token_router)
     app.include_router(agent_router)
+    app.include_router(stats_router)
+    app.include_router(stats_agent_router)
     app.include_router(flow_router)
     app.include_router(metrics_router)
     app.include_router(audit_router)
     app.include_router(reach_router)
+    app.include_router(migration_router)
+    app.include_router(trace_router)
+    app.include_router(trace_agent_router)
     return app
 
 
