@@ -36,6 +36,7 @@ from hyperwall.agent.metrics import FlowCounts
 from hyperwall.compiler.program import HostProgram
 from hyperwall.compiler.rule_numbers import parse_log_prefix
 from hyperwall.dataplane.nflog.decisions import Attributor
+from hyperwall.dataplane.nflog.messages import LogMessage
 from hyperwall.dataplane.nflog.reader import NflogReader
 from hyperwall.dataplane.nft.expr import LOG_GROUP
 from hyperwall.dataplane.nft.kernel import NftKernel
@@ -65,6 +66,7 @@ class FlowLogStats:
     foreign: int = 0  # messages of our group with a prefix that is not ours
     unmapped: int = 0  # records whose rule id could not be mapped back (rule null)
     lost: int = 0  # records a failed write lost (a full disk)
+    errors: int = 0  # messages lost to an unexpected error making their records
     by_rule: dict[str, int] = field(default_factory=dict)  # suppressed per rule id
 
 
@@ -140,7 +142,7 @@ class FlowLog:
             self._names.clear()  # interfaces come and go with programs: name them afresh
         return self._attributor
 
-    def records(self, messages: Sequence[Any], now_us: int) -> list[FlowRecord]:
+    def records(self, messages: Sequence[LogMessage], now_us: int) -> list[FlowRecord]:
         """The records of a batch of messages (counting those that are not ours)."""
         attributor = self._current()
         out: list[FlowRecord] = []
@@ -213,7 +215,7 @@ class FlowLog:
                 self._counts.suppressed += count
         return out
 
-    def _save_status(self) -> None:
+    def save_status(self) -> None:
         if self._status_path is None:
             return
         tmp = self._status_path.with_name(self._status_path.name + ".tmp")
@@ -237,7 +239,12 @@ class FlowLog:
                     self._stop.wait(1.0)
                     continue
                 self.stats.overruns = reader.overruns
-                records = self.records(messages, time.time_ns() // 1000)
+                try:
+                    records = self.records(messages, time.time_ns() // 1000)
+                except Exception:  # a bug must not end the flow log: count, log, go on
+                    self.stats.errors += len(messages)
+                    log.exception("making flow records of %d messages failed", len(messages))
+                    continue
                 self.stats.records += len(records)
                 self._emit(records)
                 if time.monotonic() >= next_summary:
@@ -253,7 +260,7 @@ class FlowLog:
         except Exception as exc:  # counters are best effort: the records go on
             log.warning("reading the log counters failed: %s", exc)
         with contextlib.suppress(OSError):
-            self._save_status()
+            self.save_status()
 
 
 def read_flowlog_status(path: Path) -> dict[str, Any] | None:
