@@ -7,7 +7,8 @@ workload whose interface the packet came from (`out`: the sender's end; the brid
 if br_netfilter gave one) or goes to (`in`); if that interface is not one of the
 program's (an `unknown-interface` drop, or a bridge where only the address tells), the
 workload that owns the packet's source (`out`) or destination (`in`) address, except for
-an anti-spoofing drop, whose source address is by definition not its sender's.
+an anti-spoofing drop (its source address is by definition not its sender's) and an
+`unknown-interface` drop (no workload: the interface is not one of the program's).
 
 `Attributor` is built once per program: endpoints by interface name and by address, and
 (only when a prefix carries a cut rule id) the program's rule-number table merged with the
@@ -21,12 +22,19 @@ import ipaddress
 from collections.abc import Callable
 
 from hyperwall.compiler.program import Endpoint, HostProgram
-from hyperwall.compiler.rule_numbers import ANTI_SPOOFING, RuleNumbers, parse_log_prefix
+from hyperwall.compiler.rule_numbers import (
+    ANTI_SPOOFING,
+    UNKNOWN_INTERFACE,
+    RuleNumbers,
+    parse_log_prefix,
+)
 from hyperwall.dataplane.nflog.messages import LogMessage
 from hyperwall.dataplane.nflog.packet import ICMP, ICMPV6, TCP, UDP, parse_headers
 from hyperwall.flows.record import FlowRecord, proto_name
 
 Names = Callable[[int], str | None]  # interface index -> name
+# drops whose addresses say nothing of the sender: forged, or from an interface we do not know
+_BY_INTERFACE_ONLY = frozenset({ANTI_SPOOFING, UNKNOWN_INTERFACE})
 
 
 def _ip_key(text: str) -> str:
@@ -93,7 +101,7 @@ class Attributor:
         if index is not None:
             name = names(index)
             ep = self.by_ifname.get(name) if name is not None else None
-        if ep is None and headers is not None and rule != ANTI_SPOOFING:
+        if ep is None and headers is not None and rule not in _BY_INTERFACE_ONLY:
             ep = self.by_address.get(_ip_key(headers.src if outbound else headers.dst))
         when = message.timestamp_us if message.timestamp_us is not None else now_us
         workload = ep.workload if ep is not None else None

@@ -84,6 +84,9 @@ def test_anti_spoofing_is_attributed_by_interface_only() -> None:
     assert by_port is not None and by_port.workload == "acme/web-1"
     nowhere = at.record(_message(prefix, spoofed, 3, None), IFNAMES.get, "hv1", 1)
     assert nowhere is not None and nowhere.workload is None  # not db-1: its address was forged
+    unknown = log_prefix("unknown-interface", "drop", "out")
+    stray = at.record(_message(unknown, spoofed, 3, None), IFNAMES.get, "hv1", 1)
+    assert stray is not None and stray.workload is None  # eth9 is no workload's interface
 
 
 def test_long_rule_ids_map_through_this_and_the_previous_program() -> None:
