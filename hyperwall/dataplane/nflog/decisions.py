@@ -5,7 +5,7 @@ log rule carries: number, action, direction, rule id) and `agent.flowlog` (which
 messages, names the interfaces and writes the records). The enforcing end is the
 workload whose interface the packet came from (`out`: the sender's end; the bridge port
 if br_netfilter gave one) or goes to (`in`); if that interface is not one of the
-program's (an `unknown-interface` drop, or a bridge where only the address tells), the
+program's (a bridge where only the address tells, a VM being set up), the
 workload that owns the packet's source (`out`) or destination (`in`) address, except for
 an anti-spoofing drop (its source address is by definition not its sender's) and an
 `unknown-interface` drop (no workload: the interface is not one of the program's).
