@@ -12,16 +12,24 @@ One TCP connection per phase; frames are a 4-byte big-endian length and a payloa
 
     source -> dest   {"vm", "phase", "nonce": NC}
     dest -> source   {"nonce": NS, "proof": H(key, "dst" vm phase NC NS)}   or {"error"}
-    source -> dest   {"proof": H(key, "src" ...), "size": N, "digest": H(key, "data" ... sha256)}
-    source -> dest   the state: N bytes (`conntrack` wire form)
+    source -> dest   {"proof": H(key, "src" ...)}
+    source -> dest   per chunk i: {"size": N, "mac": H(key, "chunk" ... i sha256(chunk))},
+                     then the chunk: N bytes (`agent.migration`'s encoding)
+    source -> dest   {"size": 0, "mac": H(key, "end" ... count)}
     dest -> source   {"ok": true, "applied": K, "proof": H(key, "ack" ... K)}  or {"error"}
 
-H is HMAC-SHA256. The receiver's work (`apply`) runs before the answer, so when `send`
-returns the entries are in the destination's kernel.
+H is HMAC-SHA256. The state goes in chunks so that the destination injects one while the
+source still reads the next out of its kernel (a 100,000-entry precopy: the two hosts'
+work overlaps). Each chunk is proven before it is applied (`apply` runs per chunk); the end
+frame proves the count, so a stream cut short is refused, but the chunks applied before
+the cut stay applied (copies of the VM's entries; the phase is reported failed). The
+answer comes after the last chunk is applied, so when `send_state` returns the entries are
+in the destination's kernel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -30,7 +38,7 @@ import socket
 import socketserver
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,10 +102,13 @@ class Sent:
     size: int
 
 
-def send_state(address: str, vm: str, key: str, phase: str, state: bytes) -> Sent:
-    """Send `state` to the destination agent at `address` (`IP:PORT`, IPv6 in brackets)."""
+def send_state(address: str, vm: str, key: str, phase: str, state: bytes | Iterable[bytes]) -> Sent:
+    """Send `state` (one chunk, or chunks as they are made) to the destination agent at
+    `address` (`IP:PORT`, IPv6 in brackets)."""
+    chunks: Iterable[bytes] = [state] if isinstance(state, bytes) else state
     host, _, port = address.rpartition(":")
     nc = secrets.token_hex(16)
+    size = 0
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=TIMEOUT) as sock:
             _send_json(sock, {"vm": vm, "phase": phase, "nonce": nc})
@@ -108,10 +119,20 @@ def send_state(address: str, vm: str, key: str, phase: str, state: bytes) -> Sen
             expected = _mac(key, "dst", vm, phase, nc, ns)
             if not hmac.compare_digest(str(hello.get("proof", "")), expected):
                 raise HandoverError("the destination did not prove it holds the key")
-            digest = _mac(key, "data", vm, phase, nc, ns, hashlib.sha256(state).digest())
-            proof = _mac(key, "src", vm, phase, nc, ns)
-            _send_json(sock, {"proof": proof, "size": len(state), "digest": digest})
-            sock.sendall(state)
+            _send_json(sock, {"proof": _mac(key, "src", vm, phase, nc, ns)})
+            count = 0
+            try:
+                for chunk in chunks:
+                    mac = _mac(key, "chunk", vm, phase, nc, ns, str(count), _sha(chunk))
+                    _send_json(sock, {"size": len(chunk), "mac": mac})
+                    sock.sendall(chunk)
+                    count += 1
+                    size += len(chunk)
+                _send_json(
+                    sock, {"size": 0, "mac": _mac(key, "end", vm, phase, nc, ns, str(count))}
+                )
+            except OSError:
+                pass  # the destination stopped reading: its answer says why
             answer = _json(sock)
     except OSError as exc:
         raise HandoverError(f"destination agent {address}: {exc}") from None
@@ -122,7 +143,11 @@ def send_state(address: str, vm: str, key: str, phase: str, state: bytes) -> Sen
         str(answer.get("proof", "")), _mac(key, "ack", vm, phase, nc, ns, str(applied))
     ):
         raise HandoverError("the destination's answer failed its proof")
-    return Sent(applied, len(state))
+    return Sent(applied, size)
+
+
+def _sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -186,7 +211,7 @@ class HandoverReceiver:
         with self.lock:
             key = self.keys.get(vm)
         if key is None:
-            _send_json(sock, {"error": f"no incoming migration of {vm!r} here"})
+            _refuse(sock, f"no incoming migration of {vm!r} here")
             return
         ns = secrets.token_hex(16)
         _send_json(sock, {"nonce": ns, "proof": _mac(key, "dst", vm, phase, nc, ns)})
@@ -194,21 +219,43 @@ class HandoverReceiver:
         if not hmac.compare_digest(
             str(header.get("proof", "")), _mac(key, "src", vm, phase, nc, ns)
         ):
-            _send_json(sock, {"error": "the source did not prove it holds the key"})
+            _refuse(sock, "the source did not prove it holds the key")
             return
-        size = int(header.get("size", -1))
-        if not 0 <= size <= MAX_FRAME:
-            _send_json(sock, {"error": f"bad size {size}"})
-            return
-        state = _recv_exact(sock, size)
-        digest = _mac(key, "data", vm, phase, nc, ns, hashlib.sha256(state).digest())
-        if not hmac.compare_digest(str(header.get("digest", "")), digest):
-            _send_json(sock, {"error": "the state does not match its digest"})
-            return
-        try:
-            applied = self.apply(vm, phase, state)
-        except Exception as exc:  # reported to the source, which reports it to its caller
-            _send_json(sock, {"error": f"applying the state failed: {exc}"})
-            return
+        applied = count = 0
+        while True:
+            frame = _json(sock)
+            size = int(frame.get("size", -1))
+            if size == 0:
+                if not hmac.compare_digest(
+                    str(frame.get("mac", "")), _mac(key, "end", vm, phase, nc, ns, str(count))
+                ):
+                    _refuse(sock, "the state's end does not match its proof")
+                    return
+                break
+            if not 0 < size <= MAX_FRAME:
+                _refuse(sock, f"bad size {size}")
+                return
+            chunk = _recv_exact(sock, size)
+            mac = _mac(key, "chunk", vm, phase, nc, ns, str(count), _sha(chunk))
+            if not hmac.compare_digest(str(frame.get("mac", "")), mac):
+                _refuse(sock, "the state does not match its digest")
+                return
+            try:
+                applied += self.apply(vm, phase, chunk)
+            except Exception as exc:  # reported to the source, which reports it to its caller
+                _refuse(sock, f"applying the state failed: {exc}")
+                return
+            count += 1
         ack = _mac(key, "ack", vm, phase, nc, ns, str(applied))
         _send_json(sock, {"ok": True, "applied": applied, "proof": ack})
+
+
+def _refuse(sock: socket.socket, reason: str) -> None:
+    """Answer an error mid-stream, then read what the source still sends until it closes:
+    closing with unread data would reset the connection, and the answer could be lost."""
+    _send_json(sock, {"error": reason})
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(5.0)
+    with contextlib.suppress(OSError):
+        while sock.recv(1 << 20):
+            pass

@@ -40,7 +40,7 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any
@@ -99,6 +99,7 @@ class Migrations:
     sent: dict[str, Precopy] = field(default_factory=dict)  # vm -> its pre-copy
     watches: dict[str, ChangeWatch] = field(default_factory=dict)  # vm -> its change list
     injected: dict[str, set[bytes]] = field(default_factory=dict)  # vm -> keys we injected
+    native: dict[str, set[bytes]] = field(default_factory=dict)  # vm -> its own, at precopy
     discovers: bool = False  # --libvirt: VMs (and their rules) arrive with their domains
     known: dict[str, list[Address]] = field(default_factory=dict)  # vm -> its addresses
     abandon_after: float = ABANDON_S  # a precopy without switchover or release this long
@@ -127,6 +128,7 @@ class Migrations:
         if self.receiver is None:
             raise ValueError("this agent cannot take incoming VMs (no --handover-listen)")
         self.receiver.expect(vm, key)
+        self.native.pop(vm, None)  # a new move: what this host tracks is read again
         if self.discovers:
             return {"ok": True, "ready": False, "waits": "domain"}  # fail closed till then
         if self.overlay is not None:
@@ -156,15 +158,12 @@ class Migrations:
         self.known[vm] = addresses
         started = time.monotonic()
         if phase == "precopy":
-            copies, entries = self._precopy(vm, addresses, started)
-        elif phase == "switchover":
-            copies, entries = self._switchover(vm, addresses, started)
-        else:
+            return self._precopy(vm, addresses, address, key, started)
+        if phase != "switchover":
             raise ValueError(f"bad phase {phase!r}: expected precopy or switchover")
+        copies, entries = self._switchover(vm, addresses, started)
         read = time.monotonic() - started
-        payload = encode_copies(copies)
-        started = time.monotonic()
-        result = send_state(address, vm, key, phase, payload)
+        result = send_state(address, vm, key, phase, encode_copies(copies))
         return {
             "ok": True,
             "phase": phase,
@@ -177,9 +176,12 @@ class Migrations:
             "seconds": round(time.monotonic() - started, 4),
         }
 
-    def _precopy(self, vm: str, addresses: list[Address], now: float) -> tuple[Copies, int]:
-        """Every entry of the VM; the change list starts before the dump, so that nothing
-        that changes during it is missed."""
+    def _precopy(
+        self, vm: str, addresses: list[Address], address: str, key: str, started: float
+    ) -> dict[str, Any]:
+        """Every entry of the VM, in chunks that go as they are read (the destination
+        injects one while the next is read here). The change list starts before the dump,
+        so that nothing that changes during it is missed."""
         old = self.watches.pop(vm, None)
         if old is not None:
             old.stop()
@@ -187,14 +189,36 @@ class Migrations:
         timer = threading.Timer(self.abandon_after, self._abandoned, (vm, watch))
         timer.daemon = True
         timer.start()
-        with Conntrack() as conntrack:
-            entries = conntrack.dump_raw(addresses)
-        self.sent[vm] = Precopy(
-            frozenset(e.key for e in entries),
-            tuple((e.timeout, e.key) for e in entries if e.timeout < EXPIRING_S),
-            now,
-        )
-        return Copies(tuple(entries), (), whole=True), len(entries)
+        keys: set[bytes] = set()
+        expiring: list[tuple[int, bytes]] = []
+        reading = [0.0]
+
+        def chunks() -> Iterator[bytes]:
+            with Conntrack() as conntrack:
+                dump = iter(conntrack.dump_raw_chunks(addresses, PRECOPY_CHUNK))
+                while True:
+                    began = time.monotonic()
+                    chunk = next(dump, None)
+                    reading[0] += time.monotonic() - began
+                    if chunk is None:
+                        return
+                    keys.update(e.key for e in chunk)
+                    expiring.extend((e.timeout, e.key) for e in chunk if e.timeout < EXPIRING_S)
+                    yield encode_copies(Copies(tuple(chunk), (), whole=False))
+
+        result = send_state(address, vm, key, "precopy", chunks())
+        self.sent[vm] = Precopy(frozenset(keys), tuple(expiring), started)
+        return {
+            "ok": True,
+            "phase": "precopy",
+            "entries": len(keys),
+            "sent": len(keys),
+            "whole": True,
+            "applied": result.applied,
+            "bytes": result.size,
+            "read": round(reading[0], 4),
+            "seconds": round(time.monotonic() - started, 4),
+        }
 
     def _switchover(self, vm: str, addresses: list[Address], now: float) -> tuple[Copies, int]:
         """What changed since the pre-copy: the entries in the change list, and those that
@@ -261,6 +285,7 @@ class Migrations:
 
     def done(self, vm: str) -> dict[str, Any]:
         self.injected.pop(vm, None)
+        self.native.pop(vm, None)
         if self.receiver is not None:
             self.receiver.forget(vm)
         if self.overlay is not None:
@@ -279,12 +304,16 @@ class Migrations:
         copies = decode_copies(payload)
         ours = self.injected.setdefault(vm, set())
         with Conntrack() as conntrack:
-            if phase == "precopy":
-                native = {e.key for e in conntrack.dump_raw(self._addresses(vm))}
+            if phase == "precopy":  # a chunk; what this host tracks itself is read once
+                native = self.native.get(vm)
+                if native is None:
+                    native = {e.key for e in conntrack.dump_raw(self._addresses(vm))}
+                    self.native[vm] = native
                 new = [e for e in copies.changed if e.key not in native]
                 applied = _inject(conntrack, new, "skip")
                 ours.update(e.key for e in new)
             else:
+                self.native.pop(vm, None)
                 removed = set(copies.removed)
                 if copies.whole:  # every entry of the VM: what is not among them is gone
                     removed |= ours - {e.key for e in copies.changed}
@@ -341,6 +370,7 @@ _NATIVE = (errno.EBUSY, errno.EEXIST)
 # they could expire before traffic reaches the destination (see `_switchover`).
 EXPIRING_S = 600
 EXPIRING_MARGIN_S = 60
+PRECOPY_CHUNK = 5000  # entries per chunk of the precopy's stream
 
 
 def _inject(conntrack: Conntrack, entries: list[RawEntry], on_exists: OnExists) -> int:

@@ -12,6 +12,7 @@ from hyperwall.agent.handover import (
     HandoverError,
     HandoverReceiver,
     _json,
+    _mac,
     _send_json,
     send_state,
 )
@@ -73,9 +74,35 @@ def test_an_impostor_source_without_the_key_gets_nothing_applied(receiver) -> No
     with socket.create_connection((host, int(port))) as sock:
         _send_json(sock, {"vm": "acme/web-1", "phase": "precopy", "nonce": "00"})
         _json(sock)
-        _send_json(sock, {"proof": "0" * 64, "size": 1, "digest": "0" * 64})
+        _send_json(sock, {"proof": "0" * 64})
+        _send_json(sock, {"size": 1, "mac": "0" * 64})
         sock.sendall(b"x")
         assert "did not prove" in _json(sock)["error"]
+    assert got == []
+
+
+def test_state_in_chunks_is_applied_chunk_by_chunk(receiver) -> None:
+    r, got = receiver
+    key = secrets.token_hex(32)
+    r.expect("acme/web-1", key)
+    chunks = [secrets.token_bytes(n) for n in (10, 70_000, 3)]
+    sent = send_state(r.address, "acme/web-1", key, "precopy", iter(chunks))
+    assert sent.applied == sent.size == 70_013
+    assert got == [("acme/web-1", "precopy", c) for c in chunks]
+
+
+def test_a_chunk_that_fails_its_proof_is_not_applied(receiver) -> None:
+    r, got = receiver
+    key = secrets.token_hex(32)
+    r.expect("acme/web-1", key)
+    host, port = r.address.split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        _send_json(sock, {"vm": "acme/web-1", "phase": "precopy", "nonce": "00"})
+        hello = _json(sock)
+        _send_json(sock, {"proof": _mac(key, "src", "acme/web-1", "precopy", "00", hello["nonce"])})
+        _send_json(sock, {"size": 1, "mac": "0" * 64})  # a chunk whose proof is wrong
+        sock.sendall(b"x")
+        assert "does not match its digest" in _json(sock)["error"]
     assert got == []
 
 
@@ -85,6 +112,9 @@ def test_a_failure_to_apply_is_reported_to_the_source(receiver) -> None:
     r.expect("acme/web-1", key)
     with pytest.raises(HandoverError, match="kernel said no"):
         send_state(r.address, "acme/web-1", key, "switchover", b"explode")
+    big = [b"explode", *(secrets.token_bytes(1 << 20) for _ in range(8))]  # after a refusal
+    with pytest.raises(HandoverError, match="kernel said no"):
+        send_state(r.address, "acme/web-1", key, "precopy", iter(big))
 
 
 def test_an_unreachable_destination(receiver) -> None:

@@ -15,6 +15,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from hyperwall.agent import migration
 from hyperwall.agent.handover import HandoverReceiver
 from hyperwall.agent.migration import Migrations
 from hyperwall.dataplane.conntrack.entry import Entry, TcpInfo, Tuple
@@ -99,7 +100,11 @@ def same(a: dict[object, Entry], b: dict[object, Entry]) -> None:
         assert e.timeout - 30 <= got.timeout <= e.timeout + 30
 
 
-def test_the_switchover_sends_what_changed_and_the_destination_matches(pair: Pair) -> None:
+@pytest.mark.parametrize("chunk", [64, migration.PRECOPY_CHUNK])
+def test_the_switchover_sends_what_changed_and_the_destination_matches(
+    pair: Pair, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migration, "PRECOPY_CHUNK", chunk)  # 64: the precopy in 7 chunks
     before = [entry(p) for p in range(20000, 20300)] + [entry(p, 17) for p in range(100)]
     with Conntrack(pair.ns["a"]) as a:
         a.inject(before)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Self
 
@@ -145,34 +145,55 @@ class Conntrack:
     def dump_raw(self, addresses: Iterable[Address]) -> list[RawEntry]:
         """`dump`, the entries as copies for another kernel (`raw.copy`): no `Entry` is
         built, but for the IPv6 filter."""
+        return [e for chunk in self.dump_raw_chunks(addresses) for e in chunk]
+
+    def dump_raw_chunks(
+        self, addresses: Iterable[Address], size: int = 4096
+    ) -> Iterator[list[RawEntry]]:
+        """`dump_raw` in chunks of about `size` entries, each as soon as the kernel has
+        given it (the kernel fills the next buffers only as they are read)."""
         wanted = set(addresses)
         v4 = sorted(a for a in wanted if a.version == 4)
         seq = self._next(2 * len(v4))
-        seen: dict[bytes, RawEntry] = {}
-        for request in messages.address_requests(v4, messages.IPCTNL_MSG_CT_GET, seq):
-            for entry in self._dump_raw(request):
-                seen.setdefault(entry.key, entry)
+        seen: set[bytes] = set()
+        chunk: list[RawEntry] = []
+        requests = [
+            (r, False) for r in messages.address_requests(v4, messages.IPCTNL_MSG_CT_GET, seq)
+        ]
         v6 = frozenset(a for a in wanted if a.version == 6)
-        if v6:
-            request = messages.dump_request(self._next(1), messages.AF_INET6)
-            for entry in self._dump_raw(request):
-                if touches(raw.key_entry(entry.key), v6):
-                    seen.setdefault(entry.key, entry)
-        return list(seen.values())
+        if v6:  # every IPv6 entry, filtered here (see the module docstring)
+            requests.append((messages.dump_request(self._next(1), messages.AF_INET6), True))
+        for request, ipv6 in requests:
+            for entries in self._dump_raw(request):
+                for entry in entries:
+                    if entry.key in seen:
+                        continue
+                    if ipv6 and not touches(raw.key_entry(entry.key), v6):
+                        continue
+                    seen.add(entry.key)
+                    chunk.append(entry)
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
 
-    def _dump_raw(self, request: bytes) -> list[RawEntry]:
+    def _dump_raw(self, request: bytes) -> Iterator[list[RawEntry]]:
+        """The entries of a dump, one list per buffer read."""
         self._sock.send(request)
-        out: list[RawEntry] = []
         copy = raw.copy
         while True:
             data = self._recv()
+            out: list[RawEntry] = []
             for reply in messages.replies(data):
                 if reply.error:
                     raise ConntrackError(f"conntrack dump failed: {os.strerror(-reply.error)}")
                 if reply.done:
-                    return out
+                    yield out
+                    return
                 if reply.kind != messages.NLMSG_ERROR:
                     out.append(copy(data, reply.start, reply.end))
+            yield out
 
     def _recv(self) -> bytes:
         try:
@@ -320,15 +341,26 @@ class Conntrack:
 
 
 def _open() -> socket.socket:
+    sock = netlink_socket(16 << 20)
+    try:
+        sock.settimeout(_TIMEOUT)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 8 << 20)
+        sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)  # errors without the request echoed
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def netlink_socket(rcvbuf: int, groups: int = 0) -> socket.socket:
+    """A `NETLINK_NETFILTER` socket in the calling thread's namespace with a receive buffer
+    of `rcvbuf` bytes, bound to the multicast `groups` (a bit mask; 0: requests only)."""
     sock = socket.socket(
         socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
     )
     try:
-        sock.settimeout(_TIMEOUT)
-        sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 8 << 20)
-        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 16 << 20)
-        sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)  # errors without the request echoed
-        sock.bind((0, 0))
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, rcvbuf)
+        sock.bind((0, groups))
     except BaseException:
         sock.close()
         raise

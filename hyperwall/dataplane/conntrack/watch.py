@@ -31,15 +31,14 @@ from pathlib import Path
 
 from hyperwall.dataplane.conntrack import messages, raw
 from hyperwall.dataplane.conntrack.entry import Address
+from hyperwall.dataplane.conntrack.kernel import netlink_socket
 from hyperwall.dataplane.netns import inside
 
-NETLINK_NETFILTER = 12
 NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY = 1, 2, 3
 GROUPS = sum(
     1 << (g - 1)
     for g in (NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY)
 )
-_SO_RCVBUFFORCE = 33
 RCVBUF = 32 << 20  # about 150,000 events queued before the kernel drops any
 
 
@@ -59,9 +58,9 @@ class ChangeWatch:
     ) -> None:
         if netns is not None:
             with inside(netns):
-                self._sock = _open(rcvbuf)
+                self._sock = netlink_socket(rcvbuf, GROUPS)
         else:
-            self._sock = _open(rcvbuf)
+            self._sock = netlink_socket(rcvbuf, GROUPS)
         self._addresses = {a.packed for a in addresses}
         self._keys: set[bytes] = set()
         self._overrun = False
@@ -122,16 +121,3 @@ def set_events(netns: str) -> None:
     """`events_here` in namespace `netns`."""
     with inside(netns):
         events_here()
-
-
-def _open(rcvbuf: int) -> socket.socket:
-    sock = socket.socket(
-        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
-    )
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, rcvbuf)
-        sock.bind((0, GROUPS))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
