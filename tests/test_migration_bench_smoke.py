@@ -61,7 +61,7 @@ def test_report_renders_rows_and_verdicts() -> None:
     assert "| 100,000 | 1.50 s | 3.00 s | 0.30 s | 1.70 s | 5.00 s |" in text
     assert "0 established connections lost: **NOT MET**" in text
     assert "adds under 50 ms to the switchover: **met**" in text
-    assert "hand over in under 2 s: **met**" in text
+    assert "hand over in under 2 s: end to end (precopy + switchover delta) **met**" in text
     assert "reset** in 1 moves" in text
 
 
