@@ -18,10 +18,9 @@ import socket
 from typing import Self
 
 from hyperwall.dataplane.conntrack.events import GROUPS, Event, decode_events
+from hyperwall.dataplane.conntrack.kernel import netlink_socket
 from hyperwall.dataplane.netns import inside
 
-NETLINK_NETFILTER = 12
-_SO_RCVBUFFORCE = 33
 RCVBUF = 4 << 20  # bytes: about 20,000 events of ~200 bytes
 
 
@@ -74,13 +73,4 @@ class EventListener:
 
 
 def _open(rcvbuf: int) -> socket.socket:
-    sock = socket.socket(
-        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
-    )
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, rcvbuf)
-        sock.bind((0, GROUPS))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return netlink_socket(rcvbuf, GROUPS)
