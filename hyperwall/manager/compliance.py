@@ -5,10 +5,10 @@ rules and groups.
 
 Pure CPU over a `Catalog` (the manager runs it on a worker thread); the ledger part, who
 changed those documents and when, is `manager.report`'s. Everything comes from the
-exhaustive checker (`analysis.assertions`): a matrix cell "g1 reaches g2" is the failure of
-the assertion "nothing from g1 reaches g2" (its counterexample is the example connection,
-replayable with `trace`); "does not reach" is that assertion holding, with the rules that
-decided every case as evidence. Never sampled.
+exhaustive analyses over one `FleetView`: the assertion checker (`analysis.assertions`),
+the reachability matrix (`analysis.reach`: per pair of groups the services on which some
+address of one reaches another of the other, with the deciding rules) and lint
+(`analysis.lint`). Never sampled.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from hyperwall.analysis.assertions import AssertionResult, Checker
 from hyperwall.analysis.lint import Finding, lint
+from hyperwall.analysis.reach import ReachMatrix, compress, group_sides, reach
 from hyperwall.policy.model import AssertionDef, Catalog, Peer
 
 MAX_GROUPS = 40  # matrix rows/columns; a larger scope is cut (the report says so)
@@ -51,12 +52,12 @@ def compliance(catalog: Catalog, tenant: str | None) -> Compliance:
         involved.update(_documents(rules, catalog, tenant))
         involved.add(("Assertion", assertion.tenant, assertion.name))
         results.append({**result.to_json(), **_describe(assertion), "evidence": list(rules)})
-    groups = sorted(g.key for g in catalog.config.groups.values() if g.tenant == tenant)
-    if tenant is None:
-        groups = sorted(catalog.config.groups)
-    left_out = max(0, len(groups) - MAX_GROUPS)
-    groups = groups[:MAX_GROUPS]
-    matrix = [[_cell(checker, src, dst) for dst in groups] for src in groups]
+    sides = sorted(group_sides(checker.view, tenant), key=lambda side: side.label)
+    left_out = max(0, len(sides) - MAX_GROUPS)
+    sides = sides[:MAX_GROUPS]
+    found = reach(checker.view, sides, sides)
+    groups = [side.label for side in sides]
+    matrix = [[_cell(found, src, dst) for dst in groups] for src in groups]
     findings = [
         {"kind": f.kind, "subject": f.subject, "by": list(f.by)}
         for f in lint(catalog, checker.view.compiler)
@@ -118,23 +119,11 @@ def _documents(
     return out
 
 
-def _cell(checker: Checker, source: str, destination: str) -> dict[str, Any]:
-    """Whether anything from group `source` reaches group `destination`."""
-    probe = AssertionDef(
-        tenant=None,
-        name="reach",
-        description="",
-        sources=(Peer("group", source),),
-        destinations=(Peer("group", destination),),
-        services=None,
-        expect="deny",
-    )
-    result = checker.check_one(probe)
-    if result.counterexample is None:
-        return {"reach": False, "example": None, "rules": list(result.evidence)}
-    case = result.counterexample
-    return {
-        "reach": True,
-        "example": f"{case.source} -> {case.destination} {case.service}",
-        "rules": list(_rules(result)),
-    }
+def _cell(found: ReachMatrix, source: str, destination: str) -> dict[str, Any]:
+    """Whether some address of group `source` reaches another of `destination`, on which
+    services (`tcp/8000-8080`), and by which rules."""
+    hit = found.cells.get((source, destination))
+    if hit is None:
+        return {"reach": False, "services": [], "rules": []}
+    ports, rules = hit
+    return {"reach": True, "services": compress(ports), "rules": list(rules)}
