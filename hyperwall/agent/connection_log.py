@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hyperwall.agent.connections import LIMIT, ConnectionTable, RuleIndex, rule_index
+from hyperwall.agent.connections import LIMIT, ConnectionTable, ProgramIndex
 from hyperwall.compiler.program import HostProgram
 from hyperwall.dataplane.conntrack import accounting
 from hyperwall.dataplane.conntrack.listener import EventListener
@@ -55,7 +55,7 @@ class ConnectionLog:
         self._netns = netns  # None: the agent's own namespace (the host's)
         self._program = program
         self._write = write
-        self._index: tuple[HostProgram | None, RuleIndex] = (None, {})
+        self._index: ProgramIndex | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: EventListener | None = None
@@ -84,12 +84,12 @@ class ConnectionLog:
         t = self.table
         return ConnectionStats(len(t.open), self.records, t.dropped, t.unpaired, overruns)
 
-    def _rules(self, program: HostProgram | None) -> RuleIndex:
+    def _indexed(self, program: HostProgram | None) -> ProgramIndex | None:
         if program is None:
-            return {}
-        if self._index[0] is not program:
-            self._index = (program, rule_index(program))
-        return self._index[1]
+            return None
+        if self._index is None or self._index.program is not program:
+            self._index = ProgramIndex(program)
+        return self._index
 
     def _run(self) -> None:
         assert self._listener is not None
@@ -100,10 +100,9 @@ class ConnectionLog:
                 log.warning("reading conntrack events failed: %s", exc)
                 self._stop.wait(1.0)
                 continue
-            program = self._program()
-            index = self._rules(program)
+            index = self._indexed(self._program())
             now = time.time()
-            records = [r for e in events if (r := self.table.handle(e, now, program, index))]
+            records = [r for e in events if (r := self.table.handle(e, now, index))]
             if not records:
                 continue
             try:

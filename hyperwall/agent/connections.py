@@ -24,22 +24,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from hyperwall.compiler.program import HostProgram
+from hyperwall.compiler.program import Endpoint, HostProgram
 from hyperwall.compiler.rule_numbers import RuleNumbers
 from hyperwall.dataplane.conntrack.entry import ICMP_PROTOCOLS, PORT_PROTOCOLS, Tuple
 from hyperwall.dataplane.conntrack.events import Event
 from hyperwall.dataplane.nft import ct_mark
-from hyperwall.evaluator.evaluate import endpoint_for, evaluate_rules
+from hyperwall.evaluator.evaluate import evaluate_rules
 from hyperwall.evaluator.packet import Packet
 from hyperwall.flows.record import FlowRecord, proto_name
 
 LIMIT = 65_536  # open connections remembered (~200 bytes each)
-RuleIndex = Mapping[int, tuple[str, ...]]  # a rule number -> its ids (`RuleNumbers.ids`)
 
 
-def rule_index(program: HostProgram) -> RuleIndex:
-    """The rule numbers of `program` (`compiler.rule_numbers`): what a mark can name."""
-    return RuleNumbers.of_program(program).ids
+class ProgramIndex:
+    """What resolving a mark needs of one program, looked up once per program: its rule
+    numbers (`compiler.rule_numbers`) and which endpoint owns each address."""
+
+    def __init__(self, program: HostProgram) -> None:
+        self.program = program
+        self.rules: Mapping[int, tuple[str, ...]] = RuleNumbers.of_program(program).ids
+        self.owners: dict[str, Endpoint] = {
+            ip: ep for ep in program.endpoints.values() for ip in ep.ips
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,25 +69,23 @@ def _packet(t: Tuple) -> Packet:
     return Packet(str(t.src), str(t.dst), t.proto, t.sport, t.dport)
 
 
-def resolve(
-    mark: int, orig: Tuple, program: HostProgram | None, index: RuleIndex
-) -> Admitted | None:
-    """The admitting rule of a connection with `mark` and original tuple `orig` (`index`:
-    `rule_index(program)`); None if the mark is not ours or names nothing in `program` (a
-    connection of a VM that left). The evaluator picks the rule where the number alone does
-    not say: in a folded block, or between rules whose numbers collide."""
+def resolve(mark: int, orig: Tuple, index: ProgramIndex | None) -> Admitted | None:
+    """The admitting rule of a connection with `mark` and original tuple `orig`, in the
+    program of `index`; None if the mark is not ours or names nothing there (a connection
+    of a VM that left). The evaluator picks the rule where the number alone does not say:
+    in a folded block, or between rules whose numbers collide."""
     found = ct_mark.decode(mark)
-    if found is None or program is None:
+    if found is None or index is None:
         return None
     direction = found.direction
-    endpoint = endpoint_for(program, str(orig.dst if direction == "in" else orig.src))
-    candidates = index.get(found.number, ())
+    endpoint = index.owners.get(str(orig.dst if direction == "in" else orig.src))
+    candidates = index.rules.get(found.number, ())
     if endpoint is None or not candidates:
         return None
     rule = candidates[0]
     if found.folded or len(candidates) > 1:
         side: Literal["in", "out"] = "in" if direction == "in" else "out"
-        decision = evaluate_rules(program, endpoint, side, _packet(orig))
+        decision = evaluate_rules(index.program, endpoint, side, _packet(orig))
         if decision.verdict == "allow" and (found.folded or decision.rule in candidates):
             rule = decision.rule
     return Admitted(rule, endpoint.workload, direction)
@@ -97,14 +101,13 @@ class ConnectionTable:
         self.dropped = 0  # NEW events not kept: the table was full
         self.unpaired = 0  # records made from a DESTROY alone
 
-    def handle(
-        self, event: Event, now: float, program: HostProgram | None, index: RuleIndex
-    ) -> FlowRecord | None:
-        """Take one event; the record of a connection that ended, if it is one of ours."""
+    def handle(self, event: Event, now: float, index: ProgramIndex | None) -> FlowRecord | None:
+        """Take one event (`index`: of the program in force); the record of a connection
+        that ended, if it is one of ours."""
         if event.kind == "new":
             if event.id in self.open:
                 return None
-            admitted = resolve(event.mark, event.orig, program, index)
+            admitted = resolve(event.mark, event.orig, index)
             if admitted is None:
                 return None
             if len(self.open) >= self.limit:
@@ -115,7 +118,7 @@ class ConnectionTable:
             return None
         known = self.open.pop(event.id, None)
         if known is None:
-            admitted = resolve(event.mark, event.orig, program, index)
+            admitted = resolve(event.mark, event.orig, index)
             if admitted is None:
                 return None
             self.unpaired += 1

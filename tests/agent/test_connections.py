@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperwall.agent.connections import ConnectionTable, resolve, rule_index
+from hyperwall.agent.connections import ConnectionTable, ProgramIndex, resolve
 from hyperwall.analysis.trace import trace
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.program import HostProgram, LookupRule, MatchRule
@@ -83,11 +83,11 @@ def test_one_record_naming_the_rule_trace_names(
     program = programs[host]
     mark = kernel_mark(program, decision.rule, direction)
     table = ConnectionTable(host)
-    index = rule_index(program)
-    assert table.handle(Event("new", 7, orig, mark, start=100.0), 100.5, program, index) is None
+    index = ProgramIndex(program)
+    assert table.handle(Event("new", 7, orig, mark, start=100.0), 100.5, index) is None
     assert len(table.open) == 1
     gone = Event("destroy", 7, orig, mark, Counters(5, 500), Counters(4, 4000), 100.0, 103.5)
-    record = table.handle(gone, 104.0, program, index)
+    record = table.handle(gone, 104.0, index)
     assert record is not None and table.open == {}
     workload = (result.destination if direction == "in" else result.source).workload
     assert workload is not None
@@ -115,17 +115,17 @@ def test_one_record_naming_the_rule_trace_names(
 
 def test_unmanaged_connections_leave_nothing(programs: dict[str, HostProgram]) -> None:
     program = programs["hv1"]
-    index = rule_index(program)
+    index = ProgramIndex(program)
     table = ConnectionTable("hv1")
     orig = tcp("10.1.0.21", "10.1.0.31", 8000)
     for mark in (0, 0x1234, 0x80000000 | ct_mark.MANAGED):
-        assert table.handle(Event("new", 1, orig, mark), 1.0, program, index) is None
-        assert table.handle(Event("destroy", 1, orig, mark), 2.0, program, index) is None
+        assert table.handle(Event("new", 1, orig, mark), 1.0, index) is None
+        assert table.handle(Event("destroy", 1, orig, mark), 2.0, index) is None
     assert table.open == {} and table.unpaired == 0
     # our mark, but for an address that is no endpoint of this host
     stray = tcp("192.0.2.1", "192.0.2.2", 80)
     mark = ct_mark.encode(rule_number("default"), "in")
-    assert resolve(mark, stray, program, index) is None
+    assert resolve(mark, stray, index) is None
 
 
 def test_a_destroy_without_its_new_still_records(programs: dict[str, HostProgram]) -> None:
@@ -134,7 +134,7 @@ def test_a_destroy_without_its_new_still_records(programs: dict[str, HostProgram
     mark = kernel_mark(program, "acme/shop/web-to-app", "in")
     table = ConnectionTable("hv1")
     gone = Event("destroy", 9, orig, mark, Counters(1, 60), Counters(1, 60), 50.0, 51.0)
-    record = table.handle(gone, 52.0, program, rule_index(program))
+    record = table.handle(gone, 52.0, ProgramIndex(program))
     assert record is not None and record.rule == "acme/shop/web-to-app"
     assert (record.start, record.end, table.unpaired) == (50_000_000, 51_000_000, 1)
 
@@ -142,12 +142,12 @@ def test_a_destroy_without_its_new_still_records(programs: dict[str, HostProgram
 @given(st.integers(1, 50), st.integers(0, 200))
 def test_the_table_never_holds_more_than_its_limit(limit: int, flood: int) -> None:
     program = PROGRAM
-    index = rule_index(program)
+    index = ProgramIndex(program)
     table = ConnectionTable("hv1", limit)
     mark = kernel_mark(program, "acme/shop/web-to-app", "in")
     for i in range(flood):
         orig = tcp("10.1.0.21", "10.1.0.31", 8000, sport=1024 + i)
-        table.handle(Event("new", i, orig, mark, start=1.0), 1.0, program, index)
+        table.handle(Event("new", i, orig, mark, start=1.0), 1.0, index)
         assert len(table.open) <= limit
     assert len(table.open) == min(limit, flood)
     assert table.dropped == max(0, flood - limit)
