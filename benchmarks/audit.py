@@ -54,6 +54,11 @@ SHAPES = {"full": FULL, "quick": QUICK, "tiny": TINY}
 ADMIN = Principal("bench", PROVIDER_ADMIN, None, None)
 
 
+def step(text: str) -> None:
+    """Progress on stderr (a full run takes minutes)."""
+    print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
 
@@ -145,6 +150,7 @@ async def run(shape_name: str, changes: int, assertions: int, seed: int) -> dict
         manager = Manager(store)
         await manager.start()
         try:
+            step(f"applying the fleet ({len(fleet.documents):,} documents)")
             start = time.perf_counter()
             await manager.change(ADMIN, fleet.documents, [], "the fleet")
             out["fleet_apply"] = time.perf_counter() - start
@@ -157,24 +163,30 @@ async def run(shape_name: str, changes: int, assertions: int, seed: int) -> dict
                 if doc["metadata"].get("tenant") == tenant
             ][: 2 * changes]
             assert len(moves) == 2 * changes, "not enough label changes in this fleet"
+            step(f"{changes} label changes without assertions")
             out["baseline"], _, _ = await timed_changes(manager, moves[:changes])
+            step(f"choosing {assertions} assertions that hold")
             _, _, catalog = await manager.current_catalog()
             start = time.perf_counter()
             rules = pick_assertions(catalog, tenant, assertions, seed)
             out["pick"] = time.perf_counter() - start
             out["assertions"] = len(rules)
+            step("applying them (the gate checks them all)")
             start = time.perf_counter()
             plan, _ = await manager.change(ADMIN, rules, [], "assertions")
             out["full_apply"] = time.perf_counter() - start
             out["full_checked"] = len(plan.assertions.checked)
+            step(f"{changes} label changes with the assertions")
             out["gated"], out["checked"], out["refused"] = await timed_changes(
                 manager, moves[changes:]
             )
+            step("verifying the ledger")
             start = time.perf_counter()
             verification = await verify_store(store)
             out["verify"] = time.perf_counter() - start
             out["records"] = verification.records
             assert verification.ok
+            step("assembling the report")
             start = time.perf_counter()
             report = await build_report(manager, ADMIN, out["tenant"])
             out["report"] = time.perf_counter() - start
