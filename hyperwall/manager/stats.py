@@ -74,9 +74,12 @@ def _split(key: str) -> tuple[str, str | None, str | None]:
 
 
 def rule_keys(catalog: Catalog) -> list[str]:
-    """Every rule of the policy, and each tenant's default, in document order."""
+    """Every rule of the policy, and each tenant's default (and the provider workloads'),
+    in document order."""
     keys = [r.id for p in catalog.config.policies.values() for r in p.rules]
     keys += [f"{DEFAULT}@{t}" for t in catalog.config.tenants]
+    if any(w.tenant is None for w in catalog.workloads.values()):
+        keys.append(f"{DEFAULT}@")
     return keys
 
 
