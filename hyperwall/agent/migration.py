@@ -256,7 +256,7 @@ class Migrations:
         keep = {a.packed for a in self._local_addresses(exclude=vm)}
         with Conntrack() as conntrack:
             entries = conntrack.dump_raw(addresses) if addresses else []
-            gone = [e.key for e in entries if not raw.key_addresses(e.key) & keep]
+            gone = [e.key for e in entries if not keep or not raw.key_addresses(e.key) & keep]
             removed = conntrack.delete_raw(gone) if gone else 0
         return {"ok": True, "removed": removed}
 

@@ -256,8 +256,16 @@ def key_in(data: bytes | memoryview, start: int, end: int) -> bytes | None:
     return orig + zone if orig else None
 
 
+_V4_ADDRESSES = struct.Struct("=HH4sHH4s")  # as the kernel writes a tuple's IPv4 addresses
+_V4_HEADS = (8, attrs.CTA_IP_V4_SRC, 8, attrs.CTA_IP_V4_DST)
+
+
 def key_addresses(key: bytes) -> set[bytes]:
     """The original tuple's source and destination addresses of a key, packed."""
+    if len(key) >= 32:  # the kernel's layout: tuple, addresses nest, source, destination
+        src_len, src_kind, src, dst_len, dst_kind, dst = _V4_ADDRESSES.unpack_from(key, 8)
+        if (src_len, src_kind, dst_len, dst_kind) == _V4_HEADS:
+            return {src, dst}
     found: set[bytes] = set()
     for kind, s, e in _spans(key, 0, len(key)):
         if kind == attrs.CTA_TUPLE_ORIG:
