@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from hyperwall.analysis.classes import cut_points, split
+from hyperwall.analysis.classes import cut_points, intersect, split
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.intervals import FULL_V4, FULL_V6, Interval, contains, merge
 from hyperwall.compiler.program import AddressSet, Endpoint, MatchRule
@@ -162,18 +162,77 @@ def decide(boxes: list[Box], proto: int, port: int, default: Verdict) -> tuple[V
     return default, DEFAULT
 
 
+def segments(
+    boxes: list[Box], targets: tuple[Interval, ...]
+) -> Iterator[tuple[Interval, tuple[int, ...]]]:
+    """The equivalence classes of `targets` (sorted, merged): maximal runs of addresses that
+    lie in the same boxes, each with those boxes' positions (ascending). A sweep over the
+    boxes' interval ends; adjacent runs with the same boxes are one class."""
+    toggles: dict[int, list[int]] = defaultdict(list)
+    for i, box in enumerate(boxes):
+        for low, high in box.other:
+            toggles[low].append(i)
+            toggles[high + 1].append(i)
+    active: set[int] = set()
+    cuts = sorted(toggles)
+    k = 0  # next cut to apply
+    pending: tuple[Interval, tuple[int, ...]] | None = None
+    for low, high in targets:
+        pos = low
+        while pos <= high:
+            while k < len(cuts) and cuts[k] <= pos:
+                active.symmetric_difference_update(toggles[cuts[k]])
+                k += 1
+            end = min(high, cuts[k] - 1) if k < len(cuts) else high
+            inside = tuple(sorted(active))
+            if pending is not None and pending[1] == inside and pending[0][1] + 1 == pos:
+                pending = ((pending[0][0], end), inside)
+            else:
+                if pending is not None:
+                    yield pending
+                pending = ((pos, end), inside)
+            pos = end + 1
+    if pending is not None:
+        yield pending
+
+
+def _decide_all(
+    boxes: list[Box], inside: tuple[int, ...], default: Verdict, space: Space
+) -> list[tuple[int, Interval, Verdict, str]]:
+    sub = [boxes[i] for i in inside]
+    out = []
+    for proto, ranges in space.items():
+        pcuts = cut_points(
+            [(low, high)] for b in sub if b.ports for p, low, high in b.ports if p == proto
+        )
+        for ports in split(ranges, pcuts):
+            verdict, rule = decide(sub, proto, ports[0], default)
+            out.append((proto, ports, verdict, rule))
+    return out
+
+
 def decisions(
-    boxes: list[Box], default: Verdict, targets: tuple[Interval, ...], space: Space
+    boxes: list[Box],
+    default: Verdict,
+    targets: tuple[Interval, ...],
+    space: Space,
+    allowed_only: bool = False,
 ) -> Iterator[Cell]:
-    """The decision for every class of `targets` (other-end addresses) x `space`."""
-    cuts = cut_points(b.other for b in boxes)
-    for cls in split(targets, cuts):
-        rep = cls[0]
-        sub = [b for b in boxes if contains(b.other, rep)]
-        for proto, ranges in space.items():
-            pcuts = cut_points(
-                [(low, high)] for b in sub if b.ports for p, low, high in b.ports if p == proto
-            )
-            for ports in split(ranges, pcuts):
-                verdict, rule = decide(sub, proto, ports[0], default)
-                yield Cell(cls, proto, ports, verdict, rule)
+    """The decision for every class of `targets` (other-end addresses) x `space`; classes
+    in the same boxes are decided once. `allowed_only`: only the allowed cells; then, if the
+    default denies, only the addresses some `allow` rule names are looked at (no other
+    address can be allowed)."""
+    if allowed_only and default != "allow":
+        targets = intersect(
+            targets, merge(i for b in boxes if b.action == "allow" for i in b.other)
+        )
+    decided: dict[tuple[int, ...], list[tuple[int, Interval, Verdict, str]]] = {}
+    for cls, inside in segments(boxes, targets):
+        found = decided.get(inside)
+        if found is None:
+            found = _decide_all(boxes, inside, default, space)
+            if allowed_only:
+                found = [d for d in found if d[2] == "allow"]
+            decided[inside] = found
+        for proto, ports, verdict, rule in found:
+            yield Cell(cls, proto, ports, verdict, rule)

@@ -59,15 +59,24 @@ class Side:
 
 @dataclass
 class ReachCell:
-    ports: dict[int, list[Interval]] = field(default_factory=lambda: defaultdict(list))
+    """What one (row, column) reaches so far: (protocol, low, high) ranges, deciding rules."""
+
+    ports: set[tuple[int, int, int]] = field(default_factory=set)
     rules: set[str] = field(default_factory=set)
 
     def add(self, proto: int, ports: Interval, rules: Iterable[str]) -> None:
-        self.ports[proto].append(ports)
+        self.ports.add((proto, *ports))
         self.rules.update(r for r in rules if r)
 
+    def update(self, other: ReachCell) -> None:
+        self.ports |= other.ports
+        self.rules |= other.rules
+
     def merged(self) -> Ports:
-        return {p: merge(found) for p, found in sorted(self.ports.items()) if found}
+        found: dict[int, list[Interval]] = defaultdict(list)
+        for proto, low, high in self.ports:
+            found[proto].append((low, high))
+        return {p: merge(ranges) for p, ranges in sorted(found.items())}
 
 
 def _type_name(proto: int, value: int) -> str:
@@ -181,18 +190,18 @@ class _Family:
         assert owner is not None
         boxes = self.view.boxes(owner, direction, self.family, own)
         others = subtract(targets, ((own, own),))
-        return [
-            c
-            for c in decisions(boxes, owner.endpoint.default, others, self.space)
-            if c.verdict == "allow"
-        ]
+        return list(decisions(boxes, owner.endpoint.default, others, self.space, True))
 
     def run(self) -> None:
         receivers = sorted(self.column_of)
         ingress = {b: _Ingress(self._cells(b, "in", self.sources)) for b in receivers}
         for a in sorted(self.row_of):
+            reached: dict[int, ReachCell] = defaultdict(ReachCell)  # column -> what a reaches
             for cell in self._cells(a, "out", self.targets):
-                self._from_workload(a, cell, receivers, ingress)
+                self._from_workload(a, cell, receivers, ingress, reached)
+            for r in self.row_of[a]:
+                for c, found in reached.items():
+                    self.out[(r, c)].update(found)
         for b in receivers:
             for cell in ingress[b].all():
                 for r in self.external_rows:
@@ -213,23 +222,25 @@ class _Family:
                             self.out[(r, c)].add(proto, ports, ())
 
     def _from_workload(
-        self, a: int, cell: Cell, receivers: list[int], ingress: dict[int, _Ingress]
+        self,
+        a: int,
+        cell: Cell,
+        receivers: list[int],
+        ingress: dict[int, _Ingress],
+        reached: dict[int, ReachCell],
     ) -> None:
-        rows = self.row_of[a]
         for b in points_within((cell.addresses,), receivers):
             for back in ingress[b].at(a):
                 if back.proto != cell.proto:
                     continue
                 ports = _overlap(cell.ports, back.ports)
                 if ports is not None:
-                    for r in rows:
-                        for c in self.column_of[b]:
-                            self.out[(r, c)].add(cell.proto, ports, (cell.rule, back.rule))
+                    for c in self.column_of[b]:
+                        reached[c].add(cell.proto, ports, (cell.rule, back.rule))
         for c in self.external_columns:
             inside = intersect((cell.addresses,), self.columns[c])
             if point_outside(inside, self.taken, avoid=a) is not None:
-                for r in rows:
-                    self.out[(r, c)].add(cell.proto, cell.ports, (cell.rule,))
+                reached[c].add(cell.proto, cell.ports, (cell.rule,))
 
 
 def reach(

@@ -3,23 +3,33 @@
 `FleetView` answers the questions every analysis asks (`analysis.assertions`, `reach`,
 `lint`): which addresses a list of peers stands for (the same addresses a rule with those
 peers matches), which addresses are workloads' and through which endpoint, and what an
-endpoint's rules are as boxes (`analysis.decisions`, cached per endpoint, direction and own
-address). Pure: builds or borrows a compiler, does no I/O.
+endpoint's rules are as boxes (`analysis.decisions`).
+
+What a view derives is kept with the compiler it reads (a weak per-compiler cache), so the
+manager's gate, which checks a few assertions on every change with the one compiler it
+keeps current, pays in proportion to the change: the address index is patched with the
+workloads that differ from the last catalog seen (compared by identity, then equality), and
+an endpoint's boxes are reused while its `Endpoint` object and the compiled chains it runs
+are the very objects they were computed from (the compiler replaces a chain whenever a set
+it reads changes, and an endpoint whenever its workload or policies do). Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
+from weakref import WeakKeyDictionary
 
 from hyperwall.analysis.decisions import FULL, Box, endpoint_boxes
+from hyperwall.compiler.chains import CompiledChain
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.intervals import Interval, address_interval, split_families
 from hyperwall.compiler.inventory import Families
 from hyperwall.compiler.program import Endpoint
-from hyperwall.policy.model import Catalog, Peer
+from hyperwall.policy.model import Catalog, Peer, Workload
 
 FAMILIES = (4, 6)
 
@@ -36,34 +46,98 @@ def address_text(family: int, value: int) -> str:
     return str(ipaddress.IPv4Address(value) if family == 4 else ipaddress.IPv6Address(value))
 
 
+def _addresses(w: Workload) -> Iterable[tuple[int, int, str]]:
+    for iface in w.interfaces:
+        for ip in iface.ips:
+            family, (value, _) = address_interval(ip)
+            yield family, value, iface.name
+
+
+class _Index:
+    """Every workload address: its owner (workload key, interface), sorted per family."""
+
+    def __init__(self, workloads: Mapping[str, Workload]) -> None:
+        self.workloads = workloads
+        self.owners: dict[int, dict[int, tuple[str, str]]] = {4: {}, 6: {}}
+        for w in workloads.values():
+            for family, value, iface in _addresses(w):
+                self.owners[family][value] = (w.key, iface)
+        self.sorted: dict[int, list[int]] = {f: sorted(self.owners[f]) for f in FAMILIES}
+
+    def move_to(self, workloads: Mapping[str, Workload]) -> None:
+        old = self.workloads
+        for key, w in old.items():
+            new = workloads.get(key)
+            if new is None or (new is not w and new != w):
+                for family, value, _ in _addresses(w):
+                    if self.owners[family].get(value, ("", ""))[0] == key:
+                        del self.owners[family][value]
+                        found = self.sorted[family]
+                        found.pop(bisect_left(found, value))
+        for key, w in workloads.items():
+            prev = old.get(key)
+            if prev is None or (prev is not w and prev != w):
+                for family, value, iface in _addresses(w):
+                    if value not in self.owners[family]:
+                        insort(self.sorted[family], value)
+                    self.owners[family][value] = (key, iface)
+        self.workloads = workloads
+
+
+@dataclass
+class _Kept:
+    """What views over one compiler keep: the address index and the boxes with what they
+    were computed from."""
+
+    index: _Index
+    boxes: dict[tuple[str, str, int], tuple[Endpoint, tuple[CompiledChain, ...], list[Box]]]
+
+
+_KEPT: WeakKeyDictionary[FleetCompiler, _Kept] = WeakKeyDictionary()
+
+
 class FleetView:
     """See the module docstring. `compiler`, when given, must be over `catalog` already."""
 
     def __init__(self, catalog: Catalog, compiler: FleetCompiler | None = None) -> None:
         self.catalog = catalog
         self.compiler = compiler or FleetCompiler(catalog.config, catalog.workloads.values())
-        self._owners: dict[int, dict[int, Owner]] = {4: {}, 6: {}}
-        for wk in catalog.workloads:
-            for ep in self.compiler.endpoints(wk):
-                for ip in ep.ips:
-                    family, (value, _) = address_interval(ip)
-                    self._owners[family][value] = Owner(ep, wk)
-        self.workload_ips: dict[int, list[int]] = {f: sorted(self._owners[f]) for f in FAMILIES}
-        self._boxes: dict[tuple[str, str, int], list[Box]] = {}
+        kept = _KEPT.get(self.compiler)
+        if kept is None:
+            kept = _KEPT[self.compiler] = _Kept(_Index(catalog.workloads), {})
+        elif kept.index.workloads is not catalog.workloads:
+            kept.index.move_to(catalog.workloads)
+        self._kept = kept
+        self.workload_ips: dict[int, list[int]] = kept.index.sorted
 
     def owner(self, family: int, value: int) -> Owner | None:
-        return self._owners[family].get(value)
+        found = self._kept.index.owners[family].get(value)
+        if found is None:
+            return None
+        wk, iface = found
+        endpoint = next(ep for ep in self.compiler.endpoints(wk) if ep.interface == iface)
+        return Owner(endpoint, wk)
 
     def boxes(
         self, owner: Owner, direction: Literal["in", "out"], family: int, own: int
     ) -> list[Box]:
         key = (owner.endpoint.key, direction, own)
-        found = self._boxes.get(key)
-        if found is None:
-            found = self._boxes[key] = endpoint_boxes(
-                self.compiler, owner.endpoint, direction, family, own
-            )
-        return found
+        chains = tuple(
+            self.compiler.chain(name)
+            for tier in owner.endpoint.dispatch(direction)
+            for name in tier
+        )
+        found = self._kept.boxes.get(key)
+        if (
+            found is not None
+            and found[0] is owner.endpoint
+            and len(found[1]) == len(chains)
+            and all(a is b for a, b in zip(found[1], chains, strict=True))
+        ):
+            return found[2]
+        boxes = endpoint_boxes(self.compiler, owner.endpoint, direction, family, own)
+        self._kept.boxes[key] = (owner.endpoint, chains, boxes)
+        return boxes
 
     def peer_addresses(self, peers: Iterable[Peer]) -> Families:
         """The addresses of `peers` (none: every address), as a rule naming them matches."""
