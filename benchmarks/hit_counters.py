@@ -140,26 +140,29 @@ def run(plan: Plan, tools: dp.Tools, log: dp.Log) -> Results:
                     if host == policy.HOST_A:
                         kept[key] = dp.Hyperwall(comp, backend, client)
                 log(f"  {key}: loaded")
-            on = kept[f"on-{n}"]
-            reader = HitReader(on.backend, HitTracker(), on.client)
-            reader.read(time.time())  # the attribution, once per program
-            assert on.backend.program is not None and on.backend.state is not None
-            found = attribution(on.backend.program, on.backend.state, on.backend.local)
-            for _ in range(plan.readings):
-                results.readings.setdefault(n, []).append(_timed(partial(reader.read, 0.0)))
-                full = partial(_read_everything, on.client, found)
-                results.full_readings.setdefault(n, []).append(_timed(full))
-            results.counted[n] = len(reader.tracker.rules)
-            log(
-                f"  counters read at {n:,} rules: {_wall_cpu(results.readings[n])}; every set"
-                f" listed: {_wall_cpu(results.full_readings[n])}"
-            )
         # rule edits before any traffic, the variants taking turns at going first
         largest = plan.sizes[-1]
         for k in range(plan.edits):
             for variant in ("off", "on") if k % 2 == 0 else ("on", "off"):
                 hw = kept[f"{variant}-{largest}"]
                 results.edits.setdefault(variant, []).extend(dp.rule_edits(hw, 1, dp.FULL, log))
+        for n in plan.sizes:  # after the edits: a listing fills the context's cache
+            on = kept[f"on-{n}"]
+            with inside(instances[f"on-{n}"].host_a):  # a context of its own, as the agent's
+                own = dp.TimedClient()
+            reader = HitReader(on.backend, HitTracker(), own)
+            reader.read(time.time())  # the attribution, once per program
+            assert on.backend.program is not None and on.backend.state is not None
+            found = attribution(on.backend.program, on.backend.state, on.backend.local)
+            for _ in range(plan.readings):
+                results.readings.setdefault(n, []).append(_timed(partial(reader.read, 0.0)))
+                full = partial(_read_everything, own, found)
+                results.full_readings.setdefault(n, []).append(_timed(full))
+            results.counted[n] = len(reader.tracker.rules)
+            log(
+                f"  counters read at {n:,} rules: {_wall_cpu(results.readings[n])}; every set"
+                f" listed: {_wall_cpu(results.full_readings[n])}"
+            )
         for inst in instances.values():
             inst.start_servers(
                 tools.server,

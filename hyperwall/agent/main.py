@@ -158,8 +158,7 @@ def _read_hits(reader: HitReader, path: Path, reporter: Reporter | None) -> None
 
 
 def run_agent(config: AgentConfig) -> None:
-    kernel = NftKernel()
-    backend = NftBackend(kernel, Options(vm_prefix=config.vm_prefix, mode=config.mode))
+    backend = NftBackend(NftKernel(), Options(vm_prefix=config.vm_prefix, mode=config.mode))
     queue = WorkQueue()
     stop = threading.Event()
     threads: list[threading.Thread] = []
@@ -215,7 +214,9 @@ def run_agent(config: AgentConfig) -> None:
         load = localized = Localized(load, watcher, config.vm_prefix)
     reconciler = Reconciler(config.host, load, backend, config.state_dir / "status.json")
     hits_path = config.state_dir / "hits.json"
-    hits = HitReader(backend, load_tracker(hits_path), kernel)
+    # a libnftables context of its own: listing sets fills a context's cache, which the
+    # backend's next transaction would then have to revalidate
+    hits = HitReader(backend, load_tracker(hits_path), NftKernel())
     if config.hits_seconds > 0:
         threads.append(
             threading.Thread(
