@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from hyperwall.flows.filter import time_us, us_time
@@ -84,6 +85,7 @@ _INTS = frozenset(
 )
 _STRINGS = frozenset({"host", "workload", "direction", "action", "rule", "src", "dst", "kind"})
 _CHOICES = {"direction": frozenset({"in", "out"}), "kind": KINDS}
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})  # shared: most records have no extra
 _FIELDS = tuple((name, attr, name in _TIMES) for name, attr in _JSON_NAMES.items())
 _last_second: list[tuple[int, str]] = [(-1, "")]  # the last second formatted (one entry)
 
@@ -129,7 +131,7 @@ class FlowRecord:
     src_bytes: int | None = None
     dst_packets: int | None = None
     dst_bytes: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=lambda: _NO_EXTRA)
 
     def to_json(self) -> dict[str, Any]:
         """The record's JSON object (None fields left out; `workload` kept as null on a
@@ -146,9 +148,12 @@ class FlowRecord:
         return out
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode(record: FlowRecord) -> bytes:
     """One line of JSON, newline included."""
-    return json.dumps(record.to_json(), separators=(",", ":")).encode() + b"\n"
+    return (_ENCODER.encode(record.to_json()) + "\n").encode()
 
 
 def _field_value(name: str, value: Any) -> Any:

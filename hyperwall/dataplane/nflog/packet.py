@@ -29,16 +29,16 @@ class Headers:
     icmp_code: int | None = None
 
 
-def _transport(h: Headers, data: bytes, at: int, first_fragment: bool) -> Headers:
-    if not first_fragment:
-        return h
-    if h.proto in (TCP, UDP) and len(data) >= at + 4:
-        sport = int.from_bytes(data[at : at + 2], "big")
-        dport = int.from_bytes(data[at + 2 : at + 4], "big")
-        return Headers(h.family, h.src, h.dst, h.proto, sport, dport)
-    if h.proto in (ICMP, ICMPV6) and len(data) >= at + 2:
-        return Headers(h.family, h.src, h.dst, h.proto, icmp_type=data[at], icmp_code=data[at + 1])
-    return h
+def _headers(
+    family: int, src: str, dst: str, proto: int, data: bytes, at: int, first: bool
+) -> Headers:
+    """The headers, with the transport's ports or ICMP type/code where `data` has them."""
+    if first and proto in (TCP, UDP) and len(data) >= at + 4:
+        sport = (data[at] << 8) | data[at + 1]
+        return Headers(family, src, dst, proto, sport, (data[at + 2] << 8) | data[at + 3])
+    if first and proto in (ICMP, ICMPV6) and len(data) >= at + 2:
+        return Headers(family, src, dst, proto, icmp_type=data[at], icmp_code=data[at + 1])
+    return Headers(family, src, dst, proto)
 
 
 def parse_headers(data: bytes) -> Headers | None:
@@ -54,7 +54,7 @@ def parse_headers(data: bytes) -> Headers | None:
         src = "%d.%d.%d.%d" % tuple(data[12:16])  # noqa: UP031  (4x faster than ipaddress)
         dst = "%d.%d.%d.%d" % tuple(data[16:20])  # noqa: UP031
         first = int.from_bytes(data[6:8], "big") & 0x1FFF == 0
-        return _transport(Headers(4, src, dst, proto), data, ihl, first)
+        return _headers(4, src, dst, proto, data, ihl, first)
     if version == 6:
         if len(data) < 40:
             return None
@@ -69,5 +69,5 @@ def parse_headers(data: bytes) -> Headers | None:
                 proto, at = data[at], at + 8
             else:
                 break
-        return _transport(Headers(6, src, dst, proto), data, at, first)
+        return _headers(6, src, dst, proto, data, at, first)
     return None
