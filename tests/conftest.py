@@ -18,11 +18,22 @@ _counter = itertools.count()
 PREFIX = os.environ.get("HW_TEST_NETNS_PREFIX", "hwx-")
 
 
+# Test files that boot QEMU guests: one pytest-xdist worker runs them one after the other,
+# so two guest labs never share the machine's two cores (TCG guests are CPU-bound).
+_GUEST_FILES = ("test_guest", "test_demo.py")
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test on a throwaway namespace (`netns`, or `nft` bound to one) is a `kernel` test."""
+    """A test on a throwaway namespace (`netns`, or `nft` bound to one) is a `kernel` test.
+
+    Every test is grouped by its file for `pytest -n 2 --dist loadgroup` (module-scoped labs
+    are built once), the guest files in one group."""
     for item in items:
         if "netns" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.kernel)
+        group = "guests" if item.path.name.startswith(_GUEST_FILES) else str(item.path)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
