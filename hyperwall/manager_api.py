@@ -262,7 +262,8 @@ class ReportBody(BaseModel):
     history: list[dict[str, Any]] = Field(
         description="per document the verdicts rest on: its ledger records (who, when, what)"
     )
-    lint: list[dict[str, Any]] = Field(
+    lint: list[dict[str, Any]] | None = Field(
         description="`hyperwall lint` findings of the scope's rules and groups: kind"
-        " (unmatched, shadowed, redundant, pass-nothing, empty-group), subject, by"
+        " (unmatched, shadowed, redundant, pass-nothing, empty-group), subject, by;"
+        " none: left out (`lint=false`)"
     )

@@ -1,4 +1,5 @@
-"""`hyperwall report --format html|pdf --out FILE [--tenant T]`: the compliance report.
+"""`hyperwall report --format html|pdf --out FILE [--tenant T] [--no-lint]`: the compliance
+report.
 
 The manager computes the content (`GET /v1/audit/report`: assertions with their evidence,
 who changed the rules involved, the reachability matrix, lint, the ledger's verification);
@@ -28,13 +29,16 @@ def report(
     out_file: Path = typer.Option(..., "--out", help="the file to write"),
     fmt: Format = typer.Option(Format.html, "--format", help="html or pdf"),
     tenant: str | None = typer.Option(None, "--tenant", help="one tenant (default: the fleet)"),
+    no_lint: bool = typer.Option(
+        False, "--no-lint", help="leave lint out (it takes minutes on a large fleet)"
+    ),
     server: str = ServerOpt,
     token_file: Path | None = TokenFileOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Write the compliance report: assertions with evidence, history, matrix, lint."""
     with connected(server, token_file, as_json) as client:
-        body = client.report(tenant)
+        body = client.report(tenant, lint=not no_lint)
     html = render_html(body)
     try:
         if fmt is Format.pdf:

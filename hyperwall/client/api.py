@@ -189,8 +189,10 @@ class ManagerClient:
     def audit_verify(self) -> AuditVerification:
         return AuditVerification.model_validate(self.request("GET", "/v1/audit/verify"))
 
-    def report(self, tenant: str | None = None) -> ReportBody:
-        params = {"tenant": tenant} if tenant else {}
+    def report(self, tenant: str | None = None, lint: bool = True) -> ReportBody:
+        params: dict[str, str] = {"tenant": tenant} if tenant else {}
+        if not lint:
+            params["lint"] = "false"
         return ReportBody.model_validate(self.request("GET", "/v1/audit/report", params=params))
 
     def reach(self, params: dict[str, Any]) -> dict[str, Any]:

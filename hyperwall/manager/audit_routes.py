@@ -47,9 +47,10 @@ async def report(
     who: Who,
     manager: Mgr,
     tenant: Annotated[str | None, Query(max_length=63, description="none: the fleet")] = None,
+    lint: Annotated[bool, Query(description="include lint (slow on large fleets)")] = True,
 ) -> dict[str, Any]:
     """The compliance report's content: each assertion's result with its deciding rules,
     the history of the documents those rest on, the tenant's reachability matrix, its
     groups that select nothing, and the ledger's verification (`hyperwall report`)."""
     who.require(READERS, "read compliance reports")
-    return await build_report(manager, who, tenant)
+    return await build_report(manager, who, tenant, lint)

@@ -39,3 +39,9 @@ def test_an_altered_ledger_is_said_first() -> None:
     report.ledger.intact = False
     report.ledger.firstAltered = 3
     assert "ALTERED</span>: first altered record 3" in render_html(report)
+
+
+def test_a_report_without_lint_says_so() -> None:
+    report = example_report()
+    report.lint = None
+    assert "Left out of this report (<code>--no-lint</code>)" in render_html(report)
