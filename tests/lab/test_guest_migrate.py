@@ -165,3 +165,31 @@ def _in_external(lab: Lab, *argv: str) -> str:
     return subprocess.run(
         ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, check=True
     ).stdout
+
+
+@pytest.fixture(scope="module")
+def moved_back_without_state(moved: Moved) -> tuple[GuestMigrationReport, dict[str, object]]:
+    """lb-1 moved back to hv1 with `--no-state` under a new held stream (after the tests
+    above: the module's one lab, one more live migration)."""
+    lab = moved[0]
+    held = Held(lab, "10.1.0.10", 443)
+    try:
+        report = lab.migrate(VM, HOME, state=False)
+    finally:
+        stream = held.result()
+    assert isinstance(report, GuestMigrationReport)
+    return report, stream
+
+
+def test_without_state_the_held_connection_breaks_and_new_ones_work(
+    moved: Moved, moved_back_without_state: tuple[GuestMigrationReport, dict[str, object]]
+) -> None:
+    lab = moved[0]
+    report, stream = moved_back_without_state
+    assert report.errors == () and report.state is False
+    assert (report.source, report.dest) == (AWAY, HOME)
+    assert stream["resumed"] is False, stream  # strict TCP: no entry on hv1, dropped
+    assert report.enforced_before_resume is True
+    catalog = lab.catalog()
+    expected = [VERDICT_TO_RESULT[trace(catalog, *p).verdict] for p in PROBES]
+    assert [r.result for r in lab.probe_reports(PROBES, timeout=2.0)] == expected
