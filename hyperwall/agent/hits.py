@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -63,12 +64,14 @@ class HitTracker:
         rules: Mapping[str, RuleHits] | None = None,
         seen: Mapping[str, Hits] | None = None,
     ) -> None:
-        self.rules: dict[str, RuleHits] = dict(rules or {})
+        self.rules: dict[str, RuleHits] = dict(rules or {})  # only rules ever hit
         self.seen: dict[str, Hits] = dict(seen or {})
+        self._known: AbstractSet[str] | None = None
 
-    def update(self, now: float, counters: Mapping[str, Counter], known: Iterable[str]) -> None:
+    def update(self, now: float, counters: Mapping[str, Counter], known: AbstractSet[str]) -> None:
         """Add a reading (`counters`: id -> (rule key, value), the nonzero ones, read at
-        `now`); keep only `known` keys (the program's)."""
+        `now`); keep only `known` keys (the program's). Work in proportion to the counters
+        that were hit, plus the rules kept when `known` is another set than last time."""
         added: dict[str, Hits] = {}
         for cid, (key, current) in counters.items():
             old = self.seen.get(cid, Hits())  # absent: it was 0 (or new)
@@ -77,16 +80,18 @@ class HitTracker:
             else:  # reset since the last reading
                 more = current
             added[key] = added.get(key, Hits()) + more
-        out: dict[str, RuleHits] = {}
-        for key in known:
+        if known is not self._known:  # another program: forget the rules it lacks
+            self.rules = {k: v for k, v in self.rules.items() if k in known}
+            self._known = known
+        for key, more in added.items():
+            if key not in known or not (more.packets or more.bytes):
+                continue
             old_total = self.rules.get(key, RuleHits(0, 0, None))
-            more = added.get(key, Hits())
-            out[key] = RuleHits(
+            self.rules[key] = RuleHits(
                 old_total.packets + more.packets,
                 old_total.bytes + more.bytes,
                 now if more.packets else old_total.last_hit,
             )
-        self.rules = out
         self.seen = {cid: hits for cid, (_, hits) in counters.items()}
 
     def to_json(self) -> dict[str, Any]:
@@ -149,6 +154,7 @@ class HitReader:
         self.kernel = kernel
         self._for: HostProgram | None = None
         self._attribution = Attribution()
+        self._keys: frozenset[str] = frozenset()
         self._lookups: dict[str, Hits] = {}  # set -> its lookup counter at the last reading
         self._elements: dict[str, dict[str, Counter]] = {}  # set -> its nonzero counters
         self.sets_listed = 0  # block sets listed by the last reading
@@ -160,6 +166,7 @@ class HitReader:
             return False
         if self._for is not program:
             self._attribution = attribution(program, state, self.backend.local)
+            self._keys = frozenset(self._attribution.keys())
             self._for = program
         listing = self.kernel.list_rules()
         counters, lookups = rule_counters(listing, self._attribution)
@@ -177,5 +184,5 @@ class HitReader:
         self._lookups = lookups
         for found in self._elements.values():
             counters.update(found)
-        self.tracker.update(now, counters, self._attribution.keys())
+        self.tracker.update(now, counters, self._keys)
         return True

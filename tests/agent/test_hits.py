@@ -9,9 +9,10 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperwall.agent.hits import HitTracker, load_tracker, read_report, save_tracker
+from hyperwall.agent.hits import HitTracker, RuleHits, load_tracker, read_report, save_tracker
 from hyperwall.dataplane.nft.hits import Hits
 
+KEYS = frozenset({"a", "b"})
 # one period: for each rule, the connections of that period and whether its counter was
 # reset (its chain rendered again) before them
 periods = st.lists(
@@ -44,9 +45,9 @@ def test_totals_and_last_hits_follow_the_true_increments(
             if added:
                 last_hit[key] = float(now)
         reading = {f"c-{k}": (k, Hits(v, 100 * v)) for k, v in kernel.items() if v}
-        tracker.update(float(now), reading, kernel)
+        tracker.update(float(now), reading, KEYS)
         for key in kernel:
-            got = tracker.rules[key]
+            got = tracker.rules.get(key, RuleHits(0, 0, None))
             assert (got.packets, got.bytes, got.last_hit) == (
                 true_total[key],
                 100 * true_total[key],
