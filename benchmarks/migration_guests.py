@@ -70,26 +70,35 @@ def rows(series: dict[str, list[GuestMove]]) -> list[str]:
     return out
 
 
+def _over(moves: Sequence[GuestMove]) -> float | None:
+    """The median of each move's stream gap minus qemu's downtime of that move."""
+    return _median(
+        [m.gap - m.downtime for m in moves if m.gap is not None and m.downtime is not None]
+    )
+
+
 def section(series: dict[str, list[GuestMove]], load: float) -> str:
     with_state = series.get("agents, with state", [])
     bare = series.get("no agents, `--no-state` (no firewall)", [])
-    gap, base = (
-        _median([m.gap for m in with_state if m.gap is not None]),
-        _median([m.gap for m in bare if m.gap is not None]),
-    )
-    down, down0 = (
-        _median([m.downtime for m in with_state if m.downtime is not None]),
-        _median([m.downtime for m in bare if m.downtime is not None]),
-    )
-    added = (
-        f"the firewall adds **{gap - base:+,.0f} ms** to the stream's median gap"
-        f" ({gap:,.0f} ms with agents and state against {base:,.0f} ms without agents)"
-        if gap is not None and base is not None
-        else "the firewall's addition could not be measured (no resumed stream in a series)"
-    )
-    downtimes = (
-        f"; qemu's median downtime {down:,.0f} ms with agents, {down0:,.0f} ms without"
-        if down is not None and down0 is not None
+    over, over0 = _over(with_state), _over(bare)
+    gap = _median([m.gap for m in with_state if m.gap is not None])
+    base = _median([m.gap for m in bare if m.gap is not None])
+    down = _median([m.downtime for m in with_state if m.downtime is not None])
+    down0 = _median([m.downtime for m in bare if m.downtime is not None])
+    if over is not None and over0 is not None:
+        added = (
+            f"the firewall adds **{over - over0:+,.0f} ms** to the gap beyond qemu's own"
+            f" downtime (each move's stream gap minus its downtime, median: {over:,.0f} ms"
+            f" with agents and state, {over0:,.0f} ms without agents)"
+        )
+    else:
+        added = "the firewall's addition could not be measured (no resumed stream in a series)"
+    raw = (
+        f". The raw medians: stream gap {gap:,.0f} ms with agents against {base:,.0f} ms"
+        f" without, qemu's downtime {down:,.0f} ms against {down0:,.0f} ms (downtime varies"
+        " from move to move by more than the firewall's part, so the gap is compared with"
+        " each move's own downtime)"
+        if None not in (gap, base, down, down0)
         else ""
     )
     errors = sorted({e for moves in series.values() for m in moves for e in m.errors})
@@ -111,7 +120,7 @@ def section(series: dict[str, list[GuestMove]], load: float) -> str:
         "|---|---|---|---|---|---|---|",
         *rows(series),
         "",
-        f"With the state handover, {added}{downtimes}. Without state the stream breaks",
+        f"With the state handover, {added}{raw}. Without state the stream breaks",
         "(strict TCP: the destination has no entry for it and drops its segments as invalid).",
         "",
     ]

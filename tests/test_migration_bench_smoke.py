@@ -84,4 +84,5 @@ def test_the_libvirt_section_renders_downtime_against_the_firewalls_gap() -> Non
     assert "| agents, with state | 2 | 2/2 | 400 / 500 ms | 1,000 / 1,100 ms | 600 / 600 ms" in text
     assert "| agents, `--no-state` (strict TCP) | 1 | 0/1 | 400 / 400 ms | - | - | 1/1 |" in text
     assert "| 1/1 | 350 / 350 ms | 850 / 850 ms | 500 / 500 ms | - |" in text
-    assert "the firewall adds **+150 ms**" in text and "- x: y" in text
+    assert "the firewall adds **+100 ms** to the gap beyond qemu's own downtime" in text
+    assert "stream gap 1,000 ms with agents against 850 ms" in text and "- x: y" in text
