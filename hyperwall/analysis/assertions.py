@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hyperwall.analysis.classes import point_outside, points_within, subtract
-from hyperwall.analysis.decisions import Cell, Space, decisions, service_space
+from hyperwall.analysis.decisions import Cell, Space, service_space
 from hyperwall.analysis.scope import touched_assertions
 from hyperwall.analysis.trace import TraceResult, trace
 from hyperwall.analysis.view import FAMILIES, FleetView, address_text
@@ -118,27 +118,30 @@ class _Search:
         self.taken = view.workload_ips[family]
 
     def _cells(
-        self, own: int, direction: Literal["in", "out"], targets: tuple[Interval, ...], space: Space
+        self,
+        own: int,
+        direction: Literal["in", "out"],
+        targets: tuple[Interval, ...],
+        space: Space,
+        only: Literal["allowed", "denied"],
     ) -> Iterator[Cell]:
+        """The cells of `own`'s endpoint over `targets` (minus `own`) with the verdict
+        `only`; the rules deciding the others go into the evidence."""
         owner = self.view.owner(self.family, own)
         assert owner is not None
-        boxes = self.view.boxes(owner, direction, self.family, own)
+        decider = self.view.decider(owner, direction, self.family, own)
         others = subtract(targets, ((own, own),))
-        return decisions(boxes, owner.endpoint.default, others, space)
+        return decider.cells(others, space, only=only, others=self.evidence)
 
     def allow(self) -> _Case | None:
         """A case that is not allowed: one end denies it."""
         f = self.family
         for a in points_within(self.sources, self.taken):
-            for cell in self._cells(a, "out", self.destinations, self.space):
-                if cell.verdict != "allow":
-                    return f, a, cell.addresses[0], cell.proto, cell.ports[0]
-                self.evidence.add(cell.rule)
+            for cell in self._cells(a, "out", self.destinations, self.space, "denied"):
+                return f, a, cell.addresses[0], cell.proto, cell.ports[0]
         for b in points_within(self.destinations, self.taken):
-            for cell in self._cells(b, "in", self.sources, self.space):
-                if cell.verdict != "allow":
-                    return f, cell.addresses[0], b, cell.proto, cell.ports[0]
-                self.evidence.add(cell.rule)
+            for cell in self._cells(b, "in", self.sources, self.space, "denied"):
+                return f, cell.addresses[0], b, cell.proto, cell.ports[0]
         return None
 
     def deny(self) -> _Case | None:
@@ -158,18 +161,12 @@ class _Search:
                 proto, ports = next(iter(self.space.items()))
                 return f, s, d, proto, ports[0][0]
         for b in points_within(self.destinations, taken):
-            for cell in self._cells(b, "in", self.sources, self.space):
-                if cell.verdict == "allow":
-                    found = self._allowed_from(cell, b)
-                    if found is not None:
-                        return found
-                else:
-                    self.evidence.add(cell.rule)
+            for cell in self._cells(b, "in", self.sources, self.space, "allowed"):
+                found = self._allowed_from(cell, b)
+                if found is not None:
+                    return found
         for a in points_within(self.sources, taken):
-            for cell in self._cells(a, "out", self.destinations, self.space):
-                if cell.verdict != "allow":
-                    self.evidence.add(cell.rule)
-                    continue
+            for cell in self._cells(a, "out", self.destinations, self.space, "allowed"):
                 d = point_outside((cell.addresses,), taken)
                 if d is not None:
                     return f, a, d, cell.proto, cell.ports[0]
@@ -183,10 +180,8 @@ class _Search:
             return f, s, b, cell.proto, cell.ports[0]
         space = {cell.proto: (cell.ports,)}
         for a in points_within((cell.addresses,), self.taken):
-            for out in self._cells(a, "out", ((b, b),), space):
-                if out.verdict == "allow":
-                    return f, a, b, out.proto, out.ports[0]
-                self.evidence.add(out.rule)
+            for out in self._cells(a, "out", ((b, b),), space, "allowed"):
+                return f, a, b, out.proto, out.ports[0]
         return None
 
 

@@ -13,13 +13,14 @@ one representative of each. Pure: reads a `FleetCompiler`, changes nothing.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from hyperwall.analysis.classes import cut_points, intersect, split
-from hyperwall.compiler.fleet import FleetCompiler
+from hyperwall.compiler.chains import CompiledChain
 from hyperwall.compiler.intervals import FULL_V4, FULL_V6, Interval, contains, merge
 from hyperwall.compiler.program import AddressSet, Endpoint, MatchRule
 from hyperwall.evaluator.evaluate import DEFAULT
@@ -95,52 +96,69 @@ def _family(s: AddressSet, family: int) -> tuple[Interval, ...]:
     return s.v4 if family == 4 else s.v6
 
 
-def endpoint_boxes(
-    compiler: FleetCompiler,
-    endpoint: Endpoint,
+@dataclass(frozen=True, slots=True)
+class RuleBox:
+    """A box of one chain before the own address is known: it applies where `own` (None:
+    any own address) contains the endpoint's address."""
+
+    action: Action
+    rule: str
+    own: tuple[Interval, ...] | None
+    other: tuple[Interval, ...]
+    ports: tuple[PortRange, ...] | None
+
+
+def chain_boxes(
+    compiled: CompiledChain,
+    address_set: Callable[[str], AddressSet],
     direction: Literal["in", "out"],
     family: int,
+) -> list[RuleBox]:
+    """One compiled chain's rules as boxes of one family and direction, in chain order; a
+    folded block's elements grouped per rule, port range and own interval."""
+    out: list[RuleBox] = []
+    for item in compiled.chain.items:
+        if isinstance(item, MatchRule):
+            own_set, other_set = (
+                (item.src, item.dst) if direction == "out" else (item.dst, item.src)
+            )
+            own = None if own_set is None else _family(address_set(own_set), family)
+            other = FULL[family] if other_set is None else _family(address_set(other_set), family)
+            if other and own != ():
+                out.append(RuleBox(item.action, item.rule, own, other, port_ranges(item.services)))
+            continue
+        found: dict[tuple[str, PortRange, Interval], list[Interval]] = defaultdict(list)
+        for f, sl, sh, dl, dh, proto, low, high, rule in compiled.blocks[item.block].elements:
+            if f == family:
+                mine, theirs = ((sl, sh), (dl, dh)) if direction == "out" else ((dl, dh), (sl, sh))
+                found[(rule, (proto, low, high), mine)].append(theirs)
+        by_rule: dict[str, list[RuleBox]] = defaultdict(list)
+        for (rule, ports, mine), others in sorted(found.items()):
+            by_rule[rule].append(RuleBox(item.action, rule, (mine,), merge(others), (ports,)))
+        for rule in item.rules:
+            out.extend(by_rule.get(rule, ()))
+    return out
+
+
+def endpoint_boxes(
+    endpoint: Endpoint,
+    direction: Literal["in", "out"],
     own: int,
-) -> list[Box]:
-    """The rules `endpoint` runs in `direction` that can match with own address `own`."""
-    boxes: list[Box] = []
+    boxes_of: Callable[[str], list[RuleBox]],
+) -> list[tuple[int, RuleBox]]:
+    """The rules `endpoint` runs in `direction` that can match with own address `own`, with
+    their tiers; `boxes_of(chain name)` gives a chain's `RuleBox`es (`chain_boxes`)."""
+    selected: list[tuple[int, RuleBox]] = []
     for tier, chains in enumerate(endpoint.dispatch(direction)):
         for chain_name in chains:
-            compiled = compiler.chain(chain_name)
-            for item in compiled.chain.items:
-                if isinstance(item, MatchRule):
-                    own_set, other_set = (
-                        (item.src, item.dst) if direction == "out" else (item.dst, item.src)
-                    )
-                    if own_set is not None and not contains(
-                        _family(compiler.address_set(own_set), family), own
-                    ):
-                        continue
-                    other = (
-                        FULL[family]
-                        if other_set is None
-                        else _family(compiler.address_set(other_set), family)
-                    )
-                    if other:
-                        boxes.append(
-                            Box(tier, item.action, item.rule, other, port_ranges(item.services))
-                        )
-                    continue
-                found: dict[tuple[str, PortRange], list[Interval]] = defaultdict(list)
-                for f, sl, sh, dl, dh, proto, low, high, rule in compiled.blocks[
-                    item.block
-                ].elements:
-                    mine, theirs = (
-                        ((sl, sh), (dl, dh)) if direction == "out" else ((dl, dh), (sl, sh))
-                    )
-                    if f == family and mine[0] <= own <= mine[1]:
-                        found[(rule, (proto, low, high))].append(theirs)
-                by_rule: dict[str, list[Box]] = defaultdict(list)
-                for (rule, ports), others in sorted(found.items()):
-                    by_rule[rule].append(Box(tier, item.action, rule, merge(others), (ports,)))
-                for rule in item.rules:
-                    boxes.extend(by_rule.get(rule, ()))
-    return boxes
+            for rb in boxes_of(chain_name):
+                if rb.own is None or contains(rb.own, own):
+                    selected.append((tier, rb))
+    return selected
+
+
+def as_boxes(selected: list[tuple[int, RuleBox]]) -> list[Box]:
+    return [Box(tier, rb.action, rb.rule, rb.other, rb.ports) for tier, rb in selected]
 
 
 def port_matches(ports: tuple[PortRange, ...] | None, proto: int, port: int) -> bool:
@@ -162,44 +180,53 @@ def decide(boxes: list[Box], proto: int, port: int, default: Verdict) -> tuple[V
     return default, DEFAULT
 
 
-def segments(
-    boxes: list[Box], targets: tuple[Interval, ...]
-) -> Iterator[tuple[Interval, tuple[int, ...]]]:
+def segments(boxes: list[Box], targets: tuple[Interval, ...]) -> Iterator[tuple[Interval, int]]:
     """The equivalence classes of `targets` (sorted, merged): maximal runs of addresses that
-    lie in the same boxes, each with those boxes' positions (ascending). A sweep over the
-    boxes' interval ends; adjacent runs with the same boxes are one class."""
-    toggles: dict[int, list[int]] = defaultdict(list)
+    lie in the same boxes, each with those boxes as a bit mask (bit i: `boxes[i]`). A sweep
+    over the boxes' interval ends; adjacent runs in the same boxes are one class."""
+    toggles: dict[int, int] = defaultdict(int)
     for i, box in enumerate(boxes):
+        bit = 1 << i
         for low, high in box.other:
-            toggles[low].append(i)
-            toggles[high + 1].append(i)
-    active: set[int] = set()
+            toggles[low] ^= bit
+            toggles[high + 1] ^= bit
+    active = 0
     cuts = sorted(toggles)
     k = 0  # next cut to apply
-    pending: tuple[Interval, tuple[int, ...]] | None = None
+    pending: tuple[Interval, int] | None = None
     for low, high in targets:
         pos = low
         while pos <= high:
             while k < len(cuts) and cuts[k] <= pos:
-                active.symmetric_difference_update(toggles[cuts[k]])
+                active ^= toggles[cuts[k]]
                 k += 1
             end = min(high, cuts[k] - 1) if k < len(cuts) else high
-            inside = tuple(sorted(active))
-            if pending is not None and pending[1] == inside and pending[0][1] + 1 == pos:
-                pending = ((pending[0][0], end), inside)
+            if pending is not None and pending[1] == active and pending[0][1] + 1 == pos:
+                pending = ((pending[0][0], end), active)
             else:
                 if pending is not None:
                     yield pending
-                pending = ((pos, end), inside)
+                pending = ((pos, end), active)
             pos = end + 1
     if pending is not None:
         yield pending
 
 
-def _decide_all(
-    boxes: list[Box], inside: tuple[int, ...], default: Verdict, space: Space
-) -> list[tuple[int, Interval, Verdict, str]]:
-    sub = [boxes[i] for i in inside]
+def members(mask: int) -> list[int]:
+    """The positions of the set bits of `mask`, ascending."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(low.bit_length() - 1)
+        mask ^= low
+    return out
+
+
+Decided = tuple[int, Interval, Verdict, str]  # protocol, port class, verdict, rule
+
+
+def _decide_all(boxes: list[Box], inside: int, default: Verdict, space: Space) -> list[Decided]:
+    sub = [boxes[i] for i in members(inside)]
     out = []
     for proto, ranges in space.items():
         pcuts = cut_points(
@@ -211,28 +238,65 @@ def _decide_all(
     return out
 
 
-def decisions(
-    boxes: list[Box],
-    default: Verdict,
-    targets: tuple[Interval, ...],
-    space: Space,
-    allowed_only: bool = False,
-) -> Iterator[Cell]:
-    """The decision for every class of `targets` (other-end addresses) x `space`; classes
-    in the same boxes are decided once. `allowed_only`: only the allowed cells; then, if the
-    default denies, only the addresses some `allow` rule names are looked at (no other
-    address can be allowed)."""
-    if allowed_only and default != "allow":
-        targets = intersect(
-            targets, merge(i for b in boxes if b.action == "allow" for i in b.other)
-        )
-    decided: dict[tuple[int, ...], list[tuple[int, Interval, Verdict, str]]] = {}
-    for cls, inside in segments(boxes, targets):
-        found = decided.get(inside)
+class Decider:
+    """One endpoint's boxes (for one direction and own address) with its classes over the
+    whole address family computed once, and each set of boxes decided once per service
+    space: what the analyses ask of an endpoint again and again, with other targets."""
+
+    def __init__(self, boxes: list[Box], default: Verdict, family: int) -> None:
+        self.boxes = boxes
+        self.default = default
+        self.runs = list(segments(boxes, FULL[family]))
+        self.lows = [run[0][0] for run in self.runs]
+        self._named: tuple[Interval, ...] | None = None
+        self._decided: dict[tuple[int, Hashable], list[Decided]] = {}
+
+    def _decide(self, inside: int, space: Space, space_key: Hashable) -> list[Decided]:
+        key = (inside, space_key)
+        found = self._decided.get(key)
         if found is None:
-            found = _decide_all(boxes, inside, default, space)
-            if allowed_only:
-                found = [d for d in found if d[2] == "allow"]
-            decided[inside] = found
-        for proto, ports, verdict, rule in found:
-            yield Cell(cls, proto, ports, verdict, rule)
+            found = self._decided[key] = _decide_all(self.boxes, inside, self.default, space)
+        return found
+
+    def allow_named(self) -> tuple[Interval, ...]:
+        """Every address some `allow` box names."""
+        if self._named is None:
+            self._named = merge(i for b in self.boxes if b.action == "allow" for i in b.other)
+        return self._named
+
+    def cells(
+        self,
+        targets: tuple[Interval, ...],
+        space: Space,
+        only: Literal["allowed", "denied"] | None = None,
+        others: set[str] | None = None,
+        allowed_only: bool = False,
+    ) -> Iterator[Cell]:
+        """The decision for every class of `targets` (other-end addresses) x `space`.
+
+        `only`: yield only the allowed (or only the denied) cells, and add the rules that
+        decided the others to `others` (evidence). `allowed_only`: only the allowed cells,
+        and if the default denies, only the addresses that some `allow` box names are
+        looked at (no other address can be allowed; nothing is recorded for the rest).
+        """
+        if allowed_only:
+            only = "allowed"
+            if self.default != "allow":
+                targets = intersect(targets, self.allow_named())
+        wanted = only == "allowed"
+        space_key = tuple(sorted(space.items()))
+        runs, lows = self.runs, self.lows
+        for low, high in targets:
+            i = max(0, bisect_right(lows, low) - 1)
+            while i < len(runs) and runs[i][0][0] <= high:
+                (run_low, run_high), inside = runs[i]
+                i += 1
+                cls = (max(run_low, low), min(run_high, high))
+                if cls[0] > cls[1]:
+                    continue
+                for proto, ports, verdict, rule in self._decide(inside, space, space_key):
+                    if only is not None and (verdict == "allow") != wanted:
+                        if others is not None:
+                            others.add(rule)
+                        continue
+                    yield Cell(cls, proto, ports, verdict, rule)

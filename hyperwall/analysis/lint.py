@@ -131,7 +131,7 @@ def lint(catalog: Catalog, compiler: FleetCompiler | None = None) -> list[Findin
                 owner = view.owner(family, own)
                 assert owner is not None
                 for direction in ("in", "out"):
-                    boxes = view.boxes(owner, direction, family, own)
+                    boxes = view.decider(owner, direction, family, own).boxes
                     _point(tally, boxes, ep.default, family)
     findings: list[Finding] = []
     for policy in catalog.config.policies.values():

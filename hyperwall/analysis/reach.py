@@ -35,7 +35,6 @@ from hyperwall.analysis.decisions import (
     PROTO_NAMES,
     Cell,
     Space,
-    decisions,
     service_space,
 )
 from hyperwall.analysis.view import FAMILIES, FleetView
@@ -188,9 +187,9 @@ class _Family:
     ) -> list[Cell]:
         owner = self.view.owner(self.family, own)
         assert owner is not None
-        boxes = self.view.boxes(owner, direction, self.family, own)
+        decider = self.view.decider(owner, direction, self.family, own)
         others = subtract(targets, ((own, own),))
-        return list(decisions(boxes, owner.endpoint.default, others, self.space, True))
+        return list(decider.cells(others, self.space, allowed_only=True))
 
     def run(self) -> None:
         receivers = sorted(self.column_of)

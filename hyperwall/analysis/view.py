@@ -9,8 +9,9 @@ What a view derives is kept with the compiler it reads (a weak per-compiler cach
 manager's gate, which checks a few assertions on every change with the one compiler it
 keeps current, pays in proportion to the change: the address index is patched with the
 workloads that differ from the last catalog seen (compared by identity, then equality), and
-an endpoint's boxes are reused while its `Endpoint` object and the compiled chains it runs
-are the very objects they were computed from (the compiler replaces a chain whenever a set
+an endpoint's boxes (and each chain's, `decisions.chain_boxes`) are reused while its
+`Endpoint` object and the compiled chains it runs are the very objects they were computed
+from (the compiler replaces a chain whenever a set
 it reads changes, and an endpoint whenever its workload or policies do). Pure: no I/O.
 """
 
@@ -20,10 +21,17 @@ import ipaddress
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from weakref import WeakKeyDictionary
 
-from hyperwall.analysis.decisions import FULL, Box, endpoint_boxes
+from hyperwall.analysis.decisions import (
+    FULL,
+    Decider,
+    RuleBox,
+    as_boxes,
+    chain_boxes,
+    endpoint_boxes,
+)
 from hyperwall.compiler.chains import CompiledChain
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.intervals import Interval, address_interval, split_families
@@ -32,6 +40,7 @@ from hyperwall.compiler.program import Endpoint
 from hyperwall.policy.model import Catalog, Peer, Workload
 
 FAMILIES = (4, 6)
+SHARED_LIMIT = 100_000  # shared deciders kept per compiler before starting afresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +95,15 @@ class _Index:
 
 @dataclass
 class _Kept:
-    """What views over one compiler keep: the address index and the boxes with what they
-    were computed from."""
+    """What views over one compiler keep: the address index, and each endpoint's
+    `Decider` with the endpoint and chains it was computed from."""
 
     index: _Index
-    boxes: dict[tuple[str, str, int], tuple[Endpoint, tuple[CompiledChain, ...], list[Box]]]
+    deciders: dict[tuple[str, str, int], tuple[Endpoint, tuple[CompiledChain, ...], Decider]]
+    chains: dict[tuple[str, str, int], tuple[CompiledChain, list[RuleBox]]]
+    # deciders shared by endpoints that run the same boxes (keyed by the boxes' identities;
+    # the value holds the boxes, so no identity is reused while the entry lives)
+    shared: dict[tuple[Any, ...], tuple[list[tuple[int, RuleBox]], Decider]]
 
 
 _KEPT: WeakKeyDictionary[FleetCompiler, _Kept] = WeakKeyDictionary()
@@ -104,7 +117,7 @@ class FleetView:
         self.compiler = compiler or FleetCompiler(catalog.config, catalog.workloads.values())
         kept = _KEPT.get(self.compiler)
         if kept is None:
-            kept = _KEPT[self.compiler] = _Kept(_Index(catalog.workloads), {})
+            kept = _KEPT[self.compiler] = _Kept(_Index(catalog.workloads), {}, {}, {})
         elif kept.index.workloads is not catalog.workloads:
             kept.index.move_to(catalog.workloads)
         self._kept = kept
@@ -118,16 +131,17 @@ class FleetView:
         endpoint = next(ep for ep in self.compiler.endpoints(wk) if ep.interface == iface)
         return Owner(endpoint, wk)
 
-    def boxes(
+    def decider(
         self, owner: Owner, direction: Literal["in", "out"], family: int, own: int
-    ) -> list[Box]:
+    ) -> Decider:
+        """The endpoint's rules for own address `own` in `direction`, ready to decide."""
         key = (owner.endpoint.key, direction, own)
         chains = tuple(
             self.compiler.chain(name)
             for tier in owner.endpoint.dispatch(direction)
             for name in tier
         )
-        found = self._kept.boxes.get(key)
+        found = self._kept.deciders.get(key)
         if (
             found is not None
             and found[0] is owner.endpoint
@@ -135,9 +149,25 @@ class FleetView:
             and all(a is b for a, b in zip(found[1], chains, strict=True))
         ):
             return found[2]
-        boxes = endpoint_boxes(self.compiler, owner.endpoint, direction, family, own)
-        self._kept.boxes[key] = (owner.endpoint, chains, boxes)
-        return boxes
+
+        def boxes_of(name: str) -> list[RuleBox]:
+            compiled = self.compiler.chain(name)
+            kept = self._kept.chains.get((name, direction, family))
+            if kept is None or kept[0] is not compiled:
+                found = chain_boxes(compiled, self.compiler.address_set, direction, family)
+                kept = self._kept.chains[(name, direction, family)] = (compiled, found)
+            return kept[1]
+
+        selected = endpoint_boxes(owner.endpoint, direction, own, boxes_of)
+        same = (family, owner.endpoint.default, *((t, id(rb)) for t, rb in selected))
+        shared = self._kept.shared.get(same)
+        if shared is None:
+            if len(self._kept.shared) > SHARED_LIMIT:
+                self._kept.shared.clear()
+            decider = Decider(as_boxes(selected), owner.endpoint.default, family)
+            shared = self._kept.shared[same] = (selected, decider)
+        self._kept.deciders[key] = (owner.endpoint, chains, shared[1])
+        return shared[1]
 
     def peer_addresses(self, peers: Iterable[Peer]) -> Families:
         """The addresses of `peers` (none: every address), as a rule naming them matches."""
