@@ -249,9 +249,10 @@ class Decider:
         self.runs = list(segments(boxes, FULL[family]))
         self.lows = [run[0][0] for run in self.runs]
         self._named: tuple[Interval, ...] | None = None
-        self._decided: dict[tuple[int, Hashable], list[Decided]] = {}
+        self._decided: dict[tuple[int, int], list[Decided]] = {}
+        self._spaces: dict[Hashable, int] = {}  # service space -> a small number
 
-    def _decide(self, inside: int, space: Space, space_key: Hashable) -> list[Decided]:
+    def _decide(self, inside: int, space: Space, space_key: int) -> list[Decided]:
         key = (inside, space_key)
         found = self._decided.get(key)
         if found is None:
@@ -284,7 +285,7 @@ class Decider:
             if self.default != "allow":
                 targets = intersect(targets, self.allow_named())
         wanted = only == "allowed"
-        space_key = tuple(sorted(space.items()))
+        space_key = self._spaces.setdefault(tuple(sorted(space.items())), len(self._spaces))
         runs, lows = self.runs, self.lows
         for low, high in targets:
             i = max(0, bisect_right(lows, low) - 1)

@@ -194,11 +194,16 @@ class _Family:
     def run(self) -> None:
         receivers = sorted(self.column_of)
         ingress = {b: _Ingress(self._cells(b, "in", self.sources)) for b in receivers}
+        # sources in the same rows are merged first, then spread over their rows once
+        by_rows: dict[tuple[int, ...], dict[int, ReachCell]] = defaultdict(
+            lambda: defaultdict(ReachCell)
+        )
         for a in sorted(self.row_of):
-            reached: dict[int, ReachCell] = defaultdict(ReachCell)  # column -> what a reaches
+            reached = by_rows[tuple(self.row_of[a])]  # column -> what these rows reach
             for cell in self._cells(a, "out", self.targets):
                 self._from_workload(a, cell, receivers, ingress, reached)
-            for r in self.row_of[a]:
+        for rows, reached in by_rows.items():
+            for r in rows:
                 for c, found in reached.items():
                     self.out[(r, c)].update(found)
         for b in receivers:
