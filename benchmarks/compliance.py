@@ -8,9 +8,10 @@ hold and must be checked exhaustively), 30 taken from allow rules (the rule's `f
 its `to` on its services: some hold, some do not, as other rules and the other end decide)
 and 30 "no SSH from the internet into a group". Measured, wall-clock (`perf_counter`):
 
-1. full verification: `check_assertions` of all 100 on a warm compiler (as the manager
-   holds one), median of `--repeat` runs; baseline in the same run: compiling the fleet
-   (`FleetCompiler` construction), the work every apply already pays on a cold start;
+1. full verification: `check_assertions` of all 100 on a compiled fleet, `--repeat` times:
+   the first run starts with the analysis caches empty (what `hyperwall verify` does), the
+   later ones reuse them (what the manager's gate does, `analysis.view`); baseline in the
+   same run: compiling the fleet (`FleetCompiler` construction);
 2. incremental re-check after a label change (the manager's gate on an apply):
    `touched_assertions(old, new)` + `check_assertions(new, touched, compiler)` with the
    compiler advanced to the change; p50/p99/max over `--changes` label changes that move a
@@ -106,7 +107,7 @@ def make_assertions(catalog: Catalog, rng: random.Random) -> list[dict[str, Any]
         for r in p.rules
         if r.action == "allow" and r.services and _peers(r) is not None
     ]
-    for i, (tenant, rule) in enumerate(rng.sample(rules, 30)):
+    for i, (tenant, rule) in enumerate(rng.sample(rules, min(30, len(rules)))):
         peers = _peers(rule)
         assert peers is not None
         services = sorted({str(s) for s in rule.services or ()})
@@ -269,17 +270,21 @@ def render_section(results: Results, command: str) -> str:
         ("| measurement | result | baseline in the same run |", ""),
         ("|---|---|---|", ""),
         (
-            f"| full verification, 100 assertions (median of {len(results.full)}) | "
-            f"{_ms(full)} ({results.held} hold, {results.failed} fail; target < "
-            f"{FULL_TARGET:.0f} s: {verdict}) | compiling the whole fleet: "
-            f"{_ms(results.compile_seconds)} |",
+            f"| full verification, {results.held + results.failed} assertions "
+            f"(median of {len(results.full)}) | "
+            f"first run (the analysis caches empty, as `hyperwall verify` runs): "
+            f"{_ms(results.full[0])} ({'met' if results.full[0] < FULL_TARGET else '**missed**'}); "
+            f"median {_ms(full)} (caches warm, as the manager's gate runs; {verdict}); "
+            f"{results.held} hold, {results.failed} fail; target < {FULL_TARGET:.0f} s | "
+            f"compiling the whole fleet: {_ms(results.compile_seconds)} |",
             "",
         ),
         (
             f"| incremental re-check after a label change (touched + check) | {inc_line} | "
             f"the apply's own compile step (`set_workload` + `host_program`): p50 "
             f"{_ms(_p(results.apply_compile, 0.5) if results.apply_compile else 0)}; "
-            f"a full re-check of all 100 after the change: {_ms(results.full_after_change)} |",
+            f"a full re-check of all of them after the change: "
+            f"{_ms(results.full_after_change)} |",
             "",
         ),
         *(
@@ -311,8 +316,9 @@ def render_section(results: Results, command: str) -> str:
             "",
             f"Fleet: `benchmarks/synthetic.py` seed {shape.seed}: {shape.workloads:,} workloads on "
             f"{shape.hosts} hosts, {shape.groups:,} groups, {shape.policies:,} policies, "
-            f"{shape.rules:,} rules, plus 100 Assertions (40 tenant isolation, 30 from allow "
-            "rules, 30 no-SSH-from-outside), validated with the fleet in "
+            f"{shape.rules:,} rules, plus {results.held + results.failed} Assertions (40 "
+            "tenant isolation, up to 30 from allow rules, 30 no-SSH-from-outside), validated "
+            "with the fleet in "
             f"{_ms(results.catalog_seconds)}. Every check is exhaustive (equivalence classes, "
             "`docs/design/analysis.md`), never sampled.",
             "",
