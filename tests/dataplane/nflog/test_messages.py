@@ -4,6 +4,7 @@ except with NflogDecodeError, and the bind requests carry the group in network o
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -40,12 +41,8 @@ messages = st.builds(
 def _normal(m: LogMessage) -> LogMessage:
     """What survives a round trip: the header's two fields travel together."""
     if (m.hook is None) != (m.hw_protocol is None):
-        return LogMessage(**{**_fields(m), "hook": m.hook or 0, "hw_protocol": m.hw_protocol or 0})
+        return replace(m, hook=m.hook or 0, hw_protocol=m.hw_protocol or 0)
     return m
-
-
-def _fields(m: LogMessage) -> dict[str, object]:
-    return {k: getattr(m, k) for k in LogMessage.__slots__}
 
 
 @given(st.lists(messages, min_size=1, max_size=4))
