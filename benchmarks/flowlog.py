@@ -221,8 +221,8 @@ def run(plan: Plan, tools: dp.Tools, log: dp.Log) -> Results:
     results.started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     began = time.perf_counter()
     progs = {"off": programs(False), "logged": programs(True)}
-    folder = Path(tempfile.mkdtemp(prefix="hwc-flowlog-"))
-    with topo.lab():
+    with topo.lab(), tempfile.TemporaryDirectory(prefix="hwc-flowlog-") as tmp:
+        folder = Path(tmp)
         cases: dict[str, Case] = {}
         try:
             for variant in VARIANTS:
