@@ -41,7 +41,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from hyperwall.analysis.classes import point_outside, points_within, subtract
+from hyperwall.analysis.classes import distinct_pair, point_outside, points_within, subtract
 from hyperwall.analysis.decisions import Cell, Space, service_space
 from hyperwall.analysis.scope import touched_assertions
 from hyperwall.analysis.trace import TraceResult, trace
@@ -148,18 +148,10 @@ class _Search:
         """A case that is allowed: at both ends, or at the one end that is a workload, or
         between two external addresses."""
         f, taken = self.family, self.taken
-        s = point_outside(self.sources, taken)
-        if s is not None:
-            d = point_outside(self.destinations, taken, avoid=s)
-            if d is not None:
-                proto, ports = next(iter(self.space.items()))
-                return f, s, d, proto, ports[0][0]
-        d = point_outside(self.destinations, taken)
-        if d is not None:
-            s = point_outside(self.sources, taken, avoid=d)
-            if s is not None:
-                proto, ports = next(iter(self.space.items()))
-                return f, s, d, proto, ports[0][0]
+        external = distinct_pair(self.sources, self.destinations, taken)
+        if external is not None:
+            proto, ports = next(iter(self.space.items()))
+            return f, *external, proto, ports[0][0]
         for b in points_within(self.destinations, taken):
             for cell in self._cells(b, "in", self.sources, self.space, "allowed"):
                 found = self._allowed_from(cell, b)

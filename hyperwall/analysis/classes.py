@@ -95,3 +95,16 @@ def points_within(intervals: Sequence[Interval], points: Sequence[int]) -> list[
     for low, high in intervals:
         out.extend(points[bisect_left(points, low) : bisect_right(points, high)])
     return out
+
+
+def distinct_pair(
+    sources: Sequence[Interval], targets: Sequence[Interval], taken: Sequence[int]
+) -> tuple[int, int] | None:
+    """Two different values, one in `sources` and one in `targets`, neither in `taken`;
+    None if there are none."""
+    s = point_outside(sources, taken)
+    d = None if s is None else point_outside(targets, taken, avoid=s)
+    if d is None:
+        d = point_outside(targets, taken)
+        s = None if d is None else point_outside(sources, taken, avoid=d)
+    return None if s is None or d is None else (s, d)

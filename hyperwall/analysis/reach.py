@@ -29,7 +29,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hyperwall.analysis.classes import intersect, point_outside, points_within, subtract
+from hyperwall.analysis.classes import (
+    distinct_pair,
+    intersect,
+    point_outside,
+    points_within,
+    subtract,
+)
 from hyperwall.analysis.decisions import (
     PACKET_SPACE,
     PROTO_NAMES,
@@ -215,12 +221,7 @@ class _Family:
                             self.out[(r, c)].add(cell.proto, cell.ports, (cell.rule,))
         for r in self.external_rows:
             for c in self.external_columns:
-                s = point_outside(self.rows[r], self.taken)
-                d = point_outside(self.columns[c], self.taken, avoid=s)
-                if d is None:
-                    d = point_outside(self.columns[c], self.taken)
-                    s = None if d is None else point_outside(self.rows[r], self.taken, avoid=d)
-                if s is not None and d is not None:
+                if distinct_pair(self.rows[r], self.columns[c], self.taken) is not None:
                     for proto, ranges in self.space.items():
                         for ports in ranges:
                             self.out[(r, c)].add(proto, ports, ())

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from hyperwall.analysis.classes import (
     cut_points,
+    distinct_pair,
     intersect,
     point_outside,
     points_within,
@@ -56,3 +57,14 @@ def test_points(a: tuple[Interval, ...], taken: list[int], avoid: int | None) ->
     free = members(a) - set(taken) - {avoid}
     assert point_outside(a, taken, avoid) == (min(free) if free else None)
     assert points_within(a, taken) == sorted(members(a) & set(taken))
+
+
+@given(interval_lists(), interval_lists(), st.lists(st.integers(0, TOP), unique=True))
+def test_distinct_pair(a: tuple[Interval, ...], b: tuple[Interval, ...], taken: list[int]) -> None:
+    taken.sort()
+    free_a, free_b = members(a) - set(taken), members(b) - set(taken)
+    possible = any(x != y for x in free_a for y in free_b)
+    found = distinct_pair(a, b, taken)
+    assert (found is not None) == possible
+    if found is not None:
+        assert found[0] in free_a and found[1] in free_b and found[0] != found[1]

@@ -14,6 +14,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from hyperwall.cli.app import app
+from tests.analysis.test_assertions import assertion as make_assertion
 from tests.manager.conftest import Live, example_documents, start_server
 from tests.manager.support import call
 from tests.store.conftest import sqlite_urls
@@ -34,16 +35,8 @@ def write(path: Path, *docs: dict[str, Any]) -> Path:
 def assertion(
     name: str, expect: str, tenant: str | None = "acme", src: Any = None, **spec: Any
 ) -> dict[str, Any]:
-    """An Assertion document; `src` is its `from`."""
-    if src is not None:
-        spec["from"] = src
-    meta = {"name": name, **({"tenant": tenant} if tenant else {})}
-    return {
-        "apiVersion": "hyperwall.io/v1",
-        "kind": "Assertion",
-        "metadata": meta,
-        "spec": {"expect": expect, **spec},
-    }
+    """An Assertion document expecting `expect`; `src` is its `from`."""
+    return make_assertion(name, tenant, src, expect=expect, **spec)
 
 
 PCI = assertion(
