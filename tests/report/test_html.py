@@ -25,6 +25,7 @@ def test_the_html_holds_each_section() -> None:
     assert len(re.findall(r'<td class="reach"', html)) == reaching > 0
     assert len(re.findall(r'<td class="none"', html)) == len(report.groups) ** 2 - reaching
     assert "a group that selects nothing</td><td><code>acme/hwb-nobody</code>" in html
+    assert report.lint is not None
     assert len(re.findall(r"<td><code>acme/", html)) == len(report.lint)
 
 
