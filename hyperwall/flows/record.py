@@ -33,7 +33,7 @@ Extensions (all optional, left out when None):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -149,11 +149,63 @@ class FlowRecord:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii  # what _ENCODER uses
+# a decision record's packet fields: (attribute, '"name":')
+_PACKET = tuple(
+    (attr, _quote(name) + ":")
+    for name, attr in _JSON_NAMES.items()
+    if name in ("src", "dst", "proto", "sport", "dport", "icmpType", "icmpCode")
+)
+_HEADS: dict[tuple[str | None, ...], str] = {}  # (host, ..., rule) -> their JSON text
+_MAX_HEADS = 4096
+_NONE4 = (None, None, None, None)
+
+
+def _head(key: tuple[str | None, ...]) -> str:
+    """`,"host":...,"rule":...` of a decision record (made once per distinct key)."""
+    text = _HEADS.get(key)
+    if text is None:
+        host, workload, direction, action, rule = key
+        fields = FlowRecord(0, host, workload, direction, action, rule).to_json()
+        del fields["time"]
+        text = "," + _ENCODER.encode(fields)[1:-1] if fields else ""
+        if len(_HEADS) >= _MAX_HEADS:
+            _HEADS.clear()
+        _HEADS[key] = text
+    return text
 
 
 def encode(record: FlowRecord) -> bytes:
-    """One line of JSON, newline included."""
-    return (_ENCODER.encode(record.to_json()) + "\n").encode()
+    """One line of JSON, newline included: the bytes `_ENCODER` makes of `to_json()`. A
+    decision record (no `kind`, no `extra`, none of the other kinds' fields) is written
+    from a cached text of its rule's fields and its packet's, without the dict."""
+    r = record
+    if (
+        r.extra
+        or type(r.time) is not int
+        or (r.kind, r.suppressed, r.start, r.end) != _NONE4
+        or (r.src_packets, r.src_bytes, r.dst_packets, r.dst_bytes) != _NONE4
+    ):
+        return (_ENCODER.encode(r.to_json()) + "\n").encode()
+    parts = [
+        '{"time":"',
+        _time_text(r.time),
+        '"',
+        _head((r.host, r.workload, r.direction, r.action, r.rule)),
+    ]
+    for attr, key in _PACKET:
+        value = getattr(r, attr)
+        if value is None:
+            continue
+        kind = type(value)
+        if kind is str:
+            parts += (",", key, _quote(value))
+        elif kind is int:
+            parts += (",", key, int.__repr__(value))
+        else:
+            parts += (",", key, _ENCODER.encode(value))
+    parts.append("}\n")
+    return "".join(parts).encode()
 
 
 def _field_value(name: str, value: Any) -> Any:

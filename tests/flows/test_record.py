@@ -153,3 +153,31 @@ def test_decode_fails_only_with_value_error(data: bytes) -> None:
     except ValueError:
         return
     assert decode(encode(record)) == record
+
+
+_any_text = st.none() | st.text(max_size=12)  # escapes, non-ASCII: what json.dumps writes
+decisions = st.builds(
+    FlowRecord,
+    time=_times,
+    host=_any_text,
+    workload=_any_text,
+    direction=st.none() | st.sampled_from(["in", "out"]),
+    action=_any_text,
+    rule=_any_text,
+    src=st.none() | st.ip_addresses().map(str),
+    dst=st.none() | st.ip_addresses().map(str),
+    proto=st.none() | st.sampled_from(["tcp", "udp", "icmp", "icmpv6"]) | st.integers(0, 255),
+    sport=_small,
+    dport=_small,
+    icmp_type=_small,
+    icmp_code=_small,
+)
+
+
+@given(decisions | records)
+def test_encode_writes_what_the_json_encoder_writes(record: FlowRecord) -> None:
+    """The fast path for decision records (cached rule fields, no dict) is byte for byte
+    the reference: the standard encoder over `to_json()`."""
+    reference = json.dumps(record.to_json(), separators=(",", ":")) + "\n"
+    assert encode(record) == reference.encode()
+    assert encode(record) == reference.encode()  # and again, from the cached rule fields

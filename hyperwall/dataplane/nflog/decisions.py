@@ -25,16 +25,18 @@ from hyperwall.compiler.program import Endpoint, HostProgram
 from hyperwall.compiler.rule_numbers import (
     ANTI_SPOOFING,
     UNKNOWN_INTERFACE,
+    LogPrefix,
     RuleNumbers,
     parse_log_prefix,
 )
 from hyperwall.dataplane.nflog.messages import LogMessage
-from hyperwall.dataplane.nflog.packet import ICMP, ICMPV6, TCP, UDP, parse_headers
-from hyperwall.flows.record import FlowRecord, proto_name
+from hyperwall.dataplane.nflog.packet import parse_headers
+from hyperwall.flows.record import PROTO_NAMES, FlowRecord
 
 Names = Callable[[int], str | None]  # interface index -> name
 # drops whose addresses say nothing of the sender: forged, or from an interface we do not know
 _BY_INTERFACE_ONLY = frozenset({ANTI_SPOOFING, UNKNOWN_INTERFACE})
+_CACHED = 4096  # prefixes remembered per program (a host has few; a flood repeats them)
 
 
 def _ip_key(text: str) -> str:
@@ -62,6 +64,7 @@ class Attributor:
         self._previous: Attributor | None = previous
         self._own: RuleNumbers | None = None
         self._numbers: RuleNumbers | None = None
+        self._rules: dict[str, tuple[LogPrefix, str | None] | None] = {}
 
     def forget_previous(self) -> None:
         self._previous = None
@@ -82,14 +85,28 @@ class Attributor:
             self._previous = None  # merged: the previous program can go
         return self._numbers
 
+    def _rule(self, prefix_text: str) -> tuple[LogPrefix, str | None] | None:
+        """The prefix's parts and rule id (made once per prefix text)."""
+        if prefix_text in self._rules:
+            return self._rules[prefix_text]
+        prefix = parse_log_prefix(prefix_text)
+        entry = None
+        if prefix is not None:
+            rule = prefix.rule_id() if prefix.complete else prefix.rule_id(self.numbers())
+            entry = (prefix, rule)
+        if len(self._rules) >= _CACHED:
+            self._rules.clear()
+        self._rules[prefix_text] = entry
+        return entry
+
     def record(
         self, message: LogMessage, names: Names, host: str, now_us: int
     ) -> FlowRecord | None:
         """The record of `message`; None if its prefix is not one of ours."""
-        prefix = parse_log_prefix(message.prefix)
-        if prefix is None:
+        entry = self._rule(message.prefix)
+        if entry is None:
             return None
-        rule = prefix.rule_id() if prefix.complete else prefix.rule_id(self.numbers())
+        prefix, rule = entry
         headers = parse_headers(message.payload)
         outbound = prefix.direction == "out"
         index = (
@@ -107,20 +124,9 @@ class Attributor:
         workload = ep.workload if ep is not None else None
         if headers is None:
             return FlowRecord(when, host, workload, prefix.direction, prefix.action, rule)
-        ports = headers.proto in (TCP, UDP)
-        icmp = headers.proto in (ICMP, ICMPV6)
+        _family, src, dst, proto, sport, dport, icmp_type, icmp_code = headers
+        # ports only for TCP/UDP, type/code only for ICMP: `parse_headers` fills no other
         return FlowRecord(
-            when,
-            host,
-            workload,
-            prefix.direction,
-            prefix.action,
-            rule,
-            headers.src,
-            headers.dst,
-            proto_name(headers.proto),
-            headers.sport if ports else None,
-            headers.dport if ports else None,
-            headers.icmp_type if icmp else None,
-            headers.icmp_code if icmp else None,
-        )
+            when, host, workload, prefix.direction, prefix.action, rule, src, dst,
+            PROTO_NAMES.get(proto, proto), sport, dport, icmp_type, icmp_code,
+        )  # fmt: skip

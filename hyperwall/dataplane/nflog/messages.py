@@ -61,9 +61,9 @@ class NflogDecodeError(ValueError):
     """A buffer that is not well-formed netlink (truncated or overrunning lengths)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per logged packet, and frozen costs 4x to make
 class LogMessage:
-    """One logged packet."""
+    """One logged packet (treated as immutable)."""
 
     group: int
     family: int  # the hook's protocol family: 2 IPv4, 10 IPv6, 7 bridge
@@ -79,73 +79,70 @@ class LogMessage:
     payload: bytes = b""  # the packet from its network header, up to the copy range
 
 
-def attributes(data: bytes | memoryview, start: int, end: int) -> dict[int, tuple[int, int]]:
-    """Attribute type -> (start, end) of its payload, for the attributes in [start, end)."""
-    out: dict[int, tuple[int, int]] = {}
-    pos = start
-    while pos + _NLA.size <= end:
-        length, kind = _NLA.unpack_from(data, pos)
-        if length < _NLA.size or pos + length > end:
-            raise NflogDecodeError(f"attribute {kind} of length {length} overruns its message")
-        out[kind & NLA_TYPE_MASK] = (pos + _NLA.size, pos + length)
-        pos += (length + 3) & ~3
-    return out
+# attribute -> what `decode_packet` does with it: 0-3 an interface slot, 4 the mark,
+# 5 the payload, 6 the prefix, 7 the packet header, 8 the timestamp; others are skipped
+_ROLES = {
+    NFULA_IFINDEX_INDEV: 0,
+    NFULA_IFINDEX_OUTDEV: 1,
+    NFULA_IFINDEX_PHYSINDEV: 2,
+    NFULA_IFINDEX_PHYSOUTDEV: 3,
+    NFULA_MARK: 4,
+    NFULA_PAYLOAD: 5,
+    NFULA_PREFIX: 6,
+    NFULA_PACKET_HDR: 7,
+    NFULA_TIMESTAMP: 8,
+}
 
 
-def _u32(data: bytes | memoryview, span: tuple[int, int] | None) -> int | None:
-    if span is None:
-        return None
-    if span[1] - span[0] < _U32.size:
-        raise NflogDecodeError("a 32-bit attribute is too short")
-    value: int = _U32.unpack_from(data, span[0])[0]
-    return value
-
-
-def decode_packet(data: bytes | memoryview, start: int, end: int) -> LogMessage:
-    """The logged packet in one message's payload (after the netlink header)."""
+def decode_packet(data: bytes, start: int, end: int) -> LogMessage:
+    """The logged packet in one message's payload (after the netlink header): one pass
+    over its attributes (the last of a kind wins), no intermediate objects."""
     if end - start < _NFGEN.size:
         raise NflogDecodeError("an NFLOG message without its nfgenmsg header")
     family, _version, res_id = _NFGEN.unpack_from(data, start)
-    a = attributes(data, start + _NFGEN.size, end)
     hook = hw_protocol = stamp = None
-    if NFULA_PACKET_HDR in a:
-        s, e = a[NFULA_PACKET_HDR]
-        if e - s < _HDR.size:
-            raise NflogDecodeError("the packet header attribute is too short")
-        hw_protocol, hook = _HDR.unpack_from(data, s)
-    if NFULA_TIMESTAMP in a:
-        s, e = a[NFULA_TIMESTAMP]
-        if e - s < _TIMESTAMP.size:
-            raise NflogDecodeError("the timestamp attribute is too short")
-        seconds, micros = _TIMESTAMP.unpack_from(data, s)
-        stamp = seconds * 1_000_000 + micros
+    slots: list[int | None] = [None, None, None, None, None]  # 4 interfaces, the mark
     prefix = ""
-    if NFULA_PREFIX in a:
-        s, e = a[NFULA_PREFIX]
-        prefix = bytes(data[s:e]).split(b"\0", 1)[0].decode(errors="replace")
     payload = b""
-    if NFULA_PAYLOAD in a:
-        s, e = a[NFULA_PAYLOAD]
-        payload = bytes(data[s:e])
+    nla, u32, roles = _NLA.unpack_from, _U32.unpack_from, _ROLES
+    pos = start + _NFGEN.size
+    while pos + 4 <= end:
+        length, kind = nla(data, pos)
+        if length < 4 or pos + length > end:
+            raise NflogDecodeError(f"attribute {kind} of length {length} overruns its message")
+        role = roles.get(kind & NLA_TYPE_MASK)
+        s, e = pos + 4, pos + length
+        pos += (length + 3) & ~3
+        if role is None:
+            continue
+        if role < 5:
+            if e - s < 4:
+                raise NflogDecodeError("a 32-bit attribute is too short")
+            slots[role] = u32(data, s)[0]
+        elif role == 5:
+            payload = data[s:e]
+        elif role == 6:
+            prefix = data[s:e].split(b"\0", 1)[0].decode(errors="replace")
+        elif role == 7:
+            if e - s < _HDR.size:
+                raise NflogDecodeError("the packet header attribute is too short")
+            hw_protocol, hook = _HDR.unpack_from(data, s)
+        else:
+            if e - s < _TIMESTAMP.size:
+                raise NflogDecodeError("the timestamp attribute is too short")
+            seconds, micros = _TIMESTAMP.unpack_from(data, s)
+            stamp = seconds * 1_000_000 + micros
+    indev, outdev, physindev, physoutdev, mark = slots
     return LogMessage(
-        group=res_id,
-        family=family,
-        prefix=prefix,
-        hook=hook,
-        hw_protocol=hw_protocol,
-        mark=_u32(data, a.get(NFULA_MARK)),
-        timestamp_us=stamp,
-        indev=_u32(data, a.get(NFULA_IFINDEX_INDEV)),
-        outdev=_u32(data, a.get(NFULA_IFINDEX_OUTDEV)),
-        physindev=_u32(data, a.get(NFULA_IFINDEX_PHYSINDEV)),
-        physoutdev=_u32(data, a.get(NFULA_IFINDEX_PHYSOUTDEV)),
-        payload=payload,
-    )
+        res_id, family, prefix, hook, hw_protocol, mark, stamp,
+        indev, outdev, physindev, physoutdev, payload,
+    )  # fmt: skip
 
 
 def parse_messages(data: bytes | memoryview) -> Iterator[LogMessage | int]:
     """The logged packets in one buffer read from the socket; a netlink error answer
     yields its (negative) errno, 0 for an acknowledgement; other messages are skipped."""
+    data = bytes(data)  # one copy, so that each slice of it is bytes (no copy of a copy)
     pos = 0
     while pos + _NLMSG.size <= len(data):
         length, kind, _flags, _seq, _port = _NLMSG.unpack_from(data, pos)

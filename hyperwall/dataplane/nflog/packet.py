@@ -10,15 +10,16 @@ addresses and protocol without ports.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from typing import NamedTuple
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 _EXTENSIONS = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
 _FRAGMENT = 44
+_TEXTS: dict[bytes, str] = {}  # packed address -> its text (a host sees few addresses)
+_MAX_TEXTS = 8192
 
 
-@dataclass(frozen=True, slots=True)
-class Headers:
+class Headers(NamedTuple):  # a tuple: one per logged packet, cheap to make
     family: int  # 4 or 6
     src: str
     dst: str
@@ -27,6 +28,21 @@ class Headers:
     dport: int | None = None
     icmp_type: int | None = None
     icmp_code: int | None = None
+
+
+def _text(packed: bytes) -> str:
+    """The address's text as `ipaddress` writes it, remembered (bounded: a flood of
+    forged sources only empties the memory now and then)."""
+    text = _TEXTS.get(packed)
+    if text is None:
+        if len(packed) == 4:
+            text = "%d.%d.%d.%d" % tuple(packed)  # noqa: UP031  (4x faster than ipaddress)
+        else:
+            text = str(ipaddress.IPv6Address(packed))
+        if len(_TEXTS) >= _MAX_TEXTS:
+            _TEXTS.clear()
+        _TEXTS[packed] = text
+    return text
 
 
 def _headers(
@@ -51,15 +67,13 @@ def parse_headers(data: bytes) -> Headers | None:
         if ihl < 20 or len(data) < ihl:
             return None
         proto = data[9]
-        src = "%d.%d.%d.%d" % tuple(data[12:16])  # noqa: UP031  (4x faster than ipaddress)
-        dst = "%d.%d.%d.%d" % tuple(data[16:20])  # noqa: UP031
-        first = int.from_bytes(data[6:8], "big") & 0x1FFF == 0
+        src, dst = _text(data[12:16]), _text(data[16:20])
+        first = not (data[6] & 0x1F or data[7])
         return _headers(4, src, dst, proto, data, ihl, first)
     if version == 6:
         if len(data) < 40:
             return None
-        src = str(ipaddress.IPv6Address(data[8:24]))
-        dst = str(ipaddress.IPv6Address(data[24:40]))
+        src, dst = _text(data[8:24]), _text(data[24:40])
         proto, at, first = data[6], 40, True
         for _ in range(8):  # a bounded walk through the extension headers
             if proto in _EXTENSIONS and len(data) >= at + 2:

@@ -55,3 +55,15 @@ def test_ipv6_with_extension_headers() -> None:
 def test_garbage_is_none_or_headers(data: bytes) -> None:
     got = parse_headers(data)
     assert got is None or got.family in (4, 6)
+
+
+@given(st.binary(min_size=16, max_size=16), st.integers(0, 255))
+def test_ipv6_addresses_are_written_as_ipaddress_writes_them(raw: bytes, zeros: int) -> None:
+    """An address's text is ipaddress's, made or remembered: runs of zero groups (`zeros`,
+    one bit per group), IPv4-mapped and -compatible forms."""
+    groups = [b"\0\0" if zeros >> i & 1 else raw[2 * i : 2 * i + 2] for i in range(8)]
+    for packed in (b"".join(groups), bytes(10) + b"\xff\xff" + raw[:4], bytes(12) + raw[:4]):
+        text = str(ipaddress.IPv6Address(packed))
+        for _ in range(2):
+            headers = parse_headers(ipv6(59, b"", text, "::"))
+            assert headers is not None and (headers.src, headers.dst) == (text, "::")
