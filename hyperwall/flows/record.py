@@ -187,12 +187,22 @@ def encode(record: FlowRecord) -> bytes:
         or (r.src_packets, r.src_bytes, r.dst_packets, r.dst_bytes) != _NONE4
     ):
         return (_ENCODER.encode(r.to_json()) + "\n").encode()
-    parts = [
-        '{"time":"',
-        _time_text(r.time),
-        '"',
-        _head((r.host, r.workload, r.direction, r.action, r.rule)),
-    ]
+    head = _head((r.host, r.workload, r.direction, r.action, r.rule))
+    src, dst, proto, sport, dport = r.src, r.dst, r.proto, r.sport, r.dport
+    if (  # the common one, a TCP or UDP packet: one format
+        type(src) is str
+        and type(dst) is str
+        and type(proto) is str
+        and type(sport) is int
+        and type(dport) is int
+        and r.icmp_type is None
+        and r.icmp_code is None
+    ):
+        return (
+            f'{{"time":"{_time_text(r.time)}"{head},"src":{_quote(src)},"dst":{_quote(dst)},'
+            f'"proto":{_quote(proto)},"sport":{sport},"dport":{dport}}}\n'
+        ).encode()
+    parts = ['{"time":"', _time_text(r.time), '"', head]
     for attr, key in _PACKET:
         value = getattr(r, attr)
         if value is None:
