@@ -39,6 +39,7 @@ from benchmarks import dataplane as dp
 from benchmarks import dataplane_policy as policy
 from benchmarks import dataplane_topology as topo
 from benchmarks.dataplane_policy import SERVER_A, SERVER_B
+from benchmarks.paired import conn_rate, median_ratio, pairs_table, run_line
 from benchmarks.section_cli import section_main
 from hyperwall.agent.hits import HitReader, HitTracker
 from hyperwall.dataplane.netns import inside
@@ -102,15 +103,6 @@ class Results:
     readings: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
     full_readings: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
     counted: dict[int, int] = field(default_factory=dict)  # rules with a counter, per size
-
-
-def _conn_rate(tools: dp.Tools, inst: topo.Instance, vm: policy.Vm, seconds: float) -> float:
-    inst.flush_conntrack()
-    try:
-        got = dp.run_client(tools, inst, "crr", vm.ip, policy.CRR_PORT, seconds, 1)
-        return float(got.get("per_second", float("nan")))
-    except (topo.CommandFailed, ValueError, KeyError):
-        return float("nan")
 
 
 def run(plan: Plan, tools: dp.Tools, log: dp.Log) -> Results:
@@ -178,10 +170,10 @@ def run(plan: Plan, tools: dp.Tools, log: dp.Log) -> Results:
                 pairs = results.pairs.setdefault(f"{key} / {base}", {}).setdefault(path, [])
                 for k in range(plan.pairs):
                     first, second = (key, base) if k % 2 else (base, key)
-                    got = {first: _conn_rate(tools, instances[first], vm, plan.pair_seconds)}
-                    got[second] = _conn_rate(tools, instances[second], vm, plan.pair_seconds)
+                    got = {first: conn_rate(tools, instances[first], vm, plan.pair_seconds)}
+                    got[second] = conn_rate(tools, instances[second], vm, plan.pair_seconds)
                     pairs.append([got[key], got[base]])
-                log(f"{key} / {base} {path}: median ratio {_ratio(pairs):.3f}")
+                log(f"{key} / {base} {path}: median ratio {median_ratio(pairs):.3f}")
     results.seconds = time.perf_counter() - began
     results.load_end = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return results
@@ -207,20 +199,12 @@ def _timed(work: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def _ratio(pairs: list[list[float]]) -> float:
-    ratios = [a / b for a, b in pairs if a == a and b == b and b > 0]
-    return statistics.median(ratios) if ratios else float("nan")
-
-
 def render(results: Results, command: str) -> str:
     plan, m = results.plan, results.machine
     lines = [
         SECTION,
         "",
-        f"Run {results.started} with `{command}` in {results.seconds / 60:.1f} min on "
-        f"{m['nproc']} vCPU {m['cpu']}, kernel {m['kernel']}, {m['nft']}; load average "
-        f"{m['load']} at the start, {results.load_end} at the end (a shared machine: the "
-        "ratios come from pairs run back to back, order alternating).",
+        run_line(m, results.started, command, results.seconds, results.load_end),
         "",
         "What is measured: new connections per second (`hwb_client crr`, client and server "
         "pinned to one vCPU) through hyperwall's table as rendered now (`on`: a counter per "
@@ -229,16 +213,8 @@ def render(results: Results, command: str) -> str:
         f"{plan.pairs} pairs of {plan.pair_seconds} s per path; the ratio is the median of "
         "the pairs' ratios.",
         "",
-        "| pair | path | median ratio | median conn/s (first) | median conn/s (second) |",
-        "|---|---|---|---|---|",
+        *pairs_table(results.pairs, "first", "second"),
     ]
-    for name, paths in results.pairs.items():
-        for path, pairs in paths.items():
-            first = statistics.median([a for a, _ in pairs]) if pairs else float("nan")
-            second = statistics.median([b for _, b in pairs]) if pairs else float("nan")
-            lines.append(
-                f"| {name} | {path} | {_ratio(pairs):.3f} | {first:,.0f} | {second:,.0f} |"
-            )
     lines += [
         "",
         "Reading the counters on host A, median of "
