@@ -4,6 +4,7 @@ belongs to (real packets: `tests/lab/test_visibility.py`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,15 @@ from hyperwall.dataplane.nft.readback import element
 from hyperwall.dataplane.nft.render import Options, render_program
 from hyperwall.dataplane.nft.table import policy_chain_name
 from hyperwall.io.files import load_catalog
+
+from .hwe_netns import nft_in_namespace
+
+
+@pytest.fixture
+def nft() -> Iterator[NftKernel]:
+    with nft_in_namespace() as kernel:
+        yield kernel
+
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -75,6 +85,7 @@ def _counted_rules(listing: dict[str, Any]) -> dict[str, list[bool]]:
     return out
 
 
+@pytest.mark.kernel
 def test_kernel_counters_are_attributed_to_their_rules(
     nft: NftKernel, programs: dict[str, HostProgram]
 ) -> None:

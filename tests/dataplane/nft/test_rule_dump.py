@@ -4,6 +4,7 @@ answer (the comparison with libnftables' listing is in `test_hits.py`)."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -11,6 +12,14 @@ from hypothesis import strategies as st
 
 from hyperwall.dataplane.nft import rule_dump
 from hyperwall.dataplane.nft.kernel import NftKernel
+
+from .hwe_netns import nft_in_namespace
+
+
+@pytest.fixture
+def nft() -> Iterator[NftKernel]:
+    with nft_in_namespace() as kernel:
+        yield kernel
 
 
 def test_the_request_names_the_table() -> None:
@@ -36,6 +45,7 @@ def test_a_refusal_carries_its_errno() -> None:
     assert caught.value.errno == 2
 
 
+@pytest.mark.kernel
 def test_no_table_lists_no_rules(nft: NftKernel) -> None:
     assert nft.list_rules() == {"nftables": []}
     nft.command("add table inet hyperwall")
