@@ -7,6 +7,8 @@ import itertools
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,17 +25,27 @@ PREFIX = os.environ.get("HW_TEST_NETNS_PREFIX", "hwx-")
 _GUEST_FILES = ("test_guest", "test_demo.py")
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test on a throwaway namespace (`netns`, or `nft` bound to one) is a `kernel` test.
-
-    Every test is grouped by its file for `pytest -n 2 --dist loadgroup` (module-scoped labs
-    are built once), the guest files in one group."""
+    """A test on a throwaway namespace (`netns`, or `nft` bound to one) is a `kernel` test."""
     for item in items:
         if "netns" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.kernel)
-        group = "guests" if item.path.name.startswith(_GUEST_FILES) else str(item.path)
-        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`pytest -n 2` (scripts/test): each test file goes whole to one worker, so a
+    module-scoped lab is built once; the guest files go together to one worker.
+
+    (xdist's own `--dist loadgroup` renames node ids through an attribute that pytest 9 no
+    longer reads, so the grouping is done here, by file.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "guests" if Path(path).name.startswith(_GUEST_FILES) else path
+
+    return FileScheduling(config, log)
 
 
 @pytest.fixture
