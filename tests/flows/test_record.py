@@ -112,6 +112,15 @@ def test_proto_name() -> None:
 _names = st.text("abcdefghijklmnopqrstuvwxyz0123456789-/.", min_size=1, max_size=40)
 _small = st.none() | st.integers(0, 2**40)
 _times = st.integers(0, 2**52)
+_PACKET = {  # a decision's packet fields
+    "src": st.none() | st.ip_addresses().map(str),
+    "dst": st.none() | st.ip_addresses().map(str),
+    "proto": st.none() | st.sampled_from(["tcp", "udp", "icmp", "icmpv6"]) | st.integers(0, 255),
+    "sport": _small,
+    "dport": _small,
+    "icmp_type": _small,
+    "icmp_code": _small,
+}
 records = st.builds(
     FlowRecord,
     time=_times,
@@ -120,13 +129,7 @@ records = st.builds(
     direction=st.none() | st.sampled_from(["in", "out"]),
     action=st.none() | st.sampled_from(["allow", "drop", "reject", "pass"]),
     rule=st.none() | _names,
-    src=st.none() | st.ip_addresses().map(str),
-    dst=st.none() | st.ip_addresses().map(str),
-    proto=st.none() | st.sampled_from(["tcp", "udp", "icmp", "icmpv6"]) | st.integers(0, 255),
-    sport=_small,
-    dport=_small,
-    icmp_type=_small,
-    icmp_code=_small,
+    **_PACKET,
     kind=st.none() | st.sampled_from(["connection", "suppressed"]),
     suppressed=_small,
     start=st.none() | _times,
@@ -164,13 +167,7 @@ decisions = st.builds(
     direction=st.none() | st.sampled_from(["in", "out"]),
     action=_any_text,
     rule=_any_text,
-    src=st.none() | st.ip_addresses().map(str),
-    dst=st.none() | st.ip_addresses().map(str),
-    proto=st.none() | st.sampled_from(["tcp", "udp", "icmp", "icmpv6"]) | st.integers(0, 255),
-    sport=_small,
-    dport=_small,
-    icmp_type=_small,
-    icmp_code=_small,
+    **_PACKET,
 )
 
 
