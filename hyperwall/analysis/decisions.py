@@ -17,6 +17,8 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
+from operator import xor
 from typing import Literal
 
 from hyperwall.analysis.classes import cut_points, intersect, split
@@ -212,6 +214,28 @@ def segments(boxes: list[Box], targets: tuple[Interval, ...]) -> Iterator[tuple[
         yield pending
 
 
+def runs(boxes: list[Box], span: Interval) -> list[tuple[Interval, int]]:
+    """`segments(boxes, (span,))` as a list, for one whole span (an address family):
+    the running mask is a prefix XOR over the sorted cuts, and a cut is kept only where
+    the mask changes. The same classes, without a Python step per address run."""
+    low, high = span
+    toggles: dict[int, int] = defaultdict(int)
+    for i, box in enumerate(boxes):
+        bit = 1 << i
+        for a, b in box.other:
+            toggles[a] ^= bit
+            toggles[b + 1] ^= bit
+    toggles[low] ^= 0
+    cuts = sorted(toggles)
+    masks = list(accumulate([toggles[c] for c in cuts], xor))
+    first = bisect_right(cuts, low) - 1
+    last = bisect_right(cuts, high)
+    keep = [first, *(i for i in range(first + 1, last) if masks[i] != masks[i - 1])]
+    starts = [max(cuts[i], low) for i in keep]
+    ends = [s - 1 for s in starts[1:]] + [high]
+    return [((s, e), masks[i]) for s, e, i in zip(starts, ends, keep, strict=True)]
+
+
 def members(mask: int) -> list[int]:
     """The positions of the set bits of `mask`, ascending."""
     out = []
@@ -246,7 +270,7 @@ class Decider:
     def __init__(self, boxes: list[Box], default: Verdict, family: int) -> None:
         self.boxes = boxes
         self.default = default
-        self.runs = list(segments(boxes, FULL[family]))
+        self.runs = runs(boxes, FULL[family][0])
         self.lows = [run[0][0] for run in self.runs]
         self._named: tuple[Interval, ...] | None = None
         self._decided: dict[tuple[int, int], list[Decided]] = {}

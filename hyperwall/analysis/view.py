@@ -99,11 +99,14 @@ class _Kept:
     `Decider` with the endpoint and chains it was computed from."""
 
     index: _Index
-    deciders: dict[tuple[str, str, int], tuple[Endpoint, tuple[CompiledChain, ...], Decider]]
+    deciders: dict[tuple[str, str, int], tuple[Endpoint, tuple[list[RuleBox], ...], Decider]]
     chains: dict[tuple[str, str, int], tuple[CompiledChain, list[RuleBox]]]
-    # deciders shared by endpoints that run the same boxes (keyed by the boxes' identities;
-    # the value holds the boxes, so no identity is reused while the entry lives)
+    # deciders shared by endpoints that run the same boxes (keyed by tier, action, rule,
+    # the identity of the interned other-end addresses and the ports; the value holds the
+    # boxes, so no identity is reused while the entry lives)
     shared: dict[tuple[Any, ...], tuple[list[tuple[int, RuleBox]], Decider]]
+    # other-end address tuples by content, so that equal ones are one object (`_intern`)
+    others: dict[tuple[Interval, ...], tuple[Interval, ...]]
 
 
 _KEPT: WeakKeyDictionary[FleetCompiler, _Kept] = WeakKeyDictionary()
@@ -117,7 +120,7 @@ class FleetView:
         self.compiler = compiler or FleetCompiler(catalog.config, catalog.workloads.values())
         kept = _KEPT.get(self.compiler)
         if kept is None:
-            kept = _KEPT[self.compiler] = _Kept(_Index(catalog.workloads), {}, {}, {})
+            kept = _KEPT[self.compiler] = _Kept(_Index(catalog.workloads), {}, {}, {}, {})
         elif kept.index.workloads is not catalog.workloads:
             kept.index.move_to(catalog.workloads)
         self._kept = kept
@@ -135,39 +138,72 @@ class FleetView:
         self, owner: Owner, direction: Literal["in", "out"], family: int, own: int
     ) -> Decider:
         """The endpoint's rules for own address `own` in `direction`, ready to decide."""
+        kept = self._kept
         key = (owner.endpoint.key, direction, own)
-        chains = tuple(
-            self.compiler.chain(name)
+        lists = tuple(
+            self._chain_boxes(name, direction, family)
             for tier in owner.endpoint.dispatch(direction)
             for name in tier
         )
-        found = self._kept.deciders.get(key)
+        found = kept.deciders.get(key)
         if (
             found is not None
             and found[0] is owner.endpoint
-            and len(found[1]) == len(chains)
-            and all(a is b for a, b in zip(found[1], chains, strict=True))
+            and len(found[1]) == len(lists)
+            and all(a is b for a, b in zip(found[1], lists, strict=True))
         ):
             return found[2]
-
-        def boxes_of(name: str) -> list[RuleBox]:
-            compiled = self.compiler.chain(name)
-            kept = self._kept.chains.get((name, direction, family))
-            if kept is None or kept[0] is not compiled:
-                found = chain_boxes(compiled, self.compiler.address_set, direction, family)
-                kept = self._kept.chains[(name, direction, family)] = (compiled, found)
-            return kept[1]
-
-        selected = endpoint_boxes(owner.endpoint, direction, own, boxes_of)
-        same = (family, owner.endpoint.default, *((t, id(rb)) for t, rb in selected))
-        shared = self._kept.shared.get(same)
+        selected = endpoint_boxes(
+            owner.endpoint,
+            direction,
+            own,
+            lambda name: self._chain_boxes(name, direction, family),
+        )
+        same = (
+            family,
+            owner.endpoint.default,
+            *((t, rb.action, rb.rule, id(rb.other), rb.ports) for t, rb in selected),
+        )
+        shared = kept.shared.get(same)
         if shared is None:
-            if len(self._kept.shared) > SHARED_LIMIT:
-                self._kept.shared.clear()
+            if len(kept.shared) > SHARED_LIMIT:
+                kept.shared.clear()
             decider = Decider(as_boxes(selected), owner.endpoint.default, family)
-            shared = self._kept.shared[same] = (selected, decider)
-        self._kept.deciders[key] = (owner.endpoint, chains, shared[1])
+            shared = kept.shared[same] = (selected, decider)
+        kept.deciders[key] = (owner.endpoint, lists, shared[1])
         return shared[1]
+
+    def _chain_boxes(
+        self, name: str, direction: Literal["in", "out"], family: int
+    ) -> list[RuleBox]:
+        """A chain's boxes. A recompiled chain whose boxes did not change keeps the very
+        list it had (so the deciders of the endpoints running it stay valid), and every
+        other-end address tuple is interned (so deciders are shared by content)."""
+        compiled = self.compiler.chain(name)
+        kept = self._kept.chains.get((name, direction, family))
+        if kept is not None and kept[0] is compiled:
+            return kept[1]
+        found = [
+            self._intern(rb)
+            for rb in chain_boxes(compiled, self.compiler.address_set, direction, family)
+        ]
+        if kept is not None and kept[1] == found:
+            found = kept[1]
+        self._kept.chains[(name, direction, family)] = (compiled, found)
+        return found
+
+    def _intern(self, rb: RuleBox) -> RuleBox:
+        others = self._kept.others
+        other = others.get(rb.other)
+        if other is None:
+            if len(others) > SHARED_LIMIT:
+                # the shared deciders are keyed by these identities: start both afresh
+                others.clear()
+                self._kept.shared.clear()
+            other = others[rb.other] = rb.other
+        if other is rb.other:
+            return rb
+        return RuleBox(rb.action, rb.rule, rb.own, other, rb.ports)
 
     def peer_addresses(self, peers: Iterable[Peer]) -> Families:
         """The addresses of `peers` (none: every address), as a rule naming them matches."""
