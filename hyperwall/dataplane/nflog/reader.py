@@ -34,9 +34,9 @@ from hyperwall.dataplane.nflog.messages import (
 _SO_RCVBUFFORCE = 33
 RCVBUF = 4 << 20  # bytes of queued messages: about 10,000 logged packets
 COPY_RANGE = 128  # bytes of each packet: IPv6 with a few extension headers and ports
-BUFSIZE = 64 * 1024  # the kernel's batch buffer
+BUFSIZE = 128 * 1024  # the kernel's batch buffer (its maximum)
 TIMEOUT_CS = 5  # a batch is sent after 50 ms at the latest
-QTHRESH = 64  # or once it holds this many packets
+QTHRESH = 256  # or once it holds this many packets (about half the buffer): few wake-ups
 READ_SIZE = 256 * 1024
 
 
