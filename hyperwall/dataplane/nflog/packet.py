@@ -4,7 +4,8 @@ header): addresses, protocol, TCP/UDP ports, ICMP type and code. Pure.
 Counterpart of `nflog.messages` (which carries the payload). IPv6 extension headers
 (hop-by-hop, routing, fragment, destination options) are skipped to the transport header;
 a fragment other than the first, or a payload cut before the transport header, gives the
-addresses and protocol without ports.
+addresses and protocol without ports. Address texts are remembered (bounded): a host's
+logged packets come from few addresses.
 """
 
 from __future__ import annotations
