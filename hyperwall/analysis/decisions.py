@@ -215,9 +215,10 @@ def segments(boxes: list[Box], targets: tuple[Interval, ...]) -> Iterator[tuple[
 
 
 def runs(boxes: list[Box], span: Interval) -> list[tuple[Interval, int]]:
-    """`segments(boxes, (span,))` as a list, for one whole span (an address family):
-    the running mask is a prefix XOR over the sorted cuts, and a cut is kept only where
-    the mask changes. The same classes, without a Python step per address run."""
+    """`segments(boxes, (span,))` as a list, for one whole span (an address family) that
+    holds every box: the running mask is a prefix XOR over the sorted cuts, and only the
+    cuts that flip some bit are kept (the boxes' intervals are merged, so the mask changes
+    at every kept cut). The same classes, without a Python step per address run."""
     low, high = span
     toggles: dict[int, int] = defaultdict(int)
     for i, box in enumerate(boxes):
@@ -225,15 +226,14 @@ def runs(boxes: list[Box], span: Interval) -> list[tuple[Interval, int]]:
         for a, b in box.other:
             toggles[a] ^= bit
             toggles[b + 1] ^= bit
-    toggles[low] ^= 0
-    cuts = sorted(toggles)
+    cuts = sorted(c for c, t in toggles.items() if t and c <= high)
     masks = list(accumulate([toggles[c] for c in cuts], xor))
-    first = bisect_right(cuts, low) - 1
-    last = bisect_right(cuts, high)
-    keep = [first, *(i for i in range(first + 1, last) if masks[i] != masks[i - 1])]
-    starts = [max(cuts[i], low) for i in keep]
-    ends = [s - 1 for s in starts[1:]] + [high]
-    return [((s, e), masks[i]) for s, e, i in zip(starts, ends, keep, strict=True)]
+    if not cuts or cuts[0] != low:
+        cuts.insert(0, low)
+        masks.insert(0, 0)
+    ends = [c - 1 for c in cuts[1:]]
+    ends.append(high)
+    return [((c, e), m) for c, e, m in zip(cuts, ends, masks, strict=True)]
 
 
 def members(mask: int) -> list[int]:
