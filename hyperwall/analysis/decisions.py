@@ -182,16 +182,22 @@ def decide(boxes: list[Box], proto: int, port: int, default: Verdict) -> tuple[V
     return default, DEFAULT
 
 
-def segments(boxes: list[Box], targets: tuple[Interval, ...]) -> Iterator[tuple[Interval, int]]:
-    """The equivalence classes of `targets` (sorted, merged): maximal runs of addresses that
-    lie in the same boxes, each with those boxes as a bit mask (bit i: `boxes[i]`). A sweep
-    over the boxes' interval ends; adjacent runs in the same boxes are one class."""
+def _toggles(boxes: list[Box]) -> dict[int, int]:
+    """Per cut point, the bits (box positions) that enter or leave there."""
     toggles: dict[int, int] = defaultdict(int)
     for i, box in enumerate(boxes):
         bit = 1 << i
         for low, high in box.other:
             toggles[low] ^= bit
             toggles[high + 1] ^= bit
+    return toggles
+
+
+def segments(boxes: list[Box], targets: tuple[Interval, ...]) -> Iterator[tuple[Interval, int]]:
+    """The equivalence classes of `targets` (sorted, merged): maximal runs of addresses that
+    lie in the same boxes, each with those boxes as a bit mask (bit i: `boxes[i]`). A sweep
+    over the boxes' interval ends; adjacent runs in the same boxes are one class."""
+    toggles = _toggles(boxes)
     active = 0
     cuts = sorted(toggles)
     k = 0  # next cut to apply
@@ -220,12 +226,7 @@ def runs(boxes: list[Box], span: Interval) -> list[tuple[Interval, int]]:
     cuts that flip some bit are kept (the boxes' intervals are merged, so the mask changes
     at every kept cut). The same classes, without a Python step per address run."""
     low, high = span
-    toggles: dict[int, int] = defaultdict(int)
-    for i, box in enumerate(boxes):
-        bit = 1 << i
-        for a, b in box.other:
-            toggles[a] ^= bit
-            toggles[b + 1] ^= bit
+    toggles = _toggles(boxes)
     cuts = sorted(c for c, t in toggles.items() if t and c <= high)
     masks = list(accumulate([toggles[c] for c in cuts], xor))
     if not cuts or cuts[0] != low:
