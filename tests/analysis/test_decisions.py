@@ -24,12 +24,16 @@ boxes = st.lists(intervals, max_size=6).map(
 
 @given(boxes)
 def test_runs_are_the_classes_of_the_sweep(found: list[Box]) -> None:
-    assert runs(found, SPAN) == list(segments(found, (SPAN,)))
+    lows, highs, masks = runs(found, SPAN)
+    assert list(zip(zip(lows, highs, strict=True), masks, strict=True)) == list(
+        segments(found, (SPAN,))
+    )
 
 
 @given(boxes)
 def test_runs_partition_the_span_into_maximal_uniform_classes(found: list[Box]) -> None:
-    result = runs(found, SPAN)
+    lows, highs, masks = runs(found, SPAN)
+    result = list(zip(zip(lows, highs, strict=True), masks, strict=True))
     assert result[0][0][0] == SPAN[0] and result[-1][0][1] == SPAN[1]
     for ((_, high), mask), ((low, _), next_mask) in pairwise(result):
         assert low == high + 1 and mask != next_mask
