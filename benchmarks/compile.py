@@ -51,7 +51,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks.results_file import write_section
+from benchmarks.results_file import publish
 from benchmarks.synthetic import FULL, QUICK, FleetShape, generate
 from hyperwall.compiler import delta
 from hyperwall.compiler.fleet import FleetCompiler, compile_host
@@ -1064,15 +1064,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile_mode=args.profile,
         log=log,
     )
-    command = "benchmarks/compile" + "".join(
-        f" {a}" for a in (argv if argv is not None else sys.argv[1:])
-    )
-    section = render_section(results, command)
-    print(section)
     output = args.output or (None if args.quick else DEFAULT_OUTPUT)
-    if output is not None and not args.no_write:
-        write_section(output, section)
-        log(f"wrote {output}")
+    publish(
+        "compile",
+        argv if argv is not None else sys.argv[1:],
+        lambda command: render_section(results, command),
+        None if args.no_write else output,
+        log,
+    )
     return 1 if results.problems() else 0
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.compile import label_changes, machine, raw_documents
-from benchmarks.results_file import write_section
+from benchmarks.results_file import publish
 from benchmarks.synthetic import FULL, QUICK, FleetShape, generate
 from hyperwall.analysis.assertions import check_assertions, touched_assertions
 from hyperwall.analysis.reach import group_sides, reach
@@ -358,15 +358,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_benchmark(
         shape, max(1, args.repeat), args.changes, args.reach_groups, log, args.reach_budget
     )
-    command = "benchmarks/compliance" + "".join(
-        f" {a}" for a in (argv if argv is not None else sys.argv[1:])
-    )
-    section = render_section(results, command)
-    print(section)
     output = args.output or (None if args.quick else DEFAULT_OUTPUT)
-    if output is not None and not args.no_write:
-        write_section(output, section)
-        log(f"wrote {output}")
+    publish(
+        "compliance",
+        argv if argv is not None else sys.argv[1:],
+        lambda command: render_section(results, command),
+        None if args.no_write else output,
+        log,
+    )
     return 1 if results.problems() else 0
 
 

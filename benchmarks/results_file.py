@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -23,3 +24,19 @@ def write_section(path: Path, section: str) -> None:
         text = "".join(lines[:start]) + section + ("\n" + after if after else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def publish(
+    name: str,
+    argv: Sequence[str],
+    render: Callable[[str], str],
+    output: Path | None,
+    log: Callable[[str], None],
+) -> None:
+    """Print the section `render` makes for the command line `benchmarks/NAME ARGV`, and
+    write it into `output` (when not None)."""
+    section = render(f"benchmarks/{name}" + "".join(f" {a}" for a in argv))
+    print(section)
+    if output is not None:
+        write_section(output, section)
+        log(f"wrote {output}")
