@@ -16,6 +16,7 @@ diff and a dry-run apply report the same results without refusing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,9 +28,11 @@ from hyperwall.policy.model import AssertionDef, Catalog
 
 @dataclass(frozen=True, slots=True)
 class GateResult:
-    """The assertions a change touched, each re-checked over the resulting catalog."""
+    """The assertions a change touched, each re-checked over the resulting catalog, and
+    how long choosing and checking them took (wall clock, the trial compile included)."""
 
     checked: tuple[AssertionResult, ...] = ()
+    seconds: float = 0.0
 
     @property
     def broken(self) -> tuple[AssertionResult, ...]:
@@ -48,21 +51,27 @@ def check_change(
     """Re-check the assertions of `new` that the change from `old` touches (all of them
     when `old` is None). With `programs` (the fleet watch's, on its thread), the check
     compiles nothing from scratch: it borrows their compiler, advanced to `new`."""
+    began = time.perf_counter()
     if not new.config.assertions:
         return GateResult()
     names = None if old is None else touched_assertions(old, new)
     if names is not None and not names:
-        return GateResult()
-    return _check(new, names, programs)
+        return GateResult(seconds=time.perf_counter() - began)
+    return _check(new, names, programs, began)
 
 
 def _check(
-    catalog: Catalog, names: Collection[str] | None, programs: FleetPrograms | None
+    catalog: Catalog,
+    names: Collection[str] | None,
+    programs: FleetPrograms | None,
+    began: float,
 ) -> GateResult:
     if programs is None:
-        return GateResult(tuple(check_assertions(catalog, names)))
-    with programs.trial(catalog) as compiler:
-        return GateResult(tuple(check_assertions(catalog, names, compiler)))
+        found = tuple(check_assertions(catalog, names))
+    else:
+        with programs.trial(catalog) as compiler:
+            found = tuple(check_assertions(catalog, names, compiler))
+    return GateResult(found, time.perf_counter() - began)
 
 
 def check_rollback(
@@ -73,6 +82,7 @@ def check_rollback(
     must still satisfy it) are re-checked over the target, where the change touches them.
     A current assertion naming a group the target lacks cannot be evaluated there and is
     left out (the rollback removes it, as it removes every newer document)."""
+    began = time.perf_counter()
     extra = {
         key: a
         for key, a in current.config.assertions.items()
@@ -84,8 +94,8 @@ def check_rollback(
     merged = replace(target, config=replace(target.config, assertions=assertions))
     names = touched_assertions(current, merged) | set(extra)
     if not names:
-        return GateResult()
-    return _check(merged, names, programs)
+        return GateResult(seconds=time.perf_counter() - began)
+    return _check(merged, names, programs, began)
 
 
 def _resolvable(assertion: AssertionDef, catalog: Catalog) -> bool:

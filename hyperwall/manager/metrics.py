@@ -8,7 +8,10 @@ it names no document; bind the manager accordingly).
 - `hyperwall_manager_revision`, `hyperwall_manager_hosts{state}` (in-sync, pending,
   error, unreachable: `Manager.status`), read at scrape time;
 - the flow store: records stored and expired, batches refused as busy (backpressure), the
-  database's bytes in use.
+  database's bytes in use;
+- `hyperwall_manager_gate_seconds` (histogram) and `hyperwall_manager_gate_assertions_checked`:
+  how long the assertion gate took on each apply, diff, delete and rollback of this manager
+  and how many assertions it re-checked (`manager.gate_times`).
 
 Labels: a host state only. Nothing per host, tenant, address or rule.
 """
@@ -29,11 +32,16 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from hyperwall.manager.deps import Mgr
 from hyperwall.manager.flow_store import FlowStore
+from hyperwall.manager.gate_times import GateTimes
 from hyperwall.manager.service import Manager
 
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800)
@@ -60,6 +68,8 @@ class ManagerMetrics:
         )
         self.flows = _FlowCounts()
         r.register(self.flows)
+        self.gate = _GateCounts()
+        r.register(self.gate)
         self.started = time.time()
         self._last: dict[str, int] = {}  # host -> newest revision it reported converged
         self._times: OrderedDict[int, float | None] = OrderedDict()
@@ -95,6 +105,7 @@ class ManagerMetrics:
             self.hosts.labels(state).set(n)
         self.flows.store = flows
         self.flows.used = await flows.used_bytes() if flows is not None else 0
+        self.gate.times = manager.gate_times
         return generate_latest(self.registry)
 
 
@@ -129,6 +140,32 @@ class _FlowCounts(Collector):
         )
         yield GaugeMetricFamily(
             "hyperwall_manager_flow_store_bytes", "Bytes in use in the flow database", self.used
+        )
+
+
+class _GateCounts(Collector):
+    """The assertion gate's durations, as of the scrape that set `times`."""
+
+    def __init__(self) -> None:
+        self.times: GateTimes | None = None
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+    def collect(self) -> Iterator[Any]:
+        times = self.times
+        if times is None:
+            return
+        yield HistogramMetricFamily(
+            "hyperwall_manager_gate_seconds",
+            "How long the assertion gate took per change (touched assertions re-checked)",
+            buckets=times.cumulative(),
+            sum_value=times.total,
+        )
+        yield CounterMetricFamily(
+            "hyperwall_manager_gate_assertions_checked",
+            "Assertions the gate re-checked since the manager started",
+            value=times.checked,
         )
 
 

@@ -26,6 +26,7 @@ from hyperwall.manager.documents import (
 )
 from hyperwall.manager.fleetwatch import FleetWatch
 from hyperwall.manager.gate import AssertionsBroken, GateResult, check_change, check_rollback
+from hyperwall.manager.gate_times import GateTimes
 from hyperwall.manager_api import DiscoveredReport
 from hyperwall.policy.catalog_state import CatalogState
 from hyperwall.policy.errors import DocumentsInvalid, Source
@@ -97,6 +98,7 @@ class Manager:
         self.store = store
         self.fleet = FleetWatch(store)  # follows the store; wakes the agents' long-polls
         self.commits = asyncio.Lock()  # this manager's commits take turns (`change`)
+        self.gate_times = GateTimes()  # every gate check's duration (`/metrics`)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -140,6 +142,7 @@ class Manager:
         gate = GateResult()
         if puts or gone:  # the assertions this change touches, re-checked (`gate`)
             gate = await self.fleet.run(check_change, state.catalog, catalog, self.fleet.programs)
+            self.gate_times.observe(gate.seconds, len(gate.checked))
         return Plan(base, puts, gone, before, hosts, gate)
 
     async def _base(self) -> tuple[int, dict[DocKey, Document], CatalogState]:
@@ -237,6 +240,7 @@ class Manager:
                 gate = await self.fleet.run(
                     check_rollback, state.catalog, catalog, self.fleet.programs
                 )
+                self.gate_times.observe(gate.seconds, len(gate.checked))
                 if gate.broken:
                     raise AssertionsBroken(f"the rollback to revision {target}", gate)
             text = message or f"rollback to revision {target}"

@@ -10,7 +10,7 @@ import httpx
 
 from hyperwall.flows.filter import us_time
 from tests.manager.conftest import Live
-from tests.manager.support import call, group
+from tests.manager.support import assertion, call, group
 
 
 def scrape(live: Live) -> dict[str, float]:
@@ -69,3 +69,14 @@ def test_metrics_move_with_reports_and_flows(live_sqlite: Live) -> None:
     flows = scrape(live)
     assert flows["hyperwall_manager_flow_records_stored_total"] == 2
     assert flows["hyperwall_manager_flow_store_bytes"] > 0
+
+    # the assertion gate: every change that puts or deletes documents is timed
+    gate = "hyperwall_manager_gate_seconds_count"
+    checks = "hyperwall_manager_gate_assertions_checked_total"
+    held = assertion("open", "g", "g", "tcp/80", "allow")  # nothing filters CIDR to CIDR
+    assert call(live.url, live.admin, "POST", "/v1/apply", {"documents": [held]}).is_success
+    gated = scrape(live)
+    assert gated[gate] == flows[gate] + 1
+    assert gated[checks] == flows[checks] + 1  # the new assertion checked itself
+    assert gated['hyperwall_manager_gate_seconds_bucket{le="+Inf"}'] == gated[gate]
+    assert gated["hyperwall_manager_gate_seconds_sum"] > 0
