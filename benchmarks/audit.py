@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,26 +124,37 @@ def _document(tenant: str, i: int, src: str, dst: str, service: str, expect: str
     }
 
 
-async def timed_changes(
-    manager: Manager, docs: Sequence[dict[str, Any]]
-) -> tuple[list[float], list[int], int]:
-    """Apply times of the committed changes, assertions re-checked for each, and how many
-    changes the gate refused (a move that would break an assertion; not timed)."""
-    times, checked, refused = [], [], 0
+@dataclass
+class Changes:
+    """Label changes applied one at a time: each committed change's apply time, the gate's
+    own time inside it (`GateResult.seconds`, what `/metrics` shows), the assertions it
+    re-checked, and how many changes the gate refused (not timed)."""
+
+    applies: list[float] = field(default_factory=list)
+    gate: list[float] = field(default_factory=list)
+    checked: list[int] = field(default_factory=list)
+    refused: int = 0
+
+
+async def timed_changes(manager: Manager, docs: Sequence[dict[str, Any]]) -> Changes:
+    out = Changes()
     for doc in docs:
         start = time.perf_counter()
         try:
             plan, info = await manager.change(ADMIN, [doc], [], "relabel")
         except AssertionsBroken:
-            refused += 1
+            out.refused += 1
             continue
-        times.append(time.perf_counter() - start)
+        out.applies.append(time.perf_counter() - start)
         assert info is not None
-        checked.append(len(plan.assertions.checked))
-    return times, checked, refused
+        out.gate.append(plan.assertions.seconds)
+        out.checked.append(len(plan.assertions.checked))
+    return out
 
 
-async def run(shape_name: str, changes: int, assertions: int, seed: int) -> dict[str, Any]:
+async def run(
+    shape_name: str, changes: int, assertions: int, seed: int, lint: bool
+) -> dict[str, Any]:
     fleet = generate(SHAPES[shape_name])
     out: dict[str, Any] = {"shape": shape_name, "documents": len(fleet.documents)}
     with tempfile.TemporaryDirectory(prefix="hwb-audit-") as folder:
@@ -164,7 +176,7 @@ async def run(shape_name: str, changes: int, assertions: int, seed: int) -> dict
             ][: 2 * changes]
             assert len(moves) == 2 * changes, "not enough label changes in this fleet"
             step(f"{changes} label changes without assertions")
-            out["baseline"], _, _ = await timed_changes(manager, moves[:changes])
+            out["baseline"] = await timed_changes(manager, moves[:changes])
             step(f"choosing {assertions} assertions that hold")
             _, _, catalog = await manager.current_catalog()
             start = time.perf_counter()
@@ -176,10 +188,9 @@ async def run(shape_name: str, changes: int, assertions: int, seed: int) -> dict
             plan, _ = await manager.change(ADMIN, rules, [], "assertions")
             out["full_apply"] = time.perf_counter() - start
             out["full_checked"] = len(plan.assertions.checked)
+            out["full_gate"] = plan.assertions.seconds
             step(f"{changes} label changes with the assertions")
-            out["gated"], out["checked"], out["refused"] = await timed_changes(
-                manager, moves[changes:]
-            )
+            out["gated"] = await timed_changes(manager, moves[changes:])
             step("verifying the ledger")
             start = time.perf_counter()
             verification = await verify_store(store)
@@ -188,7 +199,7 @@ async def run(shape_name: str, changes: int, assertions: int, seed: int) -> dict
             assert verification.ok
             step("assembling the report")
             start = time.perf_counter()
-            report = await build_report(manager, ADMIN, out["tenant"], with_lint=False)
+            report = await build_report(manager, ADMIN, out["tenant"], with_lint=lint)
             out["report"] = time.perf_counter() - start
             out["report_groups"] = len(report["groups"])
         finally:
@@ -196,11 +207,13 @@ async def run(shape_name: str, changes: int, assertions: int, seed: int) -> dict
     return out
 
 
-def section(r: dict[str, Any], load: tuple[float, ...], took: float) -> str:
-    base, gated = r["baseline"], r["gated"]
+def section(r: dict[str, Any], load: tuple[float, ...], took: float, lint: bool) -> str:
+    base, gated = r["baseline"].applies, r["gated"].applies
+    checked, refused, gate = r["gated"].checked, r["gated"].refused, r["gated"].gate
     rows = [
         ("label change apply, no assertions (baseline)", base),
         (f"label change apply, {r['assertions']} assertions", gated),
+        ("of which the gate (`GateResult.seconds`, as `/metrics` shows it)", gate),
     ]
     lines = [
         "## Audit and the assertion gate (benchmarks/audit)",
@@ -222,23 +235,26 @@ def section(r: dict[str, Any], load: tuple[float, ...], took: float) -> str:
     added50 = pct(gated, 50) - pct(base, 50)
     added99 = pct(gated, 99) - pct(base, 99)
     lines += [
-        f"| gate adds (gated minus baseline) | | {ms(added50)} | {ms(added99)} | |",
+        f"| applies with minus without (two series of different changes: noisy) | |"
+        f" {ms(added50)} | {ms(added99)} | |",
         "",
-        f"- Assertions re-checked per label change: median {statistics.median(r['checked']):g},"
-        f" max {max(r['checked'])} of {r['assertions']} (only those whose `from`/`to` select"
-        f" the moved workload); {r['refused']} of the {len(gated) + r['refused']} changes were"
+        f"- Gate target: adds < 100 ms p99 to an apply: the gate's own time inside the applies,"
+        f" p99 {ms(pct(gate, 99))}: {'pass' if pct(gate, 99) < 0.1 else '**FAIL**'}. (The"
+        " difference of the two series' percentiles mixes in how long each apply waited for"
+        " the fleet's programs, which differs from change to change far more than the gate.)",
+        f"- Assertions re-checked per label change: median {statistics.median(checked):g},"
+        f" max {max(checked)} of {r['assertions']} (only those whose `from`/`to` select"
+        f" the moved workload); {refused} of the {len(gated) + refused} changes were"
         " refused by the gate (they would have broken an assertion; not in the times).",
         f"- Full verification: applying the {r['assertions']} assertions (all checked by the"
-        f" gate, {r['full_checked']}) took {ms(r['full_apply'])}, the apply included; target"
-        f" < 10 s: {'pass' if r['full_apply'] < 10 else '**FAIL**'}.",
-        f"- Gate target: adds < 100 ms p99 to an apply:"
-        f" {'pass' if added99 < 0.1 else '**FAIL**'} ({ms(added99)}).",
+        f" gate, {r['full_checked']}) took {ms(r['full_apply'])}, the apply included, of which"
+        f" the gate {ms(r['full_gate'])}; target < 10 s:"
+        f" {'pass' if r['full_gate'] < 10 else '**FAIL**'}.",
         f"- `verify_store` over the ledger ({r['records']:,} records, the fleet's first"
         f" revision holding {r['documents']:,} documents): {ms(r['verify'])}.",
         f"- Compliance report content for tenant {r['tenant']} ({r['report_groups']} groups in"
-        f" the matrix, {r['assertions']} assertions, lint left out): {ms(r['report'])}. Lint"
-        " walks every enforcement point of the fleet (53 s on the `quick` fleet at load 7,"
-        " measured by hand): a report of a large fleet takes `--no-lint`.",
+        f" the matrix, {r['assertions']} assertions, lint"
+        f" {'included' if lint else 'left out'}): {ms(r['report'])}.",
         f"- The whole fleet's first apply: {r['fleet_apply']:.1f} s; choosing the assertions"
         f" (checker calls): {r['pick']:.1f} s.",
         "",
@@ -253,11 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--assertions", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--no-lint", action="store_true", help="a report without lint")
     args = parser.parse_args(argv)
     load = os.getloadavg()
     start = time.perf_counter()
-    result = asyncio.run(run(args.shape, args.changes, args.assertions, args.seed))
-    text = section(result, load, time.perf_counter() - start)
+    lint = not args.no_lint
+    result = asyncio.run(run(args.shape, args.changes, args.assertions, args.seed, lint))
+    text = section(result, load, time.perf_counter() - start, lint)
     print(text)
     if args.shape == "full" and not args.no_write:
         write_section(RESULTS, text)
