@@ -17,6 +17,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import accumulate
 from operator import xor
 from typing import Literal
@@ -276,10 +277,16 @@ class Decider:
     def __init__(self, boxes: list[Box], default: Verdict, family: int) -> None:
         self.boxes = boxes
         self.default = default
-        self.lows, self.highs, self.masks = runs(boxes, FULL[family][0])
+        self.family = family
         self._named: tuple[Interval, ...] | None = None
         self._decided: dict[tuple[int, int], list[Decided]] = {}
         self._spaces: dict[Hashable, int] = {}  # service space -> a small number
+
+    @cached_property
+    def swept(self) -> Runs:
+        """The classes over the whole family (`runs`), swept on first use: `reach` reads
+        only the boxes."""
+        return runs(self.boxes, FULL[self.family][0])
 
     def _decide(self, inside: int, space: Space, space_key: int) -> list[Decided]:
         key = (inside, space_key)
@@ -315,7 +322,7 @@ class Decider:
                 targets = intersect(targets, self.allow_named())
         wanted = only == "allowed"
         space_key = self._spaces.setdefault(tuple(sorted(space.items())), len(self._spaces))
-        lows, highs, masks = self.lows, self.highs, self.masks
+        lows, highs, masks = self.swept
         n = len(lows)
         for low, high in targets:
             i = max(0, bisect_right(lows, low) - 1)
