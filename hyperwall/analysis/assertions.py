@@ -37,17 +37,17 @@ run through `analysis.trace` itself, so `hyperwall trace` replays it exactly.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from hyperwall.analysis.classes import distinct_pair, point_outside, points_within, subtract
-from hyperwall.analysis.decisions import Cell, Space, service_space
+from hyperwall.analysis.decisions import Cell, Decider, Space, service_space
 from hyperwall.analysis.scope import touched_assertions
 from hyperwall.analysis.trace import TraceResult, trace
 from hyperwall.analysis.view import FAMILIES, FleetView, address_text
 from hyperwall.compiler.fleet import FleetCompiler
-from hyperwall.compiler.intervals import Interval
+from hyperwall.compiler.intervals import Interval, contains
 from hyperwall.policy.model import AssertionDef, Catalog
 
 __all__ = [
@@ -99,7 +99,12 @@ _Case = tuple[int, int, int, int, int]
 
 
 class _Search:
-    """One assertion in one family: its sets, and the evidence gathered."""
+    """One assertion in one family: its sets, and the evidence gathered.
+
+    The members of a group usually run the same rules, so their endpoints share one
+    `Decider` (`analysis.view`, by content); an endpoint outside the targets it is asked
+    about then gets exactly the cells its decider gives every other such endpoint, so
+    those cells (and the evidence they add) are computed once per decider and search."""
 
     def __init__(
         self,
@@ -116,31 +121,43 @@ class _Search:
         self.space = space
         self.evidence: set[str] = set()
         self.taken = view.workload_ips[family]
+        # (decider, direction, only) -> the decider (so that its id stays its own while
+        # the entry lives), its cells over the other side, the rules deciding the rest
+        self._shared: dict[tuple[int, str, str], tuple[Decider, list[Cell], set[str]]] = {}
 
-    def _cells(
-        self,
-        own: int,
-        direction: Literal["in", "out"],
-        targets: tuple[Interval, ...],
-        space: Space,
-        only: Literal["allowed", "denied"],
-    ) -> Iterator[Cell]:
-        """The cells of `own`'s endpoint over `targets` (minus `own`) with the verdict
-        `only`; the rules deciding the others go into the evidence."""
+    def _decider(self, own: int, direction: Literal["in", "out"]) -> Decider:
         owner = self.view.owner(self.family, own)
         assert owner is not None
-        decider = self.view.decider(owner, direction, self.family, own)
-        others = subtract(targets, ((own, own),))
-        return decider.cells(others, space, only=only, others=self.evidence)
+        return self.view.decider(owner, direction, self.family, own)
+
+    def _cells(
+        self, own: int, direction: Literal["in", "out"], only: Literal["allowed", "denied"]
+    ) -> Iterable[Cell]:
+        """The cells of `own`'s endpoint over the other side (`to` at egress, `from` at
+        ingress; minus `own`) with the verdict `only`; the rules deciding the others go
+        into the evidence."""
+        decider = self._decider(own, direction)
+        targets = self.destinations if direction == "out" else self.sources
+        if contains(targets, own):
+            others = subtract(targets, ((own, own),))
+            return decider.cells(others, self.space, only=only, others=self.evidence)
+        key = (id(decider), direction, only)
+        found = self._shared.get(key)
+        if found is None:
+            rules: set[str] = set()
+            cells = list(decider.cells(targets, self.space, only=only, others=rules))
+            found = self._shared[key] = (decider, cells, rules)
+        self.evidence |= found[2]
+        return found[1]
 
     def allow(self) -> _Case | None:
         """A case that is not allowed: one end denies it."""
         f = self.family
         for a in points_within(self.sources, self.taken):
-            for cell in self._cells(a, "out", self.destinations, self.space, "denied"):
+            for cell in self._cells(a, "out", "denied"):
                 return f, a, cell.addresses[0], cell.proto, cell.ports[0]
         for b in points_within(self.destinations, self.taken):
-            for cell in self._cells(b, "in", self.sources, self.space, "denied"):
+            for cell in self._cells(b, "in", "denied"):
                 return f, cell.addresses[0], b, cell.proto, cell.ports[0]
         return None
 
@@ -153,12 +170,12 @@ class _Search:
             proto, ports = next(iter(self.space.items()))
             return f, *external, proto, ports[0][0]
         for b in points_within(self.destinations, taken):
-            for cell in self._cells(b, "in", self.sources, self.space, "allowed"):
+            for cell in self._cells(b, "in", "allowed"):
                 found = self._allowed_from(cell, b)
                 if found is not None:
                     return found
         for a in points_within(self.sources, taken):
-            for cell in self._cells(a, "out", self.destinations, self.space, "allowed"):
+            for cell in self._cells(a, "out", "allowed"):
                 d = point_outside((cell.addresses,), taken)
                 if d is not None:
                     return f, a, d, cell.proto, cell.ports[0]
@@ -170,10 +187,22 @@ class _Search:
         s = point_outside((cell.addresses,), self.taken)
         if s is not None:
             return f, s, b, cell.proto, cell.ports[0]
-        space = {cell.proto: (cell.ports,)}
         for a in points_within((cell.addresses,), self.taken):
-            for out in self._cells(a, "out", ((b, b),), space, "allowed"):
-                return f, a, b, out.proto, out.ports[0]
+            port = self._egress_allows(a, b, cell.proto, cell.ports)
+            if port is not None:
+                return f, a, b, cell.proto, port
+        return None
+
+    def _egress_allows(self, a: int, b: int, proto: int, ports: Interval) -> int | None:
+        """The lowest port of `ports` on which `a`'s egress allows `b`; None if none. It
+        gathers no evidence: when the search finds no case, `deny`'s pass over the sources
+        has decided every such case of `a` (b is in `to`, the ports in the assertion's
+        services) and added its rules."""
+        if a == b:
+            return None
+        for p, (low, high), verdict, _ in self._decider(a, "out").decided_at(b, self.space):
+            if p == proto and verdict == "allow" and low <= ports[1] and high >= ports[0]:
+                return max(low, ports[0])
         return None
 
 

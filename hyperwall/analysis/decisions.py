@@ -295,6 +295,13 @@ class Decider:
             found = self._decided[key] = _decide_all(self.boxes, inside, self.default, space)
         return found
 
+    def decided_at(self, address: int, space: Space) -> list[Decided]:
+        """The decisions of the class holding `address` (in the family) over `space`,
+        port classes ascending per protocol."""
+        lows, _, masks = self.swept
+        space_key = self._spaces.setdefault(tuple(sorted(space.items())), len(self._spaces))
+        return self._decide(masks[bisect_right(lows, address) - 1], space, space_key)
+
     def allow_named(self) -> tuple[Interval, ...]:
         """Every address some `allow` box names."""
         if self._named is None:

@@ -125,6 +125,11 @@ class FleetView:
             kept.index.move_to(catalog.workloads)
         self._kept = kept
         self.workload_ips: dict[int, list[int]] = kept.index.sorted
+        # A view reads one state of the compiler (its address index is patched here, once):
+        # what it validated against the kept caches stays valid for its lifetime, so each
+        # endpoint and chain is checked once per view, not once per question asked.
+        self._deciders: dict[tuple[str, str, int], Decider] = {}
+        self._lists: dict[tuple[str, str, int], list[RuleBox]] = {}
 
     def owner(self, family: int, value: int) -> Owner | None:
         found = self._kept.index.owners[family].get(value)
@@ -138,6 +143,15 @@ class FleetView:
         self, owner: Owner, direction: Literal["in", "out"], family: int, own: int
     ) -> Decider:
         """The endpoint's rules for own address `own` in `direction`, ready to decide."""
+        key = (owner.endpoint.key, direction, own)
+        found_here = self._deciders.get(key)
+        if found_here is None:
+            found_here = self._deciders[key] = self._kept_decider(owner, direction, family, own)
+        return found_here
+
+    def _kept_decider(
+        self, owner: Owner, direction: Literal["in", "out"], family: int, own: int
+    ) -> Decider:
         kept = self._kept
         key = (owner.endpoint.key, direction, own)
         lists = tuple(
@@ -179,9 +193,13 @@ class FleetView:
         """A chain's boxes. A recompiled chain whose boxes did not change keeps the very
         list it had (so the deciders of the endpoints running it stay valid), and every
         other-end address tuple is interned (so deciders are shared by content)."""
+        here = self._lists.get((name, direction, family))
+        if here is not None:
+            return here
         compiled = self.compiler.chain(name)
         kept = self._kept.chains.get((name, direction, family))
         if kept is not None and kept[0] is compiled:
+            self._lists[(name, direction, family)] = kept[1]
             return kept[1]
         found = [
             self._intern(rb)
@@ -190,6 +208,7 @@ class FleetView:
         if kept is not None and kept[1] == found:
             found = kept[1]
         self._kept.chains[(name, direction, family)] = (compiled, found)
+        self._lists[(name, direction, family)] = found
         return found
 
     def _intern(self, rb: RuleBox) -> RuleBox:
