@@ -187,6 +187,11 @@ class FleetView:
         kept.deciders[key] = (owner.endpoint, lists, shared[1])
         return shared[1]
 
+    def chain_boxes(self, name: str, direction: Literal["in", "out"], family: int) -> list[RuleBox]:
+        """Chain `name`'s boxes as `decider` reads them (kept with the compiler): for an
+        analysis that walks the endpoints' chains itself (`analysis.lint`)."""
+        return self._chain_boxes(name, direction, family)
+
     def _chain_boxes(
         self, name: str, direction: Literal["in", "out"], family: int
     ) -> list[RuleBox]:
