@@ -13,16 +13,15 @@ one representative of each. Pure: reads a `FleetCompiler`, changes nothing.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from itertools import accumulate
 from operator import xor
 from typing import Literal
 
-from hyperwall.analysis.classes import cut_points, intersect, split
+from hyperwall.analysis.classes import cut_points, intersect, split, subtract
 from hyperwall.compiler.chains import CompiledChain
 from hyperwall.compiler.intervals import FULL_V4, FULL_V6, Interval, contains, merge
 from hyperwall.compiler.program import AddressSet, Endpoint, MatchRule
@@ -243,6 +242,65 @@ def runs(boxes: list[Box], span: Interval) -> Runs:
     return cuts, ends, masks
 
 
+FLIP_LIMIT = 256  # moved intervals past which a decider is swept again, not patched
+
+
+def flips(old: list[Box], new: list[Box]) -> list[tuple[Interval, int]] | None:
+    """Where each box's bit differs between `old` and `new`: per box whose other-end
+    addresses moved, the intervals of the symmetric difference with the box's bit. None if
+    the lists differ in anything else (length, tier, action, rule, ports) or if more than
+    `FLIP_LIMIT` intervals moved."""
+    if len(old) != len(new):
+        return None
+    out: list[tuple[Interval, int]] = []
+    for i, (a, b) in enumerate(zip(old, new, strict=True)):
+        if a.tier != b.tier or a.action != b.action or a.rule != b.rule or a.ports != b.ports:
+            return None
+        if a.other is b.other or a.other == b.other:
+            continue
+        bit = 1 << i
+        moved = merge([*subtract(a.other, b.other), *subtract(b.other, a.other)])
+        out.extend((interval, bit) for interval in moved)
+        if len(out) > FLIP_LIMIT:
+            return None
+    return out
+
+
+def flip_runs(swept: Runs, moved: list[tuple[Interval, int]]) -> Runs:
+    """`runs` after flipping bit `bit` over each `(interval, bit)` of `moved` (the boxes'
+    symmetric differences, `flips`): split the runs at each interval's ends, XOR the runs
+    inside, and join neighbours whose masks became equal. The result is what `runs` gives
+    for the new boxes (maximal runs: neighbours always differ), the old lists untouched."""
+    lows, highs, masks = list(swept[0]), list(swept[1]), list(swept[2])
+    for (low, high), bit in moved:
+        _split_at(lows, highs, masks, low)
+        if high < highs[-1]:
+            _split_at(lows, highs, masks, high + 1)
+        first, last = bisect_left(lows, low), bisect_right(lows, high)
+        for k in range(first, last):
+            masks[k] ^= bit
+        _join_at(lows, highs, masks, last)
+        _join_at(lows, highs, masks, first)
+    return lows, highs, masks
+
+
+def _split_at(lows: list[int], highs: list[int], masks: list[int], start: int) -> None:
+    """Make a run begin at `start` (inside the family)."""
+    k = bisect_right(lows, start) - 1
+    if lows[k] != start:
+        lows.insert(k + 1, start)
+        highs.insert(k + 1, highs[k])
+        masks.insert(k + 1, masks[k])
+        highs[k] = start - 1
+
+
+def _join_at(lows: list[int], highs: list[int], masks: list[int], k: int) -> None:
+    """Join run `k` into run `k - 1` if they now lie in the same boxes."""
+    if 0 < k < len(lows) and masks[k - 1] == masks[k]:
+        highs[k - 1] = highs[k]
+        del lows[k], highs[k], masks[k]
+
+
 def members(mask: int) -> list[int]:
     """The positions of the set bits of `mask`, ascending."""
     out = []
@@ -281,12 +339,31 @@ class Decider:
         self._named: tuple[Interval, ...] | None = None
         self._decided: dict[tuple[int, int], list[Decided]] = {}
         self._spaces: dict[Hashable, int] = {}  # service space -> a small number
+        self._swept: Runs | None = None
 
-    @cached_property
+    @property
     def swept(self) -> Runs:
         """The classes over the whole family (`runs`), swept on first use: `reach` reads
         only the boxes."""
-        return runs(self.boxes, FULL[self.family][0])
+        if self._swept is None:
+            self._swept = runs(self.boxes, FULL[self.family][0])
+        return self._swept
+
+    def patched(self, boxes: list[Box]) -> Decider | None:
+        """A decider for `boxes`, which are this decider's boxes except for the other-end
+        addresses of some (`flips`), derived from this one instead of swept and decided
+        again: its classes are these with each moved box's bit flipped where that box's
+        addresses changed (`flip_runs`), and its decisions per set of boxes are these (a
+        decision reads the boxes' tiers, actions, rules and ports, not their addresses).
+        None if the boxes differ otherwise, or in so many places that a sweep is as cheap."""
+        moved = flips(self.boxes, boxes)
+        if moved is None:
+            return None
+        new = Decider(boxes, self.default, self.family)
+        new._decided, new._spaces = self._decided, self._spaces  # shared: same content
+        if self._swept is not None:
+            new._swept = flip_runs(self._swept, moved)
+        return new
 
     def _decide(self, inside: int, space: Space, space_key: int) -> list[Decided]:
         key = (inside, space_key)

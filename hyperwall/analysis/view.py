@@ -182,7 +182,13 @@ class FleetView:
         if shared is None:
             if len(kept.shared) > SHARED_LIMIT:
                 kept.shared.clear()
-            decider = Decider(as_boxes(selected), owner.endpoint.default, family)
+            boxes = as_boxes(selected)
+            decider = None
+            if found is not None and found[2].default == owner.endpoint.default:
+                # the endpoint's previous decider, patched where boxes' addresses moved
+                decider = found[2].patched(boxes)
+            if decider is None:
+                decider = Decider(boxes, owner.endpoint.default, family)
             shared = kept.shared[same] = (selected, decider)
         kept.deciders[key] = (owner.endpoint, lists, shared[1])
         return shared[1]

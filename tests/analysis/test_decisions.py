@@ -1,5 +1,7 @@
 """`decisions.runs` (the classes of a whole address family, as `Decider` builds them)
-against the general sweep `segments` and against brute force over a small space."""
+against the general sweep `segments` and against brute force over a small space; a
+`Decider` patched where boxes' addresses moved (`Decider.patched`) against one built
+afresh from the new boxes."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperwall.analysis.decisions import Box, runs, segments
+from hyperwall.analysis.decisions import FULL, Box, Decider, runs, segments
 from hyperwall.compiler.intervals import Interval, merge
+from hyperwall.policy.model import Action, Verdict
 
 SPAN: Interval = (0, 63)
 
@@ -45,3 +48,64 @@ def test_runs_partition_the_span_into_maximal_uniform_classes(found: list[Box]) 
                 if any(a <= address <= b for a, b in box.other)
             )
             assert inside == mask
+
+
+ACTIONS: list[Action] = ["allow", "drop", "pass"]
+DEFAULTS: list[Verdict] = ["allow", "drop"]
+ports = st.one_of(
+    st.none(),
+    st.tuples(st.integers(1, 20), st.integers(1, 20)).map(lambda t: ((6, min(t), max(t)),)),
+)
+rule_boxes = st.lists(
+    st.tuples(st.integers(0, 2), st.sampled_from(ACTIONS), intervals, ports),
+    max_size=6,
+).map(
+    lambda found: [
+        Box(tier, action, f"r{i}", other, p) for i, (tier, action, other, p) in enumerate(found)
+    ]
+)
+SPACE = {6: ((1, 30),), 17: ((1, 30),)}
+
+
+@given(rule_boxes, st.data(), st.booleans(), st.sampled_from(DEFAULTS))
+def test_a_patched_decider_equals_one_built_from_the_new_boxes(
+    old: list[Box], data: st.DataObject, warm: bool, default: Verdict
+) -> None:
+    new = [
+        Box(b.tier, b.action, b.rule, data.draw(intervals), b.ports)
+        if data.draw(st.booleans())
+        else b
+        for b in old
+    ]
+    decider = Decider(old, default, 4)
+    if warm:  # swept and decided before the patch (as a kept decider is)
+        list(decider.cells((SPAN,), SPACE))
+    patched = decider.patched(new)
+    assert patched is not None
+    fresh = Decider(new, default, 4)
+    assert patched.swept == fresh.swept == runs(new, FULL[4][0])
+    assert list(patched.cells((SPAN,), SPACE)) == list(fresh.cells((SPAN,), SPACE))
+    # the old decider is untouched (other endpoints may still run it)
+    assert decider.swept == runs(old, FULL[4][0])
+    again = Decider(old, default, 4)
+    assert list(decider.cells((SPAN,), SPACE)) == list(again.cells((SPAN,), SPACE))
+
+
+@given(rule_boxes.filter(bool), st.data())
+def test_a_decider_is_not_patched_across_a_change_of_rule_tier_action_or_ports(
+    old: list[Box], data: st.DataObject
+) -> None:
+    i = data.draw(st.integers(0, len(old) - 1))
+    b = old[i]
+    changed = data.draw(
+        st.sampled_from(
+            [
+                Box(b.tier + 1, b.action, b.rule, b.other, b.ports),
+                Box(b.tier, "drop" if b.action == "allow" else "allow", b.rule, b.other, b.ports),
+                Box(b.tier, b.action, b.rule + "x", b.other, b.ports),
+                Box(b.tier, b.action, b.rule, b.other, ((17, 1, 1),)),
+            ]
+        )
+    )
+    assert Decider(old, "drop", 4).patched([*old[:i], changed, *old[i + 1 :]]) is None
+    assert Decider(old, "drop", 4).patched(old[:-1]) is None
