@@ -23,26 +23,13 @@ Pure.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
-from hyperwall.analysis.classes import (
-    distinct_pair,
-    intersect,
-    point_outside,
-    points_within,
-    subtract,
-)
-from hyperwall.analysis.decisions import (
-    PACKET_SPACE,
-    PROTO_NAMES,
-    Cell,
-    Space,
-    service_space,
-)
+from hyperwall.analysis.classes import subtract
+from hyperwall.analysis.decisions import PACKET_SPACE, PROTO_NAMES, members, service_space
+from hyperwall.analysis.reach_join import FamilyJoin, Found
 from hyperwall.analysis.view import FAMILIES, FleetView
 from hyperwall.compiler.intervals import Interval, merge, split_families
 from hyperwall.compiler.inventory import Families
@@ -60,28 +47,6 @@ class Side:
 
     label: str
     addresses: Families
-
-
-@dataclass
-class ReachCell:
-    """What one (row, column) reaches so far: (protocol, low, high) ranges, deciding rules."""
-
-    ports: set[tuple[int, int, int]] = field(default_factory=set)
-    rules: set[str] = field(default_factory=set)
-
-    def add(self, proto: int, ports: Interval, rules: Iterable[str]) -> None:
-        self.ports.add((proto, *ports))
-        self.rules.update(r for r in rules if r)
-
-    def update(self, other: ReachCell) -> None:
-        self.ports |= other.ports
-        self.rules |= other.rules
-
-    def merged(self) -> Ports:
-        found: dict[int, list[Interval]] = defaultdict(list)
-        for proto, low, high in self.ports:
-            found[proto].append((low, high))
-        return {p: merge(ranges) for p, ranges in sorted(found.items())}
 
 
 def _type_name(proto: int, value: int) -> str:
@@ -129,125 +94,6 @@ class ReachMatrix:
         }
 
 
-class _Ingress:
-    """A receiver's allowed ingress cells, by source class, for lookup by address."""
-
-    def __init__(self, cells: Iterable[Cell]) -> None:
-        by_class: dict[Interval, list[Cell]] = defaultdict(list)
-        for cell in cells:
-            if cell.verdict == "allow":
-                by_class[cell.addresses].append(cell)
-        self.classes = sorted(by_class)
-        self.cells = [by_class[c] for c in self.classes]
-
-    def all(self) -> list[Cell]:
-        return [c for cells in self.cells for c in cells]
-
-    def at(self, address: int) -> list[Cell]:
-        i = bisect_right(self.classes, (address, 2**129)) - 1
-        if i >= 0 and self.classes[i][0] <= address <= self.classes[i][1]:
-            return self.cells[i]
-        return []
-
-
-def _overlap(a: Interval, b: Interval) -> Interval | None:
-    low, high = max(a[0], b[0]), min(a[1], b[1])
-    return (low, high) if low <= high else None
-
-
-class _Family:
-    """The matrix's cases of one address family."""
-
-    def __init__(
-        self,
-        view: FleetView,
-        family: int,
-        rows: Sequence[tuple[Interval, ...]],
-        columns: Sequence[tuple[Interval, ...]],
-        space: Space,
-        out: dict[tuple[int, int], ReachCell],
-    ) -> None:
-        self.view, self.family, self.space, self.out = view, family, space, out
-        self.rows, self.columns = rows, columns
-        self.taken = view.workload_ips[family]
-        self.sources = merge(i for r in rows for i in r)
-        self.targets = merge(i for c in columns for i in c)
-        self.row_of = self._membership(rows)
-        self.column_of = self._membership(columns)
-        self.external_rows = [
-            i for i, r in enumerate(rows) if point_outside(r, self.taken) is not None
-        ]
-        self.external_columns = [
-            i for i, c in enumerate(columns) if point_outside(c, self.taken) is not None
-        ]
-
-    def _membership(self, sides: Sequence[tuple[Interval, ...]]) -> dict[int, list[int]]:
-        found: dict[int, list[int]] = defaultdict(list)
-        for i, side in enumerate(sides):
-            for ip in points_within(side, self.taken):
-                found[ip].append(i)
-        return found
-
-    def _cells(
-        self, own: int, direction: Literal["in", "out"], targets: tuple[Interval, ...]
-    ) -> list[Cell]:
-        owner = self.view.owner(self.family, own)
-        assert owner is not None
-        decider = self.view.decider(owner, direction, self.family, own)
-        others = subtract(targets, ((own, own),))
-        return list(decider.cells(others, self.space, allowed_only=True))
-
-    def run(self) -> None:
-        receivers = sorted(self.column_of)
-        ingress = {b: _Ingress(self._cells(b, "in", self.sources)) for b in receivers}
-        # sources in the same rows are merged first, then spread over their rows once
-        by_rows: dict[tuple[int, ...], dict[int, ReachCell]] = defaultdict(
-            lambda: defaultdict(ReachCell)
-        )
-        for a in sorted(self.row_of):
-            reached = by_rows[tuple(self.row_of[a])]  # column -> what these rows reach
-            for cell in self._cells(a, "out", self.targets):
-                self._from_workload(a, cell, receivers, ingress, reached)
-        for rows, reached in by_rows.items():
-            for r in rows:
-                for c, found in reached.items():
-                    self.out[(r, c)].update(found)
-        for b in receivers:
-            for cell in ingress[b].all():
-                for r in self.external_rows:
-                    inside = intersect((cell.addresses,), self.rows[r])
-                    if point_outside(inside, self.taken, avoid=b) is not None:
-                        for c in self.column_of[b]:
-                            self.out[(r, c)].add(cell.proto, cell.ports, (cell.rule,))
-        for r in self.external_rows:
-            for c in self.external_columns:
-                if distinct_pair(self.rows[r], self.columns[c], self.taken) is not None:
-                    for proto, ranges in self.space.items():
-                        for ports in ranges:
-                            self.out[(r, c)].add(proto, ports, ())
-
-    def _from_workload(
-        self,
-        a: int,
-        cell: Cell,
-        receivers: list[int],
-        ingress: dict[int, _Ingress],
-        reached: dict[int, ReachCell],
-    ) -> None:
-        for b in points_within((cell.addresses,), receivers):
-            for back in ingress[b].at(a):
-                if back.proto != cell.proto:
-                    continue
-                ports = _overlap(cell.ports, back.ports)
-                if ports is not None:
-                    for c in self.column_of[b]:
-                        reached[c].add(cell.proto, ports, (cell.rule, back.rule))
-        for c in self.external_columns:
-            inside = intersect((cell.addresses,), self.columns[c])
-            if point_outside(inside, self.taken, avoid=a) is not None:
-                reached[c].add(cell.proto, cell.ports, (cell.rule,))
-
-
 def reach(
     view: FleetView,
     rows: Sequence[Side],
@@ -255,22 +101,38 @@ def reach(
     services: tuple[PortMatch, ...] | None = None,
 ) -> ReachMatrix:
     """The reachability matrix of `rows` to `columns` on `services` (None: all)."""
-    out: dict[tuple[int, int], ReachCell] = defaultdict(ReachCell)
+    found = Found.empty(len(rows))
     for i, family in enumerate(FAMILIES):
         space = service_space(services, family)
         if space:
-            _Family(
+            FamilyJoin(
                 view,
                 family,
                 [r.addresses[i] for r in rows],
                 [c.addresses[i] for c in columns],
                 space,
-                out,
+                found,
             ).run()
     cells: dict[tuple[str, str], tuple[Ports, tuple[str, ...]]] = {}
-    for (r, c), cell in sorted(out.items()):
-        cells[(rows[r].label, columns[c].label)] = (cell.merged(), tuple(sorted(cell.rules)))
+    for r, row in enumerate(rows):
+        ports: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+        for key, reached in found.ports[r].items():
+            for c in members(reached):
+                ports[c].append(key)
+        rules: dict[int, list[str]] = defaultdict(list)
+        for rule, reached in found.rules[r].items():
+            for c in members(reached):
+                rules[c].append(rule)
+        for c in sorted(ports):
+            cells[(row.label, columns[c].label)] = (_merged(ports[c]), tuple(sorted(rules[c])))
     return ReachMatrix(tuple(s.label for s in rows), tuple(s.label for s in columns), cells)
+
+
+def _merged(keys: Iterable[tuple[int, int, int]]) -> Ports:
+    found: dict[int, list[Interval]] = defaultdict(list)
+    for proto, low, high in keys:
+        found[proto].append((low, high))
+    return {p: merge(ranges) for p, ranges in sorted(found.items())}
 
 
 # -- what a change opens and closes ------------------------------------------------------

@@ -1,0 +1,138 @@
+"""An endpoint's decisions as bit masks over the workload addresses of a family.
+
+`reach` asks of every endpoint the same question: on each protocol and port, which
+workload addresses at the other end does it allow, and by which rule? Cells per address
+class (`decisions.Decider.cells`) answer it one class at a time; here the answer is a few
+Python ints. The workload addresses of a family, sorted, are bit positions (`AddressBits`:
+address `taken[i]` is bit `i`), so a box's other-end intervals become one mask (an interval
+is a contiguous run of positions, `(1 << j) - (1 << i)`), kept per interned address tuple
+(the view interns them: boxes of many endpoints share one). `allowed_pieces` then runs the
+first match of `decisions.decide` (tiers, `pass` skipping the rest of its tier, the
+endpoint's default at the end) over masks instead of one address at a time, once per port
+class: the ports of each protocol cut at the endpoint's own boxes' port boundaries, and
+adjacent classes with the same outcome merged. Pure; `tests/analysis/test_masks.py` checks
+it against `decide` on every address and port boundary.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hyperwall.analysis.classes import cut_points, split
+from hyperwall.analysis.decisions import Box, Space
+from hyperwall.compiler.intervals import Interval
+from hyperwall.evaluator.evaluate import DEFAULT
+from hyperwall.policy.model import Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Allowed: the addresses of `mask` on `proto` ports `low`..`high`, by `rule`."""
+
+    proto: int
+    low: int
+    high: int
+    rule: str
+    mask: int
+
+
+class AddressBits:
+    """The sorted workload addresses of one family as bit positions."""
+
+    def __init__(self, taken: Sequence[int]) -> None:
+        self.taken = taken
+        self.position = {value: i for i, value in enumerate(taken)}
+        self._masks: dict[int, tuple[tuple[Interval, ...], int]] = {}  # id -> (kept, mask)
+
+    def mask(self, intervals: tuple[Interval, ...]) -> int:
+        """The workload addresses inside `intervals` (sorted, merged) as a mask; kept per
+        tuple object (the tuple is held, so its id is not reused meanwhile)."""
+        found = self._masks.get(id(intervals))
+        if found is not None:
+            return found[1]
+        taken, mask = self.taken, 0
+        for low, high in intervals:
+            i, j = bisect_left(taken, low), bisect_right(taken, high)
+            if i < j:
+                mask |= (1 << j) - (1 << i)
+        self._masks[id(intervals)] = (intervals, mask)
+        return mask
+
+    def bit(self, value: int) -> int:
+        return 1 << self.position[value]
+
+
+def _first_match(
+    boxes: Sequence[Box], masks: Sequence[int], order: Sequence[int], universe: int
+) -> tuple[list[tuple[str, int]], int]:
+    """First match over `boxes[i]` for i in `order` (the boxes that match the port class,
+    in evaluation order): the allowed (rule, addresses) and the addresses left undecided."""
+    undecided, tier, skipping = universe, -1, 0
+    allowed: list[tuple[str, int]] = []
+    for i in order:
+        box = boxes[i]
+        if box.tier != tier:
+            tier, skipping = box.tier, 0
+        hit = undecided & masks[i]
+        if skipping:
+            hit &= ~skipping
+        if not hit:
+            continue
+        if box.action == "pass":
+            skipping |= hit
+            continue
+        undecided ^= hit
+        if box.action == "allow":
+            allowed.append((box.rule, hit))
+        if not undecided:
+            break
+    return allowed, undecided
+
+
+def allowed_pieces(
+    boxes: Sequence[Box], default: Verdict, space: Space, bits: AddressBits, universe: int
+) -> list[Piece]:
+    """What an endpoint running `boxes` (one direction, one own address) allows of the
+    other-end addresses in `universe` (a mask of `bits`) on `space`: one `Piece` per
+    (merged port class, deciding rule), in protocol and port order; denied cases left out."""
+    masks = [bits.mask(b.other) & universe for b in boxes]
+    out: list[Piece] = []
+    for proto, ranges in sorted(space.items()):
+        ports_of: list[tuple[int, list[Interval] | None]] = []  # box, its ranges (None: all)
+        for i, box in enumerate(boxes):
+            if not masks[i]:
+                continue
+            if box.ports is None or any(p == 0 for p, _, _ in box.ports):
+                ports_of.append((i, None))
+                continue
+            named = [(low, high) for p, low, high in box.ports if p == proto]
+            if named:
+                ports_of.append((i, named))
+        classes = split(ranges, cut_points(r for _, r in ports_of if r is not None))
+        lows = [low for low, _ in classes]
+        order: list[list[int]] = [[] for _ in classes]
+        for i, box_ports in ports_of:
+            if box_ports is None:
+                for found in order:
+                    found.append(i)
+                continue
+            for low, high in box_ports:
+                for k in range(bisect_left(lows, low), bisect_right(lows, high)):
+                    order[k].append(i)
+        run: tuple[int, int, tuple[tuple[str, int], ...]] | None = None
+        for (low, high), picked in zip(classes, order, strict=True):
+            allowed, undecided = _first_match(boxes, masks, picked, universe)
+            if default == "allow" and undecided:
+                allowed.append((DEFAULT, undecided))
+            outcome = tuple(allowed)
+            if run is not None and run[2] == outcome and run[1] + 1 == low:
+                run = (run[0], high, outcome)
+                continue
+            if run is not None:
+                out.extend(Piece(proto, run[0], run[1], r, m) for r, m in run[2])
+            run = (low, high, outcome)
+        if run is not None:
+            out.extend(Piece(proto, run[0], run[1], r, m) for r, m in run[2])
+    return out
