@@ -23,15 +23,13 @@ Exhaustive like the checker; pure.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hyperwall.analysis.classes import cut_points, split
-from hyperwall.analysis.decisions import FULL, PACKET_SPACE, Box, port_matches
+from hyperwall.analysis.lint_cases import Act, packet_cases
 from hyperwall.analysis.view import FleetView
 from hyperwall.compiler.fleet import FleetCompiler
-from hyperwall.compiler.intervals import address_interval, contains
 from hyperwall.evaluator.evaluate import DEFAULT
 from hyperwall.policy.model import Catalog, Verdict
 
@@ -72,67 +70,52 @@ class _Tally:
     shadowers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
 
-def _walk(matching: list[Box], default: Verdict, skip: str | None = None) -> Iterator[Box | None]:
-    """The boxes that act on one class in order (passes, then the decider; None: the
+def _walk(matching: Sequence[Act], skip: str | None = None) -> Iterator[Act | None]:
+    """The rules that act on one class in order (passes, then the decider; None: the
     default decides), leaving out rule `skip`."""
     skipped = -1
-    for box in matching:
-        if box.tier == skipped or box.rule == skip:
+    for act in matching:
+        if act.tier == skipped or act.rule == skip:
             continue
-        yield box
-        if box.action != "pass":
+        yield act
+        if act.action != "pass":
             return
-        skipped = box.tier
+        skipped = act.tier
     yield None
 
 
-def _verdict(matching: list[Box], default: Verdict, skip: str | None = None) -> Verdict:
-    last = list(_walk(matching, default, skip))[-1]
+def _verdict(matching: Sequence[Act], default: Verdict, skip: str | None = None) -> Verdict:
+    last = list(_walk(matching, skip))[-1]
     if last is None or last.action == "pass":
         return default
     return last.action
 
 
-def _point(tally: _Tally, boxes: list[Box], default: Verdict, family: int) -> None:
-    """Tally every class of one enforcement point."""
-    for cls in split(FULL[family], cut_points(b.other for b in boxes)):
-        sub = [b for b in boxes if contains(b.other, cls[0])]
-        for proto, ranges in PACKET_SPACE[family].items():
-            pcuts = cut_points(
-                [(low, high)] for b in sub if b.ports for p, low, high in b.ports if p == proto
-            )
-            for ports in split(ranges, pcuts):
-                matching = [b for b in sub if port_matches(b.ports, proto, ports[0])]
-                tally.matched.update(b.rule for b in matching)
-                acting = list(_walk(matching, default))
-                decider = acting[-1]
-                tally.passed.update(b.rule for b in acting if b is not None and b.action == "pass")
-                took = decider.rule if decider is not None else DEFAULT
-                acted = {b.rule for b in acting if b is not None}
-                for b in matching:
-                    if b.rule not in acted:
-                        tally.shadowers[b.rule].add(took)
-                if decider is not None:
-                    tally.decided.add(decider.rule)
-                    if decider.rule not in tally.needed and (
-                        _verdict(matching, default, skip=decider.rule) != decider.action
-                    ):
-                        tally.needed.add(decider.rule)
+def _count(tally: _Tally, matching: Sequence[Act], default: Verdict) -> None:
+    """Tally one class: the rules that match it, in evaluation order, and the default."""
+    tally.matched.update(act.rule for act in matching)
+    acting = list(_walk(matching))
+    decider = acting[-1]
+    tally.passed.update(act.rule for act in acting if act is not None and act.action == "pass")
+    took = decider.rule if decider is not None else DEFAULT
+    acted = {act.rule for act in acting if act is not None}
+    for act in matching:
+        if act.rule not in acted:
+            tally.shadowers[act.rule].add(took)
+    if decider is not None:
+        tally.decided.add(decider.rule)
+        if decider.rule not in tally.needed and (
+            _verdict(matching, default, skip=decider.rule) != decider.action
+        ):
+            tally.needed.add(decider.rule)
 
 
 def lint(catalog: Catalog, compiler: FleetCompiler | None = None) -> list[Finding]:
     """Every finding, rules in policy order, then groups in document order."""
     view = FleetView(catalog, compiler)
     tally = _Tally()
-    for wk in catalog.workloads:
-        for ep in view.compiler.endpoints(wk):
-            for ip in ep.ips:
-                family, (own, _) = address_interval(ip)
-                owner = view.owner(family, own)
-                assert owner is not None
-                for direction in ("in", "out"):
-                    boxes = view.decider(owner, direction, family, own).boxes
-                    _point(tally, boxes, ep.default, family)
+    for default, matching in packet_cases(view):
+        _count(tally, matching, default)
     findings: list[Finding] = []
     for policy in catalog.config.policies.values():
         for rule in policy.rules:
