@@ -153,10 +153,13 @@ def endpoint_boxes(
     selected: list[tuple[int, RuleBox]] = []
     for tier, chains in enumerate(endpoint.dispatch(direction)):
         for chain_name in chains:
-            for rb in boxes_of(chain_name):
-                if rb.own is None or contains(rb.own, own):
-                    selected.append((tier, rb))
+            selected.extend((tier, rb) for rb in own_boxes(boxes_of(chain_name), own))
     return selected
+
+
+def own_boxes(boxes: list[RuleBox], own: int) -> list[RuleBox]:
+    """The boxes of one chain that can match with own address `own`."""
+    return [rb for rb in boxes if rb.own is None or contains(rb.own, own)]
 
 
 def as_boxes(selected: list[tuple[int, RuleBox]]) -> list[Box]:
@@ -259,11 +262,36 @@ def flips(old: list[Box], new: list[Box]) -> list[tuple[Interval, int]] | None:
         if a.other is b.other or a.other == b.other:
             continue
         bit = 1 << i
-        moved = merge([*subtract(a.other, b.other), *subtract(b.other, a.other)])
+        x, y = _differing(a.other, b.other)
+        moved = merge([*subtract(x, y), *subtract(y, x)])
         out.extend((interval, bit) for interval in moved)
         if len(out) > FLIP_LIMIT:
             return None
     return out
+
+
+def _differing(
+    a: tuple[Interval, ...], b: tuple[Interval, ...]
+) -> tuple[tuple[Interval, ...], tuple[Interval, ...]]:
+    """`a` and `b` without their common leading and trailing intervals (which lie in
+    both, apart from the rest, so the symmetric difference is that of what remains);
+    found by bisection on slices compared in C, as a change moves few of many intervals."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:  # the longest common prefix
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    prefix = low
+    low, high = 0, min(len(a), len(b)) - prefix
+    while low < high:  # the longest common suffix of what follows it
+        mid = (low + high + 1) // 2
+        if a[len(a) - mid :] == b[len(b) - mid :]:
+            low = mid
+        else:
+            high = mid - 1
+    return a[prefix : len(a) - low], b[prefix : len(b) - low]
 
 
 def flip_runs(swept: Runs, moved: list[tuple[Interval, int]]) -> Runs:

@@ -30,7 +30,7 @@ from hyperwall.analysis.decisions import (
     RuleBox,
     as_boxes,
     chain_boxes,
-    endpoint_boxes,
+    own_boxes,
 )
 from hyperwall.compiler.chains import CompiledChain
 from hyperwall.compiler.fleet import FleetCompiler
@@ -99,7 +99,12 @@ class _Kept:
     `Decider` with the endpoint and chains it was computed from."""
 
     index: _Index
-    deciders: dict[tuple[str, str, int], tuple[Endpoint, tuple[list[RuleBox], ...], Decider]]
+    # per (endpoint, direction, own address): the endpoint and chain box lists its decider
+    # was computed from, the decider, and each chain's boxes selected for the own address
+    deciders: dict[
+        tuple[str, str, int],
+        tuple[Endpoint, tuple[list[RuleBox], ...], Decider, tuple[list[RuleBox], ...]],
+    ]
     chains: dict[tuple[str, str, int], tuple[CompiledChain, list[RuleBox]]]
     # deciders shared by endpoints that run the same boxes (keyed by tier, action, rule,
     # the identity of the interned other-end addresses and the ports; the value holds the
@@ -167,12 +172,14 @@ class FleetView:
             and all(a is b for a, b in zip(found[1], lists, strict=True))
         ):
             return found[2]
-        selected = endpoint_boxes(
-            owner.endpoint,
-            direction,
-            own,
-            lambda name: self._chain_boxes(name, direction, family),
+        # each chain's boxes for `own`, selected again only from a chain whose box list
+        # was replaced (by list identity: the previous lists stay alive in `found`)
+        before = {} if found is None else dict(zip(map(id, found[1]), found[3], strict=True))
+        parts = tuple(before.get(id(boxes)) or own_boxes(boxes, own) for boxes in lists)
+        tiers = (
+            tier for tier, names in enumerate(owner.endpoint.dispatch(direction)) for _ in names
         )
+        selected = [(tier, rb) for tier, part in zip(tiers, parts, strict=True) for rb in part]
         same = (
             family,
             owner.endpoint.default,
@@ -190,7 +197,7 @@ class FleetView:
             if decider is None:
                 decider = Decider(boxes, owner.endpoint.default, family)
             shared = kept.shared[same] = (selected, decider)
-        kept.deciders[key] = (owner.endpoint, lists, shared[1])
+        kept.deciders[key] = (owner.endpoint, lists, shared[1], parts)
         return shared[1]
 
     def chain_boxes(self, name: str, direction: Literal["in", "out"], family: int) -> list[RuleBox]:

@@ -10,7 +10,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperwall.analysis.decisions import FULL, Box, Decider, runs, segments
+from hyperwall.analysis.decisions import FULL, Box, Decider, flips, runs, segments
 from hyperwall.compiler.intervals import Interval, merge
 from hyperwall.policy.model import Action, Verdict
 
@@ -109,3 +109,26 @@ def test_a_decider_is_not_patched_across_a_change_of_rule_tier_action_or_ports(
     )
     assert Decider(old, "drop", 4).patched([*old[:i], changed, *old[i + 1 :]]) is None
     assert Decider(old, "drop", 4).patched(old[:-1]) is None
+
+
+@given(st.lists(intervals, min_size=1, max_size=3), st.data())
+def test_flips_are_the_symmetric_differences_of_the_moved_boxes(
+    shared: list[tuple[Interval, ...]], data: st.DataObject
+) -> None:
+    # long other-end tuples that differ in a few intervals, as a label change moves them
+    base = merge(
+        [(64 * k + low, 64 * k + high) for k, found in enumerate(shared) for low, high in found]
+    )
+    old = [Box(0, "allow", f"r{i}", base, None) for i in range(3)]
+    new = [
+        Box(0, "allow", b.rule, merge([*b.other, *data.draw(intervals)]), None)
+        if data.draw(st.booleans())
+        else b
+        for b in old
+    ]
+    found = flips(old, new)
+    assert found is not None
+    for i, (a, b) in enumerate(zip(old, new, strict=True)):
+        flipped = {x for (low, high), bit in found if bit == 1 << i for x in range(low, high + 1)}
+        inside = {x for low, high in a.other for x in range(low, high + 1)}
+        assert flipped == inside ^ {x for low, high in b.other for x in range(low, high + 1)}
