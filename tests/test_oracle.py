@@ -31,6 +31,8 @@ ICMP_NAMES = {"icmp": {"echo-request": 8, "echo-reply": 0}, "icmpv6": {"echo-req
 
 # An end's outcome as (verdict, rule id); None for an end that is not a workload.
 End = tuple[str, str] | None
+# A rule that matches a packet: (its place in evaluation order, action, rule id).
+Matched = tuple[tuple[Any, ...], str, str]
 
 
 @dataclass(frozen=True)
@@ -167,8 +169,12 @@ class Oracle:
 
     def decide(self, w: OWorkload, direction: str, p: Probe) -> tuple[str, str]:
         """(verdict, rule id) at workload `w`, direction `in` or `out`, for packet `p`."""
+        return self.first_match(w, self.matching(w, direction, p))
+
+    def matching(self, w: OWorkload, direction: str, p: Probe) -> list[Matched]:
+        """Every rule that matches `p` at workload `w` in `direction`, in evaluation order."""
         src, dst = ipaddress.ip_address(p.src), ipaddress.ip_address(p.dst)
-        ordered: list[tuple[tuple[Any, ...], str, str]] = []
+        ordered: list[Matched] = []
         for owner, name, spec in self.policies:
             if not self.applies(owner, spec, w):
                 continue
@@ -185,8 +191,13 @@ class Oracle:
                 if matches:
                     rule_id = f"{key_of(owner, name)}/{rule['name']}"
                     ordered.append(((*order, position), rule["action"], rule_id))
+        return sorted(ordered)
+
+    def first_match(self, w: OWorkload, ordered: Sequence[Matched]) -> tuple[str, str]:
+        """(verdict, rule id) of the matching rules `ordered` at workload `w`: the first
+        one that is not a `pass` decides, a `pass` skips the rest of its tier."""
         skipped_tier = -1
-        for order, action, rule_id in sorted(ordered):
+        for order, action, rule_id in ordered:
             if order[0] == skipped_tier:
                 continue
             if action == "pass":
