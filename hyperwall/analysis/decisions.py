@@ -367,6 +367,8 @@ class Decider:
         self._named: tuple[Interval, ...] | None = None
         self._decided: dict[tuple[int, int], list[Decided]] = {}
         self._spaces: dict[Hashable, int] = {}  # service space -> a small number
+        # (box set, space, wanted verdict) -> the decisions with it, the rules of the rest
+        self._parts: dict[tuple[int, int, bool], tuple[list[Decided], frozenset[str]]] = {}
         self._swept: Runs | None = None
 
     @property
@@ -388,7 +390,7 @@ class Decider:
         if moved is None:
             return None
         new = Decider(boxes, self.default, self.family)
-        new._decided, new._spaces = self._decided, self._spaces  # shared: same content
+        new._decided, new._spaces, new._parts = self._decided, self._spaces, self._parts
         if self._swept is not None:
             new._swept = flip_runs(self._swept, moved)
         return new
@@ -398,6 +400,19 @@ class Decider:
         found = self._decided.get(key)
         if found is None:
             found = self._decided[key] = _decide_all(self.boxes, inside, self.default, space)
+        return found
+
+    def _part(
+        self, inside: int, space: Space, space_key: int, wanted: bool
+    ) -> tuple[list[Decided], frozenset[str]]:
+        key = (inside, space_key, wanted)
+        found = self._parts.get(key)
+        if found is None:
+            decided = self._decide(inside, space, space_key)
+            found = self._parts[key] = (
+                [d for d in decided if (d[2] == "allow") == wanted],
+                frozenset(d[3] for d in decided if (d[2] == "allow") != wanted),
+            )
         return found
 
     def decided_at(self, address: int, space: Space) -> list[Decided]:
@@ -439,14 +454,15 @@ class Decider:
         for low, high in targets:
             i = max(0, bisect_right(lows, low) - 1)
             while i < n and lows[i] <= high:
-                run_low, run_high, inside = lows[i], highs[i], masks[i]
+                inside = masks[i]
+                if only is None:
+                    picked = self._decide(inside, space, space_key)
+                else:
+                    picked, rest = self._part(inside, space, space_key, wanted)
+                    if others is not None and rest:
+                        others |= rest
+                if picked:
+                    cls = (max(lows[i], low), min(highs[i], high))
+                    for proto, ports, verdict, rule in picked:
+                        yield Cell(cls, proto, ports, verdict, rule)
                 i += 1
-                cls = (max(run_low, low), min(run_high, high))
-                if cls[0] > cls[1]:
-                    continue
-                for proto, ports, verdict, rule in self._decide(inside, space, space_key):
-                    if only is not None and (verdict == "allow") != wanted:
-                        if others is not None:
-                            others.add(rule)
-                        continue
-                    yield Cell(cls, proto, ports, verdict, rule)

@@ -14,9 +14,16 @@ kind may move any rule and touch everything. Pure.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from itertools import compress
+from operator import is_not
+from typing import TypeVar
 
 from hyperwall.policy.model import AssertionDef, Catalog, Peer, PolicyConfig, Workload
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def _in_group(config: PolicyConfig, key: str, w: Workload, seen: set[str]) -> bool:
@@ -37,8 +44,18 @@ def _in_group(config: PolicyConfig, key: str, w: Workload, seen: set[str]) -> bo
 
 
 def _in_cidrs(cidrs: Iterable[str], w: Workload) -> bool:
-    nets = [ipaddress.ip_network(c) for c in cidrs]
-    return any(ipaddress.ip_address(ip) in net for net in nets for ip in w.ips())
+    nets = [_network(c) for c in cidrs]
+    return any(_address(ip) in net for net in nets for ip in w.ips())
+
+
+@lru_cache(maxsize=4096)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(cidr)
+
+
+@lru_cache(maxsize=4096)
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(ip)
 
 
 def selects(config: PolicyConfig, peers: tuple[Peer, ...], w: Workload) -> bool:
@@ -74,26 +91,34 @@ def _same_policy(old: PolicyConfig, new: PolicyConfig) -> bool:
     )
 
 
-def changed_workloads(old: Catalog, new: Catalog) -> list[Workload]:
-    """Every workload added, removed or edited, in its old and its new version."""
-    if old.workloads is new.workloads:
+def changed_keys(old: Mapping[K, V], new: Mapping[K, V]) -> list[K]:
+    """The keys added, removed, or whose value is another object and not equal: those
+    of `old` in its order, then the ones only `new` has. When both have the same keys in
+    the same order (a catalog copied and edited in place), the values are compared by
+    identity in C and only the differing ones by equality."""
+    if old is new:
         return []
-    out: list[Workload] = []
-    for key, w in old.workloads.items():
-        other = new.workloads.get(key)
-        if other is None or (other is not w and other != w):
-            out.append(w)
-    out.extend(
-        w
-        for key, w in new.workloads.items()
-        if key not in old.workloads or (old.workloads[key] is not w and old.workloads[key] != w)
-    )
+    if len(old) == len(new) and list(old) == list(new):
+        moved = compress(old.keys(), map(is_not, old.values(), new.values()))
+        return [k for k in moved if old[k] != new[k]]
+    out = [k for k, v in old.items() if k not in new or (new[k] is not v and new[k] != v)]
+    out.extend(k for k in new if k not in old)
     return out
 
 
+def changed_workloads(old: Catalog, new: Catalog) -> list[Workload]:
+    """Every workload added, removed or edited, in its old and its new version."""
+    keys = changed_keys(old.workloads, new.workloads)
+    return [
+        *(old.workloads[k] for k in keys if k in old.workloads),
+        *(new.workloads[k] for k in keys if k in new.workloads),
+    ]
+
+
 def _touches(a: AssertionDef, changed: list[Workload], old: Catalog, new: Catalog) -> bool:
+    configs = (old.config,) if old.config is new.config else (old.config, new.config)
     for w in changed:
-        for config in (old.config, new.config):
+        for config in configs:
             if selects(config, a.sources, w) or selects(config, a.destinations, w):
                 return True
     return False

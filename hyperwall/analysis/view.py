@@ -32,6 +32,7 @@ from hyperwall.analysis.decisions import (
     chain_boxes,
     own_boxes,
 )
+from hyperwall.analysis.scope import changed_keys
 from hyperwall.compiler.chains import CompiledChain
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.intervals import Interval, address_interval, split_families
@@ -75,17 +76,18 @@ class _Index:
 
     def move_to(self, workloads: Mapping[str, Workload]) -> None:
         old = self.workloads
-        for key, w in old.items():
-            new = workloads.get(key)
-            if new is None or (new is not w and new != w):
+        keys = changed_keys(old, workloads)
+        for key in keys:
+            w = old.get(key)
+            if w is not None:
                 for family, value, _ in _addresses(w):
                     if self.owners[family].get(value, ("", ""))[0] == key:
                         del self.owners[family][value]
                         found = self.sorted[family]
                         found.pop(bisect_left(found, value))
-        for key, w in workloads.items():
-            prev = old.get(key)
-            if prev is None or (prev is not w and prev != w):
+        for key in keys:
+            w = workloads.get(key)
+            if w is not None:
                 for family, value, iface in _addresses(w):
                     if value not in self.owners[family]:
                         insort(self.sorted[family], value)
@@ -135,6 +137,7 @@ class FleetView:
         # endpoint and chain is checked once per view, not once per question asked.
         self._deciders: dict[tuple[str, str, int], Decider] = {}
         self._lists: dict[tuple[str, str, int], list[RuleBox]] = {}
+        self._dispatched: dict[tuple[Any, ...], tuple[list[RuleBox], ...]] = {}
 
     def owner(self, family: int, value: int) -> Owner | None:
         found = self._kept.index.owners[family].get(value)
@@ -159,18 +162,12 @@ class FleetView:
     ) -> Decider:
         kept = self._kept
         key = (owner.endpoint.key, direction, own)
-        lists = tuple(
-            self._chain_boxes(name, direction, family)
-            for tier in owner.endpoint.dispatch(direction)
-            for name in tier
-        )
+        lists = self._dispatch_lists(owner.endpoint.dispatch(direction), direction, family)
         found = kept.deciders.get(key)
-        if (
-            found is not None
-            and found[0] is owner.endpoint
-            and len(found[1]) == len(lists)
-            and all(a is b for a, b in zip(found[1], lists, strict=True))
-        ):
+        # the same endpoint runs the same chains in the same places, and a chain's kept
+        # list is replaced only by one of other content: equal tuples of lists (compared
+        # by identity first, in C) are the very lists the decider was computed from
+        if found is not None and found[0] is owner.endpoint and found[1] == lists:
             return found[2]
         # each chain's boxes for `own`, selected again only from a chain whose box list
         # was replaced (by list identity: the previous lists stay alive in `found`)
@@ -204,6 +201,19 @@ class FleetView:
         """Chain `name`'s boxes as `decider` reads them (kept with the compiler): for an
         analysis that walks the endpoints' chains itself (`analysis.lint`)."""
         return self._chain_boxes(name, direction, family)
+
+    def _dispatch_lists(
+        self, dispatch: tuple[tuple[str, ...], ...], direction: Literal["in", "out"], family: int
+    ) -> tuple[list[RuleBox], ...]:
+        """The box lists of the chains of a dispatch, in order (once per view: the members
+        of a group share their dispatch)."""
+        key = (dispatch, direction, family)
+        found = self._dispatched.get(key)
+        if found is None:
+            found = self._dispatched[key] = tuple(
+                self._chain_boxes(name, direction, family) for tier in dispatch for name in tier
+            )
+        return found
 
     def _chain_boxes(
         self, name: str, direction: Literal["in", "out"], family: int
