@@ -1,11 +1,20 @@
 """`hyperwall.analysis.lint`: planted shadowed, redundant, unmatched and pass-nothing rules
-and an empty group are found; a clean policy has no finding."""
+and an empty group are found; a clean policy has no finding; on random fleets, exactly the
+findings of a brute force over the reference oracle (`tests/test_oracle.Oracle`)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
+
+from hypothesis import HealthCheck, event, given, settings
+
 from hyperwall.analysis.lint import Finding, lint
+from hyperwall.policy.ports import PROTO_NUMBERS
+from tests.analysis.assertion_gen import address_points, port_points
 from tests.analysis.test_assertions import tenant_doc, vm
-from tests.fleetgen import Doc, doc, load
+from tests.fleetgen import Doc, Probe, doc, fleets, load
+from tests.test_oracle import Matched, Oracle, OWorkload
 
 BASE: list[Doc] = [
     tenant_doc("acme"),
@@ -128,3 +137,81 @@ def test_unmatched_rule_pass_nothing_and_empty_group() -> None:
         Finding("pass-nothing", "acme/planted/skip"),
         Finding("empty-group", "acme/nobody"),
     ]
+
+
+# -- against brute force ---------------------------------------------------------------
+
+
+def reference_lint(docs: Sequence[Doc]) -> list[Finding]:
+    """Lint by brute force: every workload address and direction, every other-end address
+    and port at both ends of every atom of the documents (`assertion_gen`), the rules that
+    match as the oracle reads the documents, and per rule the oracle's verdict with that
+    rule left out (redundant?) or, for a `pass`, turned into a `drop` (does it act?)."""
+    oracle = Oracle(docs)
+    matched: set[str] = set()
+    decided: set[str] = set()
+    needed: set[str] = set()
+    passed: set[str] = set()
+    shadowers: dict[str, set[str]] = defaultdict(set)
+    cases = {
+        f: (address_points(docs, f), [s for s in port_points(docs, f) if s[0] in PROTO_NUMBERS])
+        for f in (4, 6)
+    }
+    for w in oracle.workloads.values():
+        for own in w.ips:
+            others, services = cases[own.version]
+            for direction in ("in", "out"):
+                for other in others:
+                    src, dst = (str(own), other) if direction == "out" else (other, str(own))
+                    for proto, port in services:
+                        ordered = oracle.matching(w, direction, Probe(src, dst, proto, port))
+                        verdict, took = oracle.first_match(w, ordered)
+                        without = [m for m in ordered if m[2] != took]
+                        if took != "default":
+                            decided.add(took)
+                            if oracle.first_match(w, without)[0] != verdict:
+                                needed.add(took)
+                        for i, (_, action, rule) in enumerate(ordered):
+                            matched.add(rule)
+                            if rule != took:
+                                shadowers[rule].add(took)
+                            if action == "pass" and _acts(oracle, w, ordered, i):
+                                passed.add(rule)
+    catalog = load(docs)
+    findings: list[Finding] = []
+    for policy in catalog.config.policies.values():
+        for r in policy.rules:
+            if r.id not in matched:
+                findings.append(Finding("unmatched", r.id))
+            elif r.action == "pass":
+                if r.id not in passed:
+                    findings.append(Finding("pass-nothing", r.id))
+            elif r.id not in decided:
+                findings.append(Finding("shadowed", r.id, tuple(sorted(shadowers[r.id]))))
+            elif r.id not in needed:
+                findings.append(Finding("redundant", r.id))
+    for key in catalog.config.groups:
+        members, cidrs = oracle.group(key)
+        if not cidrs and not any(oracle.workloads[m].ips for m in members if m in oracle.workloads):
+            findings.append(Finding("empty-group", key))
+    return findings
+
+
+def _acts(oracle: Oracle, w: OWorkload, ordered: list[Matched], i: int) -> bool:
+    """Whether the `pass` rule `ordered[i]` acts: as a `drop`, it would decide."""
+    order, _, rule = ordered[i]
+    as_drop = [*ordered[:i], (order, "drop", rule), *ordered[i + 1 :]]
+    return oracle.first_match(w, as_drop)[1] == rule
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(fleet=fleets())
+def test_lint_agrees_with_brute_force(fleet: list[Doc]) -> None:
+    found = lint(load(fleet))
+    assert found == reference_lint(fleet)
+    for f in found:
+        event(f.kind)
