@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import xor
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from hyperwall.analysis.classes import cut_points, intersect, split, subtract
 from hyperwall.compiler.chains import CompiledChain
@@ -42,8 +42,12 @@ PROTO_NAMES = {number: name for name, number in PROTO_NUMBERS.items()}
 FULL: dict[int, tuple[Interval, ...]] = {4: FULL_V4, 6: FULL_V6}
 
 
-@dataclass(frozen=True, slots=True)
-class Box:
+class Box(NamedTuple):
+    """A rule at an endpoint for one own address: the other end's addresses and the ports
+    it matches, its action, rule id and tier. A named tuple (as `RuleBox`): the analyses
+    keep tens of thousands, and a tuple of untracked values leaves the garbage collector's
+    reach after the first collection it survives (a dataclass instance never does)."""
+
     tier: int
     action: Action
     rule: str
@@ -98,8 +102,7 @@ def _family(s: AddressSet, family: int) -> tuple[Interval, ...]:
     return s.v4 if family == 4 else s.v6
 
 
-@dataclass(frozen=True, slots=True)
-class RuleBox:
+class RuleBox(NamedTuple):
     """A box of one chain before the own address is known: it applies where `own` (None:
     any own address) contains the endpoint's address."""
 
@@ -157,9 +160,9 @@ def endpoint_boxes(
     return selected
 
 
-def own_boxes(boxes: list[RuleBox], own: int) -> list[RuleBox]:
+def own_boxes(boxes: list[RuleBox], own: int) -> tuple[RuleBox, ...]:
     """The boxes of one chain that can match with own address `own`."""
-    return [rb for rb in boxes if rb.own is None or contains(rb.own, own)]
+    return tuple(rb for rb in boxes if rb.own is None or contains(rb.own, own))
 
 
 def as_boxes(selected: list[tuple[int, RuleBox]]) -> list[Box]:
@@ -223,7 +226,9 @@ def segments(boxes: list[Box], targets: tuple[Interval, ...]) -> Iterator[tuple[
         yield pending
 
 
-Runs = tuple[list[int], list[int], list[int]]  # class lows, highs, box masks
+# class lows, highs, box masks: tuples, which (unlike lists) the garbage collector stops
+# walking once it has seen that they hold only numbers
+Runs = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 
 def runs(boxes: list[Box], span: Interval) -> Runs:
@@ -242,7 +247,7 @@ def runs(boxes: list[Box], span: Interval) -> Runs:
         masks.insert(0, 0)
     ends = [c - 1 for c in cuts[1:]]
     ends.append(high)
-    return cuts, ends, masks
+    return tuple(cuts), tuple(ends), tuple(masks)
 
 
 FLIP_LIMIT = 256  # moved intervals past which a decider is swept again, not patched
@@ -309,7 +314,7 @@ def flip_runs(swept: Runs, moved: list[tuple[Interval, int]]) -> Runs:
             masks[k] ^= bit
         _join_at(lows, highs, masks, last)
         _join_at(lows, highs, masks, first)
-    return lows, highs, masks
+    return tuple(lows), tuple(highs), tuple(masks)
 
 
 def _split_at(lows: list[int], highs: list[int], masks: list[int], start: int) -> None:
@@ -365,10 +370,10 @@ class Decider:
         self.default = default
         self.family = family
         self._named: tuple[Interval, ...] | None = None
-        self._decided: dict[tuple[int, int], list[Decided]] = {}
+        self._decided: dict[tuple[int, int], tuple[Decided, ...]] = {}
         self._spaces: dict[Hashable, int] = {}  # service space -> a small number
         # (box set, space, wanted verdict) -> the decisions with it, the rules of the rest
-        self._parts: dict[tuple[int, int, bool], tuple[list[Decided], frozenset[str]]] = {}
+        self._parts: dict[tuple[int, int, bool], tuple[tuple[Decided, ...], frozenset[str]]] = {}
         self._swept: Runs | None = None
 
     @property
@@ -395,27 +400,27 @@ class Decider:
             new._swept = flip_runs(self._swept, moved)
         return new
 
-    def _decide(self, inside: int, space: Space, space_key: int) -> list[Decided]:
+    def _decide(self, inside: int, space: Space, space_key: int) -> tuple[Decided, ...]:
         key = (inside, space_key)
         found = self._decided.get(key)
         if found is None:
-            found = self._decided[key] = _decide_all(self.boxes, inside, self.default, space)
+            found = self._decided[key] = tuple(_decide_all(self.boxes, inside, self.default, space))
         return found
 
     def _part(
         self, inside: int, space: Space, space_key: int, wanted: bool
-    ) -> tuple[list[Decided], frozenset[str]]:
+    ) -> tuple[tuple[Decided, ...], frozenset[str]]:
         key = (inside, space_key, wanted)
         found = self._parts.get(key)
         if found is None:
             decided = self._decide(inside, space, space_key)
             found = self._parts[key] = (
-                [d for d in decided if (d[2] == "allow") == wanted],
+                tuple(d for d in decided if (d[2] == "allow") == wanted),
                 frozenset(d[3] for d in decided if (d[2] == "allow") != wanted),
             )
         return found
 
-    def decided_at(self, address: int, space: Space) -> list[Decided]:
+    def decided_at(self, address: int, space: Space) -> tuple[Decided, ...]:
         """The decisions of the class holding `address` (in the family) over `space`,
         port classes ascending per protocol."""
         lows, _, masks = self.swept

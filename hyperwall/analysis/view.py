@@ -105,13 +105,13 @@ class _Kept:
     # was computed from, the decider, and each chain's boxes selected for the own address
     deciders: dict[
         tuple[str, str, int],
-        tuple[Endpoint, tuple[list[RuleBox], ...], Decider, tuple[list[RuleBox], ...]],
+        tuple[Endpoint, tuple[list[RuleBox], ...], Decider, tuple[tuple[RuleBox, ...], ...]],
     ]
     chains: dict[tuple[str, str, int], tuple[CompiledChain, list[RuleBox]]]
     # deciders shared by endpoints that run the same boxes (keyed by tier, action, rule,
     # the identity of the interned other-end addresses and the ports; the value holds the
     # boxes, so no identity is reused while the entry lives)
-    shared: dict[tuple[Any, ...], tuple[list[tuple[int, RuleBox]], Decider]]
+    shared: dict[tuple[Any, ...], Decider]
     # other-end address tuples by content, so that equal ones are one object (`_intern`)
     others: dict[tuple[Interval, ...], tuple[Interval, ...]]
 
@@ -172,10 +172,12 @@ class FleetView:
         # each chain's boxes for `own`, selected again only from a chain whose box list
         # was replaced (by list identity: the previous lists stay alive in `found`)
         before = {} if found is None else dict(zip(map(id, found[1]), found[3], strict=True))
-        parts = tuple(before.get(id(boxes)) or own_boxes(boxes, own) for boxes in lists)
-        tiers = (
-            tier for tier, names in enumerate(owner.endpoint.dispatch(direction)) for _ in names
+        parts = tuple(
+            own_boxes(boxes, own) if (part := before.get(id(boxes))) is None else part
+            for boxes in lists
         )
+        dispatch = owner.endpoint.dispatch(direction)
+        tiers = (tier for tier, names in enumerate(dispatch) for _ in names)
         selected = [(tier, rb) for tier, part in zip(tiers, parts, strict=True) for rb in part]
         same = (
             family,
@@ -183,7 +185,7 @@ class FleetView:
             *((t, rb.action, rb.rule, id(rb.other), rb.ports) for t, rb in selected),
         )
         shared = kept.shared.get(same)
-        if shared is None:
+        if shared is None:  # (the decider's boxes hold the other-end tuples `same` names)
             if len(kept.shared) > SHARED_LIMIT:
                 kept.shared.clear()
             boxes = as_boxes(selected)
@@ -193,9 +195,9 @@ class FleetView:
                 decider = found[2].patched(boxes)
             if decider is None:
                 decider = Decider(boxes, owner.endpoint.default, family)
-            shared = kept.shared[same] = (selected, decider)
-        kept.deciders[key] = (owner.endpoint, lists, shared[1], parts)
-        return shared[1]
+            shared = kept.shared[same] = decider
+        kept.deciders[key] = (owner.endpoint, lists, shared, parts)
+        return shared
 
     def chain_boxes(self, name: str, direction: Literal["in", "out"], family: int) -> list[RuleBox]:
         """Chain `name`'s boxes as `decider` reads them (kept with the compiler): for an
