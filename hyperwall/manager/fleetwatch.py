@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from hyperwall.compiler.fleet_programs import FleetPrograms, HostVersion
 from hyperwall.manager.catalogs import CatalogTracker
+from hyperwall.manager.gate import Holding
 from hyperwall.manager.moves import Moves
 from hyperwall.policy.errors import DocumentsInvalid
 from hyperwall.policy.model import Catalog
@@ -47,6 +48,7 @@ class FleetWatch:
         self.changed: OrderedDict[int, list[str]] = OrderedDict()
         self.encoded: dict[str, tuple[int, bytes]] = {}  # host -> (digest, whole program JSON)
         self.moves = Moves()  # live migrations: their destinations' programs (`manager.moves`)
+        self.holding = Holding()  # assertions known to hold, and at which revision (`gate`)
         self.pokes = 0  # raised by `poke`: a host's program changed without a revision
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="hyperwall-fleet")
         self._cond = asyncio.Condition()
@@ -99,6 +101,9 @@ class FleetWatch:
             log.error("%s", self.error)
             return None
         self.error = None
+        old, holding = self.programs.catalog, self.holding
+        if old is not None and holding.revision == event.number - 1:
+            self.holding = holding.carried(event.number, old, catalog)
         return self.programs.advance(event.number, catalog)
 
     async def _follow(self) -> None:

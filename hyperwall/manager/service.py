@@ -25,7 +25,13 @@ from hyperwall.manager.documents import (
     validate,
 )
 from hyperwall.manager.fleetwatch import FleetWatch
-from hyperwall.manager.gate import AssertionsBroken, GateResult, check_change, check_rollback
+from hyperwall.manager.gate import (
+    AssertionsBroken,
+    GateResult,
+    Holding,
+    check_change,
+    check_rollback,
+)
 from hyperwall.manager.gate_times import GateTimes
 from hyperwall.manager_api import DiscoveredReport
 from hyperwall.policy.catalog_state import CatalogState
@@ -141,7 +147,10 @@ class Manager:
         hosts = await self.fleet.what_if(catalog) if what_if and (puts or gone) else []
         gate = GateResult()
         if puts or gone:  # the assertions this change touches, re-checked (`gate`)
-            gate = await self.fleet.run(check_change, state.catalog, catalog, self.fleet.programs)
+            known = self.fleet.holding.at(base)
+            gate = await self.fleet.run(
+                check_change, state.catalog, catalog, self.fleet.programs, known
+            )
             self.gate_times.observe(gate.seconds, len(gate.checked))
         return Plan(base, puts, gone, before, hosts, gate)
 
@@ -209,6 +218,9 @@ class Manager:
                 break
         if info is None:
             return plan, None
+        if info.number == plan.base + 1 and self.fleet.holding.revision <= info.number:
+            # what the gate established holds at the new revision (`gate.Holding`)
+            self.fleet.holding = Holding(info.number, plan.assertions.holding)
         await audit.anchor(self.store, info.number)
         hosts = await self.fleet.wait_for(info.number, REALIZE_WAIT)
         return replace(plan, hosts=hosts or []), info

@@ -1,0 +1,229 @@
+"""Re-checking an assertion that held before a change of Workloads: only the cases that involve
+an address of a changed workload.
+
+    changed_addresses(old, new) -> dict[int, tuple[int, ...]] | None
+        Per family, every address of a workload added, removed or edited (its old and its
+        new version); None if the change is not Workloads only (a Tenant, Group, Service or
+        Policy changed: any rule may have moved).
+
+    recheck(checker, assertion, addresses) -> AssertionResult
+        Whether `assertion` holds over `checker`'s catalog (the new one), given that it held
+        over the catalog before a Workloads-only change whose `changed_addresses` are
+        `addresses`. A failure found is a counterexample replayed through `trace`, as
+        `Checker.check_one` gives it.
+
+Why only those cases. A case is (source address s, destination d, service). Its verdict is
+the egress decision of s's endpoint for d (if s is a workload's) and the ingress decision of
+d's endpoint for s (if d is a workload's), and the assertion asks about it if s is in `from`
+and d in `to`. A change of Workloads only alters: the endpoints of the changed workloads;
+which workloads own which addresses (only the changed workloads' addresses); and the address
+sets that rules and the assertion name (group members, selectors), only at the changed
+workloads' addresses. Every other endpoint runs the same policies (its labels did not
+change) whose own and other-end sets differ only at those addresses. So a case with neither
+s nor d among the changed addresses has the same verdict and is asked about exactly as
+before; the assertion held before, so it holds for every such case. What is left are the
+cases with s or d among the changed addresses (in the new catalog), which are few: for each
+changed address x, the cases from x (x's own egress over `to`, and every receiver's ingress
+decision at the single address x) and the cases to x (x's ingress over `from`, every
+sender's egress at x). Endpoints' decisions at one address are read from their chains' boxes
+that hold that address (found once per chain, `_AtAddress`), not from a sweep of their
+classes: a label change recompiles the chains of every group the workload entered or left,
+and sweeping the endpoints that run them was the cost of the full re-check.
+
+The caller must know that the assertion held before (the manager's gate keeps that per
+revision, `manager.gate`); the property test `tests/analysis/test_delta.py` compares
+`recheck` with a full check on random fleets after random workload edits. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+from hyperwall.analysis.assertions import AssertionResult, Checker
+from hyperwall.analysis.classes import point_outside, points_within, subtract
+from hyperwall.analysis.decisions import Box, Decided, Space, _decide_all, service_space
+from hyperwall.analysis.scope import _same_policy, changed_workloads
+from hyperwall.analysis.view import FAMILIES, FleetView
+from hyperwall.compiler.intervals import Interval, address_interval, contains
+from hyperwall.policy.model import AssertionDef, Catalog
+
+# A failing case: (family, source, destination, protocol, port), as the checker finds them.
+_Case = tuple[int, int, int, int, int]
+
+
+def changed_addresses(old: Catalog, new: Catalog) -> dict[int, tuple[int, ...]] | None:
+    """See the module docstring."""
+    if not _same_policy(old.config, new.config):
+        return None
+    found: dict[int, set[int]] = {f: set() for f in FAMILIES}
+    for w in changed_workloads(old, new):
+        for ip in w.ips():
+            family, (value, _) = address_interval(ip)
+            found[family].add(value)
+    return {f: tuple(sorted(values)) for f, values in found.items()}
+
+
+class _AtAddress:
+    """Decisions of any endpoint for one other-end address `x`: each chain's boxes that hold
+    `x`, found once (the members of a group run the same chains)."""
+
+    def __init__(self, view: FleetView, family: int, x: int, space: Space) -> None:
+        self.view, self.family, self.x, self.space = view, family, x, space
+        self._chains: dict[tuple[str, str], list[tuple[tuple[Interval, ...] | None, Box]]] = {}
+
+    def _holding(
+        self, name: str, direction: Literal["in", "out"], tier: int
+    ) -> list[tuple[tuple[Interval, ...] | None, Box]]:
+        key = (name, direction)
+        found = self._chains.get(key)
+        if found is None:
+            found = self._chains[key] = [
+                (rb.own, Box(tier, rb.action, rb.rule, rb.other, rb.ports))
+                for rb in self.view.chain_boxes(name, direction, self.family)
+                if contains(rb.other, self.x)
+            ]
+        return found
+
+    def decisions(self, own: int, direction: Literal["in", "out"]) -> list[Decided]:
+        """What `own`'s endpoint decides in `direction` for the other end `x`, per protocol
+        and port class of the space."""
+        owner = self.view.owner(self.family, own)
+        assert owner is not None
+        boxes: list[Box] = []
+        for tier, chains in enumerate(owner.endpoint.dispatch(direction)):
+            for name in chains:
+                for own_side, box in self._holding(name, direction, tier):
+                    if box.tier != tier:  # a chain run at another tier elsewhere
+                        box = Box(tier, box.action, box.rule, box.other, box.ports)
+                    if own_side is None or contains(own_side, own):
+                        boxes.append(box)
+        return _decide_all(boxes, (1 << len(boxes)) - 1, owner.endpoint.default, self.space)
+
+
+def _overlap(decided: Decided, proto: int, ports: Interval) -> int | None:
+    """The lowest port of `ports` that `decided` allows for `proto`; None if none."""
+    p, (low, high), verdict, _ = decided
+    if p == proto and verdict == "allow" and low <= ports[1] and high >= ports[0]:
+        return max(low, ports[0])
+    return None
+
+
+class _Changed:
+    """The cases of one assertion in one family that involve a changed address."""
+
+    def __init__(
+        self,
+        view: FleetView,
+        family: int,
+        sources: tuple[Interval, ...],
+        destinations: tuple[Interval, ...],
+        space: Space,
+    ) -> None:
+        self.view, self.family, self.space = view, family, space
+        self.sources, self.destinations = sources, destinations
+        self.taken = view.workload_ips[family]
+
+    def _own_cells(
+        self, x: int, direction: Literal["in", "out"], only: Literal["allowed", "denied"]
+    ) -> Iterator[tuple[Interval, int, Interval]]:
+        """`x`'s own endpoint's cells over the other side (minus x) with verdict `only`:
+        (addresses, protocol, ports); none if x is not a workload's address."""
+        owner = self.view.owner(self.family, x)
+        if owner is None:
+            return
+        decider = self.view.decider(owner, direction, self.family, x)
+        targets = self.destinations if direction == "out" else self.sources
+        for cell in decider.cells(subtract(targets, ((x, x),)), self.space, only=only):
+            yield cell.addresses, cell.proto, cell.ports
+
+    def deny(self, x: int) -> _Case | None:
+        """A case from or to `x` that is allowed."""
+        f, taken, at = self.family, self.taken, _AtAddress(self.view, self.family, x, self.space)
+        first = next(iter(self.space.items()))
+        first_case = (first[0], first[1][0][0])
+        if contains(self.sources, x):
+            if self.view.owner(f, x) is None:  # x is no workload's (any more)
+                d = point_outside(self.destinations, taken, avoid=x)
+                if d is not None:
+                    return f, x, d, *first_case
+                for b in points_within(self.destinations, taken):
+                    for p, ports, verdict, _ in at.decisions(b, "in"):
+                        if b != x and verdict == "allow":
+                            return f, x, b, p, ports[0]
+            for addresses, proto, ports in self._own_cells(x, "out", "allowed"):
+                d = point_outside((addresses,), taken)
+                if d is not None:
+                    return f, x, d, proto, ports[0]
+                for b in points_within((addresses,), taken):
+                    for decided in at.decisions(b, "in"):
+                        port = _overlap(decided, proto, ports)
+                        if port is not None:
+                            return f, x, b, proto, port
+        if contains(self.destinations, x):
+            if self.view.owner(f, x) is None:
+                s = point_outside(self.sources, taken, avoid=x)
+                if s is not None:
+                    return f, s, x, *first_case
+                for a in points_within(self.sources, taken):
+                    for p, ports, verdict, _ in at.decisions(a, "out"):
+                        if a != x and verdict == "allow":
+                            return f, a, x, p, ports[0]
+            for addresses, proto, ports in self._own_cells(x, "in", "allowed"):
+                s = point_outside((addresses,), taken)
+                if s is not None:
+                    return f, s, x, proto, ports[0]
+                for a in points_within((addresses,), taken):
+                    for decided in at.decisions(a, "out"):
+                        port = _overlap(decided, proto, ports)
+                        if port is not None:
+                            return f, a, x, proto, port
+        return None
+
+    def allow(self, x: int) -> _Case | None:
+        """A case from or to `x` that one end denies."""
+        f, taken, at = self.family, self.taken, _AtAddress(self.view, self.family, x, self.space)
+        if contains(self.sources, x):
+            for addresses, proto, ports in self._own_cells(x, "out", "denied"):
+                return f, x, addresses[0], proto, ports[0]
+            for b in points_within(self.destinations, taken):
+                for p, ports, verdict, _ in at.decisions(b, "in"):
+                    if b != x and verdict != "allow":
+                        return f, x, b, p, ports[0]
+        if contains(self.destinations, x):
+            for addresses, proto, ports in self._own_cells(x, "in", "denied"):
+                return f, addresses[0], x, proto, ports[0]
+            for a in points_within(self.sources, taken):
+                for p, ports, verdict, _ in at.decisions(a, "out"):
+                    if a != x and verdict != "allow":
+                        return f, a, x, p, ports[0]
+        return None
+
+
+def recheck(
+    checker: Checker, assertion: AssertionDef, addresses: dict[int, tuple[int, ...]]
+) -> AssertionResult:
+    """See the module docstring."""
+    view = checker.view
+    sources = view.peer_addresses(assertion.sources)
+    destinations = view.peer_addresses(assertion.destinations)
+    case: _Case | None = None
+    for i, family in enumerate(FAMILIES):
+        space = service_space(assertion.services, family)
+        if not space or not sources[i] or not destinations[i] or not addresses.get(family):
+            continue
+        search = _Changed(view, family, sources[i], destinations[i], space)
+        for x in addresses[family]:
+            case = search.allow(x) if assertion.expect == "allow" else search.deny(x)
+            if case is not None:
+                break
+        if case is not None:
+            break
+    return AssertionResult(
+        name=assertion.key,
+        holds=case is None,
+        expect=assertion.expect,
+        description=assertion.description,
+        counterexample=None if case is None else checker._counterexample(assertion, case),
+        evidence=(),
+    )
