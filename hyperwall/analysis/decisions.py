@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import xor
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from hyperwall.analysis.classes import cut_points, intersect, split, subtract
 from hyperwall.compiler.chains import CompiledChain
@@ -42,12 +42,8 @@ PROTO_NAMES = {number: name for name, number in PROTO_NUMBERS.items()}
 FULL: dict[int, tuple[Interval, ...]] = {4: FULL_V4, 6: FULL_V6}
 
 
-class Box(NamedTuple):
-    """A rule at an endpoint for one own address: the other end's addresses and the ports
-    it matches, its action, rule id and tier. A named tuple (as `RuleBox`): the analyses
-    keep tens of thousands, and a tuple of untracked values leaves the garbage collector's
-    reach after the first collection it survives (a dataclass instance never does)."""
-
+@dataclass(frozen=True, slots=True)
+class Box:
     tier: int
     action: Action
     rule: str
@@ -102,7 +98,8 @@ def _family(s: AddressSet, family: int) -> tuple[Interval, ...]:
     return s.v4 if family == 4 else s.v6
 
 
-class RuleBox(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class RuleBox:
     """A box of one chain before the own address is known: it applies where `own` (None:
     any own address) contains the endpoint's address."""
 
