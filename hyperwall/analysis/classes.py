@@ -89,6 +89,20 @@ def point_outside(
     return None
 
 
+def outside(intervals: Sequence[Interval], points: Sequence[int]) -> tuple[Interval, ...]:
+    """`intervals` (sorted, merged) without the sorted `points`."""
+    out: list[Interval] = []
+    for low, high in intervals:
+        pos = low
+        for point in points[bisect_left(points, low) : bisect_right(points, high)]:
+            if point > pos:
+                out.append((pos, point - 1))
+            pos = point + 1
+        if pos <= high:
+            out.append((pos, high))
+    return tuple(out)
+
+
 def points_within(intervals: Sequence[Interval], points: Sequence[int]) -> list[int]:
     """The sorted `points` that lie in `intervals`."""
     out: list[int] = []

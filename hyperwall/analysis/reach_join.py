@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hyperwall.analysis.classes import distinct_pair, intersect, point_outside, points_within
+from hyperwall.analysis.classes import cut_points, distinct_pair, outside, points_within, split
 from hyperwall.analysis.decisions import Decider, Space, members
 from hyperwall.analysis.masks import AddressBits, Piece, allowed_pieces
 from hyperwall.analysis.view import FleetView
@@ -70,23 +70,24 @@ class Found:
                 found[rule] |= columns
 
 
-class Columns:
-    """Masks of receivers turned into masks of the columns they are in (kept per mask)."""
+class Sides:
+    """Masks of bit positions turned into masks of the rows (or columns) they are in,
+    kept per mask."""
 
-    def __init__(self, column_of: dict[int, list[int]], bits: AddressBits) -> None:
+    def __init__(self, side_of: dict[int, list[int]], bits: AddressBits) -> None:
         self.of_bit: dict[int, int] = {}
-        for value, cols in column_of.items():
-            self.of_bit[bits.position[value]] = sum(1 << c for c in set(cols))
+        for value, sides in side_of.items():
+            self.of_bit[bits.position[value]] = sum(1 << c for c in set(sides))
         self._kept: dict[int, int] = {}
 
-    def of(self, receivers: int) -> int:
-        found = self._kept.get(receivers)
+    def of(self, positions: int) -> int:
+        found = self._kept.get(positions)
         if found is None:
             found = 0
             of_bit = self.of_bit
-            for i in members(receivers):
+            for i in members(positions):
                 found |= of_bit[i]
-            self._kept[receivers] = found
+            self._kept[positions] = found
         return found
 
 
@@ -150,25 +151,12 @@ class FamilyJoin:
     ) -> None:
         self.view, self.family, self.space, self.found = view, family, space, found
         self.rows, self.columns = rows, columns
-        self.taken = view.workload_ips[family]
-        self.bits = AddressBits(self.taken)
-        self.row_of = self._membership(rows)
-        self.column_of = self._membership(columns)
-        self.to_columns = Columns(self.column_of, self.bits)
-        self.external_rows = [
-            i for i, r in enumerate(rows) if point_outside(r, self.taken) is not None
-        ]
-        self.external_columns = [
-            i for i, c in enumerate(columns) if point_outside(c, self.taken) is not None
-        ]
+        self.taken = taken = view.workload_ips[family]
+        self.row_of = _membership([points_within(r, taken) for r in rows])
+        self.column_of = _membership([points_within(c, taken) for c in columns])
+        self.outside_rows = [outside(r, taken) for r in rows]
+        self.outside_columns = [outside(c, taken) for c in columns]
         self._pieces: dict[tuple[Decider, str], list[Piece]] = {}
-
-    def _membership(self, sides: Sequence[tuple[Interval, ...]]) -> dict[int, list[int]]:
-        found: dict[int, list[int]] = defaultdict(list)
-        for i, side in enumerate(sides):
-            for ip in points_within(side, self.taken):
-                found[ip].append(i)
-        return found
 
     def _decider(self, value: int, direction: Literal["in", "out"]) -> Decider:
         owner = self.view.owner(self.family, value)
@@ -185,39 +173,65 @@ class FamilyJoin:
             self._pieces[(decider, direction)] = found
         return found
 
+    def _atoms(self, deciders: Iterable[Decider]) -> list[Interval]:
+        """The external (non-workload) addresses of the rows and columns, cut at every
+        boundary of every box of `deciders` and of every row and column: within one atom
+        every address is in the same boxes, rows and columns, so its low end stands for it."""
+        regions = merge(i for side in (*self.outside_rows, *self.outside_columns) for i in side)
+        if not regions:
+            return []
+        cuts: set[int] = set()
+        seen: set[int] = set()
+        for decider in deciders:
+            for box in decider.boxes:
+                if id(box.other) not in seen:
+                    seen.add(id(box.other))
+                    cuts.update(low for low, _ in box.other)
+                    cuts.update(high + 1 for _, high in box.other)
+        cuts.update(cut_points((*self.outside_rows, *self.outside_columns)))
+        return split(regions, sorted(cuts))
+
     def run(self) -> None:
-        bits = self.bits
+        egress = {a: self._decider(a, "out") for a in sorted(self.row_of)}
+        ingress = {b: self._decider(b, "in") for b in sorted(self.column_of)}
+        atoms = self._atoms({*egress.values(), *ingress.values()})
+        lows = [low for low, _ in atoms]
+        self.bits = bits = AddressBits(sorted([*self.taken, *lows]))
+        atom_rows = _membership([points_within(side, lows) for side in self.outside_rows])
+        atom_columns = _membership([points_within(side, lows) for side in self.outside_columns])
+        self.to_rows = Sides(atom_rows, bits)
+        self.to_columns = Sides({**self.column_of, **atom_columns}, bits)
+        external_senders = sum(bits.bit(a) for a in atom_rows)
+        external_receivers = sum(bits.bit(b) for b in atom_columns)
         senders: dict[tuple[Decider, tuple[int, ...]], _Senders] = {}
-        all_senders = 0
-        for a in sorted(self.row_of):
+        for a, decider in egress.items():
             rows = tuple(self.row_of[a])
-            decider = self._decider(a, "out")
             group = senders.get((decider, rows))
             if group is None:
                 group = senders[(decider, rows)] = _Senders(decider, rows)
             group.mask |= bits.bit(a)
-            group.values.append(a)
-            all_senders |= bits.bit(a)
         by_ingress: dict[Decider, int] = defaultdict(int)
-        for b in sorted(self.column_of):
-            by_ingress[self._decider(b, "in")] |= bits.bit(b)
-        all_receivers = sum(by_ingress.values())
-        ingress = self._ingress_index(by_ingress, all_senders)
+        for b, decider in ingress.items():
+            by_ingress[decider] |= bits.bit(b)
+        workload_senders = sum(g.mask for g in senders.values())
+        index = self._ingress_index(by_ingress, workload_senders, external_senders)
         holding: dict[int, list[int]] = defaultdict(list)  # sender bit -> sender sets
-        for senders_mask in ingress:
+        for senders_mask in index:
             for i in members(senders_mask):
                 holding[i].append(senders_mask)
+        receivers = sum(by_ingress.values()) | external_receivers
         for group in senders.values():
-            self._from_senders(group, ingress, holding, all_receivers)
-        self._from_external_rows(by_ingress)
+            self._from_senders(group, index, holding, receivers, external_receivers)
         self._external_to_external()
 
     def _ingress_index(
-        self, by_ingress: dict[Decider, int], universe: int
+        self, by_ingress: dict[Decider, int], workload_senders: int, external_senders: int
     ) -> dict[int, dict[int, list[_Ingress]]]:
-        """Ingress pieces merged by (ports, rule, senders): sender set -> protocol ->
-        pieces, each protocol's sorted by low port."""
+        """Ingress pieces merged by (ports, rule, senders): workload sender set -> protocol
+        -> pieces, each protocol's sorted by low port. The external senders they allow
+        (non-workload addresses of rows) are added to `found` on the way."""
         merged: dict[tuple[int, int, int, int, str], _Ingress] = {}
+        universe = workload_senders | external_senders
         for decider, receivers in by_ingress.items():
             for p in self._allowed(decider, "in", universe):
                 key = (p.mask, p.proto, p.low, p.high, p.rule)
@@ -227,7 +241,12 @@ class FamilyJoin:
                 found.receivers |= receivers
         index: dict[int, dict[int, list[_Ingress]]] = defaultdict(lambda: defaultdict(list))
         for (mask, proto, *_), piece in merged.items():
-            index[mask][proto].append(piece)
+            if mask & external_senders:
+                rows = members(self.to_rows.of(mask & external_senders))
+                ports = (proto, piece.low, piece.high)
+                self.found.add(rows, self.to_columns.of(piece.receivers), ports, (piece.rule,))
+            if mask & workload_senders:
+                index[mask & workload_senders][proto].append(piece)
         for by_proto in index.values():
             for pieces in by_proto.values():
                 pieces.sort(key=lambda p: p.low)
@@ -236,21 +255,26 @@ class FamilyJoin:
     def _from_senders(
         self,
         group: _Senders,
-        ingress: dict[int, dict[int, list[_Ingress]]],
+        index: dict[int, dict[int, list[_Ingress]]],
         holding: dict[int, list[int]],
-        all_receivers: int,
+        receivers: int,
+        external_receivers: int,
     ) -> None:
         sets = {s for i in members(group.mask) for s in holding.get(i, ())}
         by_proto: dict[int, list[tuple[_Ingress, int]]] = defaultdict(list)
         for s in sets:
             inside = group.mask & s
-            for proto, pieces in ingress[s].items():
+            for proto, pieces in index[s].items():
                 by_proto[proto].extend((h, inside) for h in pieces)
         egress: dict[int, list[Piece]] = defaultdict(list)
-        for g in self._allowed(group.decider, "out", all_receivers):
-            egress[g.proto].append(g)
         ports: dict[PortKey, int] = defaultdict(int)
         rules: dict[str, int] = defaultdict(int)
+        for g in self._allowed(group.decider, "out", receivers):
+            egress[g.proto].append(g)
+            outside_reached = g.mask & external_receivers  # nothing filters them
+            if outside_reached:
+                ports[(g.proto, g.low, g.high)] |= outside_reached
+                rules[g.rule] |= outside_reached
         for proto, hs in by_proto.items():
             gs = egress.get(proto)
             if not gs:
@@ -269,35 +293,21 @@ class FamilyJoin:
             found.add(group.rows, to_columns(reached), key)
         for rule, reached in rules.items():
             found.add(group.rows, to_columns(reached), None, (rule,))
-        self._to_external_columns(group)
-
-    def _to_external_columns(self, group: _Senders) -> None:
-        if not self.external_columns:
-            return
-        targets = merge(i for c in self.external_columns for i in self.columns[c])
-        for cell in group.decider.cells(targets, self.space, allowed_only=True):
-            for c in self.external_columns:
-                inside = intersect((cell.addresses,), self.columns[c])
-                if point_outside(inside, self.taken) is not None:
-                    key = (cell.proto, *cell.ports)
-                    self.found.add(group.rows, 1 << c, key, (cell.rule,))
-
-    def _from_external_rows(self, by_ingress: dict[Decider, int]) -> None:
-        if not self.external_rows:
-            return
-        sources = merge(i for r in self.external_rows for i in self.rows[r])
-        for decider, receivers in by_ingress.items():
-            columns = self.to_columns.of(receivers)
-            for cell in decider.cells(sources, self.space, allowed_only=True):
-                for r in self.external_rows:
-                    inside = intersect((cell.addresses,), self.rows[r])
-                    if point_outside(inside, self.taken) is not None:
-                        self.found.add((r,), columns, (cell.proto, *cell.ports), (cell.rule,))
 
     def _external_to_external(self) -> None:
-        for r in self.external_rows:
-            for c in self.external_columns:
+        external_columns = [c for c, found in enumerate(self.outside_columns) if found]
+        for r in (r for r, found in enumerate(self.outside_rows) if found):
+            for c in external_columns:
                 if distinct_pair(self.rows[r], self.columns[c], self.taken) is not None:
                     for proto, ranges in self.space.items():
                         for low, high in ranges:
                             self.found.add((r,), 1 << c, (proto, low, high))
+
+
+def _membership(inside: Sequence[Sequence[int]]) -> dict[int, list[int]]:
+    """Per value: the sides (by position) whose `inside` lists hold it."""
+    found: dict[int, list[int]] = defaultdict(list)
+    for i, values in enumerate(inside):
+        for value in values:
+            found[value].append(i)
+    return found

@@ -9,6 +9,7 @@ from hyperwall.analysis.classes import (
     cut_points,
     distinct_pair,
     intersect,
+    outside,
     point_outside,
     points_within,
     split,
@@ -57,6 +58,8 @@ def test_points(a: tuple[Interval, ...], taken: list[int], avoid: int | None) ->
     free = members(a) - set(taken) - {avoid}
     assert point_outside(a, taken, avoid) == (min(free) if free else None)
     assert points_within(a, taken) == sorted(members(a) & set(taken))
+    assert members(outside(a, taken)) == members(a) - set(taken)
+    assert outside(a, taken) == merge(outside(a, taken))
 
 
 @given(interval_lists(), interval_lists(), st.lists(st.integers(0, TOP), unique=True))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from hyperwall.analysis.masks import AddressBits, Piece
 from hyperwall.analysis.reach import group_sides, reach, workload_sides
-from hyperwall.analysis.reach_join import Columns, Found, _Ingress, _overlapping
+from hyperwall.analysis.reach_join import Found, Sides, _Ingress, _overlapping
 from hyperwall.analysis.view import FleetView
 from tests.analysis.test_assertions import tenant_doc, vm
 from tests.fleetgen import doc, load
@@ -49,7 +49,7 @@ def test_found_ors_columns_into_every_row_and_skips_nothing_reached() -> None:
 
 def test_receivers_become_the_columns_they_are_in() -> None:
     bits = AddressBits([10, 20, 30])
-    columns = Columns({10: [0, 2], 30: [1]}, bits)
+    columns = Sides({10: [0, 2], 30: [1]}, bits)
     assert columns.of(0b001) == 0b101
     assert columns.of(0b101) == 0b111
     assert columns.of(0) == 0
