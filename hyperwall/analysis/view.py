@@ -21,6 +21,7 @@ import ipaddress
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import is_
 from typing import Any, Literal
 from weakref import WeakKeyDictionary
 
@@ -164,10 +165,12 @@ class FleetView:
         key = (owner.endpoint.key, direction, own)
         lists = self._dispatch_lists(owner.endpoint.dispatch(direction), direction, family)
         found = kept.deciders.get(key)
-        # the same endpoint runs the same chains in the same places, and a chain's kept
-        # list is replaced only by one of other content: equal tuples of lists (compared
-        # by identity first, in C) are the very lists the decider was computed from
-        if found is not None and found[0] is owner.endpoint and found[1] == lists:
+        if (
+            found is not None
+            and found[0] is owner.endpoint
+            and len(found[1]) == len(lists)
+            and all(map(is_, found[1], lists))
+        ):
             return found[2]
         # each chain's boxes for `own`, selected again only from a chain whose box list
         # was replaced (by list identity: the previous lists stay alive in `found`)
