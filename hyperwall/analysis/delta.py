@@ -37,15 +37,26 @@ revision, `manager.gate`); the property test `tests/analysis/test_delta.py` comp
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator
 from typing import Literal
 
 from hyperwall.analysis.assertions import AssertionResult, Checker
-from hyperwall.analysis.classes import point_outside, points_within, subtract
-from hyperwall.analysis.decisions import Box, Decided, Space, _decide_all, service_space
+from hyperwall.analysis.classes import point_outside, points_within
+from hyperwall.analysis.decisions import (
+    Decided,
+    RuleBox,
+    Space,
+    _decide_all,
+    as_boxes,
+    endpoint_boxes,
+    own_boxes,
+    segments,
+    service_space,
+)
 from hyperwall.analysis.scope import _same_policy, changed_workloads
 from hyperwall.analysis.view import FAMILIES, FleetView
-from hyperwall.compiler.intervals import Interval, address_interval, contains
+from hyperwall.compiler.intervals import V6_MAX, Interval, address_interval, contains
 from hyperwall.policy.model import AssertionDef, Catalog
 
 # A failing case: (family, source, destination, protocol, port), as the checker finds them.
@@ -66,20 +77,20 @@ def changed_addresses(old: Catalog, new: Catalog) -> dict[int, tuple[int, ...]] 
 
 class _AtAddress:
     """Decisions of any endpoint for one other-end address `x`: each chain's boxes that hold
-    `x`, found once (the members of a group run the same chains)."""
+    `x`, found once, and each resulting selection decided once (the members of a group run
+    the same chains)."""
 
     def __init__(self, view: FleetView, family: int, x: int, space: Space) -> None:
         self.view, self.family, self.x, self.space = view, family, x, space
-        self._chains: dict[tuple[str, str], list[tuple[tuple[Interval, ...] | None, Box]]] = {}
+        self._chains: dict[tuple[str, str], list[RuleBox]] = {}
+        self._decided: dict[tuple[object, ...], list[Decided]] = {}
 
-    def _holding(
-        self, name: str, direction: Literal["in", "out"], tier: int
-    ) -> list[tuple[tuple[Interval, ...] | None, Box]]:
+    def _holding(self, name: str, direction: Literal["in", "out"]) -> list[RuleBox]:
         key = (name, direction)
         found = self._chains.get(key)
         if found is None:
             found = self._chains[key] = [
-                (rb.own, Box(tier, rb.action, rb.rule, rb.other, rb.ports))
+                rb
                 for rb in self.view.chain_boxes(name, direction, self.family)
                 if contains(rb.other, self.x)
             ]
@@ -90,15 +101,29 @@ class _AtAddress:
         and port class of the space."""
         owner = self.view.owner(self.family, own)
         assert owner is not None
-        boxes: list[Box] = []
+        selected: list[tuple[int, RuleBox]] = []
         for tier, chains in enumerate(owner.endpoint.dispatch(direction)):
             for name in chains:
-                for own_side, box in self._holding(name, direction, tier):
-                    if box.tier != tier:  # a chain run at another tier elsewhere
-                        box = Box(tier, box.action, box.rule, box.other, box.ports)
-                    if own_side is None or contains(own_side, own):
-                        boxes.append(box)
-        return _decide_all(boxes, (1 << len(boxes)) - 1, owner.endpoint.default, self.space)
+                selected.extend((tier, rb) for rb in own_boxes(self._holding(name, direction), own))
+        default = owner.endpoint.default
+        key = (default, *((tier, id(rb)) for tier, rb in selected))
+        found = self._decided.get(key)
+        if found is None:
+            boxes = as_boxes(selected)
+            found = self._decided[key] = _decide_all(
+                boxes, (1 << len(boxes)) - 1, default, self.space
+            )
+        return found
+
+
+def _without(intervals: tuple[Interval, ...], x: int) -> tuple[Interval, ...]:
+    """`intervals` (sorted, merged) without the single address `x`."""
+    i = bisect_right(intervals, (x, V6_MAX + 1)) - 1
+    if i < 0 or intervals[i][1] < x:
+        return intervals
+    low, high = intervals[i]
+    pieces = tuple(p for p in ((low, x - 1), (x + 1, high)) if p[0] <= p[1])
+    return intervals[:i] + pieces + intervals[i + 1 :]
 
 
 def _overlap(decided: Decided, proto: int, ports: Interval) -> int | None:
@@ -128,14 +153,28 @@ class _Changed:
         self, x: int, direction: Literal["in", "out"], only: Literal["allowed", "denied"]
     ) -> Iterator[tuple[Interval, int, Interval]]:
         """`x`'s own endpoint's cells over the other side (minus x) with verdict `only`:
-        (addresses, protocol, ports); none if x is not a workload's address."""
+        (addresses, protocol, ports); none if x is not a workload's address. Swept over
+        the other side only, from the endpoint's boxes (its class list over the whole
+        family, which the checker keeps, is not needed: x's endpoint just changed)."""
         owner = self.view.owner(self.family, x)
         if owner is None:
             return
-        decider = self.view.decider(owner, direction, self.family, x)
+        f = self.family
+        boxes = as_boxes(
+            endpoint_boxes(
+                owner.endpoint, direction, x, lambda name: self.view.chain_boxes(name, direction, f)
+            )
+        )
         targets = self.destinations if direction == "out" else self.sources
-        for cell in decider.cells(subtract(targets, ((x, x),)), self.space, only=only):
-            yield cell.addresses, cell.proto, cell.ports
+        decided: dict[int, list[Decided]] = {}
+        wanted = only == "allowed"
+        for addresses, mask in segments(boxes, _without(targets, x)):
+            found = decided.get(mask)
+            if found is None:
+                found = decided[mask] = _decide_all(boxes, mask, owner.endpoint.default, self.space)
+            for proto, ports, verdict, _ in found:
+                if (verdict == "allow") == wanted:
+                    yield addresses, proto, ports
 
     def deny(self, x: int) -> _Case | None:
         """A case from or to `x` that is allowed."""

@@ -61,6 +61,9 @@ class FleetPrograms:
         self.revision = 0
         self.catalog: Catalog | None = None
         self.compiler: FleetCompiler | None = None
+        # what the compiler is over when that is not `catalog`: the last `trial`'s catalog
+        # (left there, as the change it checked is usually committed next: `advance`)
+        self._trial: Catalog | None = None
         self._versions: dict[str, deque[HostVersion]] = {}
         # what each host's current program was assembled from, for change detection
         self._set_users: dict[str, set[str]] = defaultdict(set)
@@ -106,6 +109,7 @@ class FleetPrograms:
         """Start over from a whole document set (first start, or after a resync)."""
         self.revision = revision
         self.catalog = catalog
+        self._trial = None
         if catalog is None:
             self.compiler = None
             return self._refresh(set(self._versions))
@@ -120,7 +124,8 @@ class FleetPrograms:
         programs changed."""
         if self.compiler is None or self.catalog is None or _large(self.catalog, catalog):
             return self.load(revision, catalog)
-        self._apply(self.compiler, self.catalog, catalog)
+        self._move(self._over(), catalog)
+        self._trial = None
         self.catalog = catalog
         self.revision = revision
         return self._advance_hosts()
@@ -132,8 +137,8 @@ class FleetPrograms:
             fresh = FleetCompiler(catalog.config, catalog.workloads.values())
             hosts = set(fresh.hosts()) | set(self.hosts())
             return sorted(h for h in hosts if fresh.host_program(h) != self.host(h).program)
-        current = self.catalog
-        self._apply(self.compiler, current, catalog)
+        current = self._over()
+        self._move(current, catalog)
         try:
             changed = []
             for host in sorted(self._affected()):
@@ -142,23 +147,38 @@ class FleetPrograms:
                     changed.append(host)
             return changed
         finally:
-            self._apply(self.compiler, catalog, current)
+            self._move(catalog, current)
 
     @contextmanager
     def trial(self, catalog: Catalog) -> Iterator[FleetCompiler]:
         """A compiler over `catalog` while the block runs: this one's, advanced by the
-        change and put back after (nothing is kept), or a fresh one for a large change.
-        Callers read it (the assertion gate checks a change with it) on the thread that
-        owns this object."""
+        change, or a fresh one for a large change. Callers read it (the assertion gate
+        checks a change with it) on the thread that owns this object. The compiler stays
+        over `catalog` after the block (the change is usually committed next, and `advance`
+        then has nothing left to compile); every other use moves it from there."""
         if self.compiler is None or self.catalog is None or _large(self.catalog, catalog):
             yield FleetCompiler(catalog.config, catalog.workloads.values())
             return
-        current = self.catalog
-        self._apply(self.compiler, current, catalog)
+        self._move(self._over(), catalog)
+        self._trial = catalog
+        yield self.compiler
+
+    def _over(self) -> Catalog:
+        """The catalog the compiler is over now."""
+        found = self._trial or self.catalog
+        assert found is not None
+        return found
+
+    def _move(self, old: Catalog, new: Catalog) -> None:
+        """Advance the compiler from `old` to `new`. A failure half way leaves it in no
+        known state: it is dropped (the next `advance` compiles afresh)."""
+        assert self.compiler is not None
         try:
-            yield self.compiler
-        finally:
-            self._apply(self.compiler, catalog, current)
+            self._apply(self.compiler, old, new)
+        except BaseException:
+            self.compiler = None
+            self._trial = None
+            raise
 
     @staticmethod
     def _apply(compiler: FleetCompiler, old: Catalog, new: Catalog) -> None:

@@ -6,7 +6,8 @@ removals, policy/group/tenant edits), for every host: the program equals a fresh
 version leads from the previous program to it, `since` answers a delta from every kept
 version, and the hosts reported changed are exactly those whose program changed.
 `what_if` names the same hosts as actually changing, and leaves nothing changed; `trial`
-lends a compiler over the next catalog and leaves nothing changed either.
+lends a compiler over the next catalog (or one never committed), and what follows it
+(`what_if`, `advance`) is the same as without it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def test_programs_follow_revisions(scenario: tuple[list[Doc], list[Step]]) -> No
         expected_changed = sorted(
             h for h in ALL_HOSTS if compile_host(catalog.config, catalog.workloads, h) != before[h]
         )
+        decoy = history[0] if revision % 2 else history[-1]  # a change never committed
+        with programs.trial(decoy) as compiler:
+            for h in ALL_HOSTS:
+                assert compiler.host_program(h) == compile_host(decoy.config, decoy.workloads, h)
         assert programs.what_if(catalog) == expected_changed
         check(programs, history[revision - 2])  # what_if put everything back
         with programs.trial(catalog) as compiler:  # the assertion gate's borrowed compiler
