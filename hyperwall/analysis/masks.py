@@ -16,9 +16,10 @@ it against `decide` on every address and port boundary.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hyperwall.analysis.classes import cut_points, split
 from hyperwall.analysis.decisions import Box, Space
@@ -27,15 +28,34 @@ from hyperwall.evaluator.evaluate import DEFAULT
 from hyperwall.policy.model import Verdict
 
 
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """Allowed: the addresses of `mask` on `proto` ports `low`..`high`, by `rule`."""
+class Piece(NamedTuple):
+    """Allowed: the addresses of `mask` on `proto` ports `low`..`high`, by `rule` (a
+    named tuple: a large fleet makes about a million of them)."""
 
     proto: int
     low: int
     high: int
     rule: str
     mask: int
+
+
+_NONZERO = re.compile(rb"[^\x00]+")
+BYTE_BITS = [tuple(k for k in range(8) if value >> k & 1) for value in range(256)]
+
+
+def nonzero_bytes(mask: int) -> list[tuple[int, int]]:
+    """The non-zero bytes of `mask` as (byte index, value), low first: a mask walked a
+    byte at a time, the zero runs skipped in C."""
+    data = mask.to_bytes((mask.bit_length() + 7) // 8, "little")
+    out: list[tuple[int, int]] = []
+    for run in _NONZERO.finditer(data):
+        out.extend(enumerate(run.group(), run.start()))
+    return out
+
+
+def positions(mask: int) -> list[int]:
+    """The set bits of `mask`, ascending."""
+    return [8 * j + k for j, value in nonzero_bytes(mask) for k in BYTE_BITS[value]]
 
 
 class AddressBits:
@@ -98,18 +118,24 @@ def allowed_pieces(
     other-end addresses in `universe` (a mask of `bits`) on `space`: one `Piece` per
     (merged port class, deciding rule), in protocol and port order; denied cases left out."""
     masks = [bits.mask(b.other) & universe for b in boxes]
+    shapes: list[tuple[int, dict[int, list[Interval]] | None]] = []  # None: every port
+    for i, box in enumerate(boxes):
+        if not masks[i]:
+            continue
+        if box.ports is None or any(p == 0 for p, _, _ in box.ports):
+            shapes.append((i, None))
+            continue
+        by_proto: dict[int, list[Interval]] = {}
+        for p, low, high in box.ports:
+            by_proto.setdefault(p, []).append((low, high))
+        shapes.append((i, by_proto))
     out: list[Piece] = []
     for proto, ranges in sorted(space.items()):
-        ports_of: list[tuple[int, list[Interval] | None]] = []  # box, its ranges (None: all)
-        for i, box in enumerate(boxes):
-            if not masks[i]:
-                continue
-            if box.ports is None or any(p == 0 for p, _, _ in box.ports):
-                ports_of.append((i, None))
-                continue
-            named = [(low, high) for p, low, high in box.ports if p == proto]
-            if named:
-                ports_of.append((i, named))
+        ports_of = [
+            (i, None if shape is None else shape[proto])
+            for i, shape in shapes
+            if shape is None or proto in shape
+        ]
         classes = split(ranges, cut_points(r for _, r in ports_of if r is not None))
         lows = [low for low, _ in classes]
         order: list[list[int]] = [[] for _ in classes]

@@ -28,7 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hyperwall.analysis.classes import subtract
-from hyperwall.analysis.decisions import PACKET_SPACE, PROTO_NAMES, members, service_space
+from hyperwall.analysis.decisions import PACKET_SPACE, PROTO_NAMES, service_space
+from hyperwall.analysis.masks import positions
 from hyperwall.analysis.reach_join import FamilyJoin, Found
 from hyperwall.analysis.view import FAMILIES, FleetView
 from hyperwall.compiler.intervals import Interval, merge, split_families
@@ -117,11 +118,11 @@ def reach(
     for r, row in enumerate(rows):
         ports: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
         for key, reached in found.ports[r].items():
-            for c in members(reached):
+            for c in positions(reached):
                 ports[c].append(key)
         rules: dict[int, list[str]] = defaultdict(list)
         for rule, reached in found.rules[r].items():
-            for c in members(reached):
+            for c in positions(reached):
                 rules[c].append(rule)
         for c in sorted(ports):
             cells[(row.label, columns[c].label)] = (_merged(ports[c]), tuple(sorted(rules[c])))

@@ -35,8 +35,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hyperwall.analysis.classes import cut_points, distinct_pair, outside, points_within, split
-from hyperwall.analysis.decisions import Decider, Space, members
-from hyperwall.analysis.masks import AddressBits, Piece, allowed_pieces
+from hyperwall.analysis.decisions import Decider, Space
+from hyperwall.analysis.masks import (
+    BYTE_BITS,
+    AddressBits,
+    Piece,
+    allowed_pieces,
+    nonzero_bytes,
+    positions,
+)
 from hyperwall.analysis.view import FleetView
 from hyperwall.compiler.intervals import Interval, merge
 
@@ -71,23 +78,33 @@ class Found:
 
 
 class Sides:
-    """Masks of bit positions turned into masks of the rows (or columns) they are in,
-    kept per mask."""
+    """Masks of bit positions turned into masks of the rows (or columns) they are in: a
+    byte of positions at a time (each byte value's sides OR-ed once), kept per mask."""
 
     def __init__(self, side_of: dict[int, list[int]], bits: AddressBits) -> None:
         self.of_bit: dict[int, int] = {}
         for value, sides in side_of.items():
             self.of_bit[bits.position[value]] = sum(1 << c for c in set(sides))
+        self._bytes: dict[int, int] = {}  # byte index * 256 + value -> sides
         self._kept: dict[int, int] = {}
 
-    def of(self, positions: int) -> int:
-        found = self._kept.get(positions)
+    def _byte(self, index: int, value: int) -> int:
+        key = index * 256 + value
+        found = self._bytes.get(key)
         if found is None:
             found = 0
-            of_bit = self.of_bit
-            for i in members(positions):
-                found |= of_bit[i]
-            self._kept[positions] = found
+            for k in BYTE_BITS[value]:
+                found |= self.of_bit.get(8 * index + k, 0)
+            self._bytes[key] = found
+        return found
+
+    def of(self, mask: int) -> int:
+        found = self._kept.get(mask)
+        if found is None:
+            found = 0
+            for index, value in nonzero_bytes(mask):
+                found |= self._byte(index, value)
+            self._kept[mask] = found
         return found
 
 
@@ -217,7 +234,7 @@ class FamilyJoin:
         index = self._ingress_index(by_ingress, workload_senders, external_senders)
         holding: dict[int, list[int]] = defaultdict(list)  # sender bit -> sender sets
         for senders_mask in index:
-            for i in members(senders_mask):
+            for i in positions(senders_mask):
                 holding[i].append(senders_mask)
         receivers = sum(by_ingress.values()) | external_receivers
         for group in senders.values():
@@ -242,7 +259,7 @@ class FamilyJoin:
         index: dict[int, dict[int, list[_Ingress]]] = defaultdict(lambda: defaultdict(list))
         for (mask, proto, *_), piece in merged.items():
             if mask & external_senders:
-                rows = members(self.to_rows.of(mask & external_senders))
+                rows = positions(self.to_rows.of(mask & external_senders))
                 ports = (proto, piece.low, piece.high)
                 self.found.add(rows, self.to_columns.of(piece.receivers), ports, (piece.rule,))
             if mask & workload_senders:
@@ -260,7 +277,7 @@ class FamilyJoin:
         receivers: int,
         external_receivers: int,
     ) -> None:
-        sets = {s for i in members(group.mask) for s in holding.get(i, ())}
+        sets = {s for i in positions(group.mask) for s in holding.get(i, ())}
         by_proto: dict[int, list[tuple[_Ingress, int]]] = defaultdict(list)
         for s in sets:
             inside = group.mask & s

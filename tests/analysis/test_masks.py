@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hyperwall.analysis.decisions import Box, decide
-from hyperwall.analysis.masks import AddressBits, allowed_pieces
+from hyperwall.analysis.masks import AddressBits, allowed_pieces, positions
 from hyperwall.compiler.intervals import contains, merge
 from hyperwall.policy.model import Action, Verdict
 
@@ -80,3 +80,8 @@ def test_a_mask_is_the_positions_of_the_addresses_inside() -> None:
     assert bits.mask(((0, 2), (41, 50))) == 0
     assert bits.mask(((0, 100),)) == 0b11111
     assert bits.bit(40) == 0b10000
+
+
+@given(st.sets(st.integers(0, 3000)))
+def test_positions_are_the_set_bits(found: set[int]) -> None:
+    assert positions(sum(1 << i for i in found)) == sorted(found)
