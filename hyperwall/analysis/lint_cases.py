@@ -89,12 +89,12 @@ def selections(boxes: Sequence[tuple[int, RuleBox]], owns: Sequence[int]) -> set
 class _Ports:
     """Per protocol, the distinct masks of matching boxes over the port classes of a
     sequence of boxes' port ranges; kept per sequence of ranges (many box sequences differ
-    only in their rules), each box's ranges of a protocol merged once."""
+    only in their rules); each box's ranges are merged per protocol once."""
 
     def __init__(self) -> None:
         self._ids: dict[tuple[PortRange, ...] | None, int] = {}
-        self._ranges: list[tuple[PortRange, ...] | None] = []
-        self._merged: dict[tuple[int, int], tuple[Interval, ...]] = {}
+        # per id: None (any protocol and port) or, per protocol, the merged ranges
+        self._ranges: list[dict[int, tuple[Interval, ...]] | None] = []
         self._masks: dict[tuple[int, tuple[int, ...]], list[set[int]]] = {}
 
     def id_of(self, ports: tuple[PortRange, ...] | None) -> int:
@@ -102,7 +102,13 @@ class _Ports:
         found = self._ids.get(ports)
         if found is None:
             found = self._ids[ports] = len(self._ranges)
-            self._ranges.append(ports)
+            per: dict[int, tuple[Interval, ...]] | None = None
+            if ports is not None and all(p != 0 for p, _, _ in ports):
+                per = {
+                    proto: merge((lo, hi) for p, lo, hi in ports if p == proto)
+                    for proto in {p for p, _, _ in ports}
+                }
+            self._ranges.append(per)
         return found
 
     def masks(self, family: int, ports: tuple[int, ...]) -> list[set[int]]:
@@ -111,48 +117,48 @@ class _Ports:
         key = (family, ports)
         found = self._masks.get(key)
         if found is None:
-            ranges = [self._ranges[i] for i in ports]
-            found = self._masks[key] = [
-                self._classes(ports, ranges, proto, space)
-                for proto, space in PACKET_SPACE[family].items()
-            ]
+            found = self._masks[key] = self._classes(family, ports)
         return found
 
-    def _classes(
-        self,
-        ids: tuple[int, ...],
-        ranges: list[tuple[PortRange, ...] | None],
-        proto: int,
-        space: Sequence[Interval],
-    ) -> set[int]:
+    def _classes(self, family: int, ports: tuple[int, ...]) -> list[set[int]]:
         always = 0
-        toggles: dict[int, int] = defaultdict(int)
-        for i, (port_id, box) in enumerate(zip(ids, ranges, strict=True)):
-            bit = 1 << i
-            if box is None or any(p == 0 for p, _, _ in box):
-                always |= bit
+        toggles: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        for i, port_id in enumerate(ports):
+            per = self._ranges[port_id]
+            if per is None:
+                always |= 1 << i
                 continue
-            merged = self._merged.get((port_id, proto))
-            if merged is None:
-                merged = merge((lo, hi) for p, lo, hi in box if p == proto)
-                self._merged[(port_id, proto)] = merged
-            for low, high in merged:
-                toggles[low] ^= bit
-                toggles[high + 1] ^= bit
-        cuts = sorted(toggles)
-        out: set[int] = set()
-        for low, high in space:
-            mask = always
-            k = 0
-            while k < len(cuts) and cuts[k] <= low:
-                mask ^= toggles[cuts[k]]
-                k += 1
-            out.add(mask)
-            while k < len(cuts) and cuts[k] <= high:
-                mask ^= toggles[cuts[k]]
-                out.add(mask)
-                k += 1
+            for proto, merged in per.items():
+                cuts = toggles[proto]
+                for low, high in merged:
+                    cuts[low] ^= 1 << i
+                    cuts[high + 1] ^= 1 << i
+        out: list[set[int]] = []
+        for proto, space in PACKET_SPACE[family].items():
+            found = {always}
+            if proto in toggles:
+                found = _sweep(toggles[proto], always, space)
+            out.append(found)
         return out
+
+
+def _sweep(toggles: dict[int, int], always: int, space: Sequence[Interval]) -> set[int]:
+    """The distinct masks over the port classes of `space`: `always`, XOR the bits that
+    `toggles` flip at each cut."""
+    cuts = sorted(toggles)
+    out: set[int] = set()
+    for low, high in space:
+        mask = always
+        k = 0
+        while k < len(cuts) and cuts[k] <= low:
+            mask ^= toggles[cuts[k]]
+            k += 1
+        out.add(mask)
+        while k < len(cuts) and cuts[k] <= high:
+            mask ^= toggles[cuts[k]]
+            out.add(mask)
+            k += 1
+    return out
 
 
 def packet_cases(view: FleetView) -> set[Case]:
