@@ -6,11 +6,12 @@ an address of a changed workload.
         new version); None if the change is not Workloads only (a Tenant, Group, Service or
         Policy changed: any rule may have moved).
 
-    recheck(checker, assertion, addresses) -> AssertionResult
+    Rechecker(checker, addresses).check(assertion) -> AssertionResult
         Whether `assertion` holds over `checker`'s catalog (the new one), given that it held
         over the catalog before a Workloads-only change whose `changed_addresses` are
         `addresses`. A failure found is a counterexample replayed through `trace`, as
-        `Checker.check_one` gives it.
+        `Checker.check_one` gives it. One Rechecker per change: what it derives about the
+        changed addresses is shared by the assertions it checks.
 
 Why only those cases. A case is (source address s, destination d, service). Its verdict is
 the egress decision of s's endpoint for d (if s is a workload's) and the ingress decision of
@@ -45,13 +46,13 @@ from hyperwall.analysis.assertions import AssertionResult, Checker
 from hyperwall.analysis.classes import point_outside, points_within
 from hyperwall.analysis.decisions import (
     Decided,
+    Decider,
     RuleBox,
     Space,
     _decide_all,
     as_boxes,
     endpoint_boxes,
     own_boxes,
-    segments,
     service_space,
 )
 from hyperwall.analysis.scope import _same_policy, changed_workloads
@@ -80,8 +81,8 @@ class _AtAddress:
     `x`, found once, and each resulting selection decided once (the members of a group run
     the same chains)."""
 
-    def __init__(self, view: FleetView, family: int, x: int, space: Space) -> None:
-        self.view, self.family, self.x, self.space = view, family, x, space
+    def __init__(self, view: FleetView, family: int, x: int) -> None:
+        self.view, self.family, self.x = view, family, x
         self._chains: dict[tuple[str, str], list[RuleBox]] = {}
         self._decided: dict[tuple[object, ...], list[Decided]] = {}
 
@@ -96,9 +97,9 @@ class _AtAddress:
             ]
         return found
 
-    def decisions(self, own: int, direction: Literal["in", "out"]) -> list[Decided]:
+    def decisions(self, own: int, direction: Literal["in", "out"], space: Space) -> list[Decided]:
         """What `own`'s endpoint decides in `direction` for the other end `x`, per protocol
-        and port class of the space."""
+        and port class of `space`."""
         owner = self.view.owner(self.family, own)
         assert owner is not None
         selected: list[tuple[int, RuleBox]] = []
@@ -106,13 +107,11 @@ class _AtAddress:
             for name in chains:
                 selected.extend((tier, rb) for rb in own_boxes(self._holding(name, direction), own))
         default = owner.endpoint.default
-        key = (default, *((tier, id(rb)) for tier, rb in selected))
+        key = (id(space), default, *((tier, id(rb)) for tier, rb in selected))
         found = self._decided.get(key)
         if found is None:
             boxes = as_boxes(selected)
-            found = self._decided[key] = _decide_all(
-                boxes, (1 << len(boxes)) - 1, default, self.space
-            )
+            found = self._decided[key] = _decide_all(boxes, (1 << len(boxes)) - 1, default, space)
         return found
 
 
@@ -139,46 +138,32 @@ class _Changed:
 
     def __init__(
         self,
-        view: FleetView,
+        shared: Rechecker,
         family: int,
         sources: tuple[Interval, ...],
         destinations: tuple[Interval, ...],
         space: Space,
     ) -> None:
-        self.view, self.family, self.space = view, family, space
+        self.shared, self.view, self.family, self.space = shared, shared.view, family, space
         self.sources, self.destinations = sources, destinations
-        self.taken = view.workload_ips[family]
+        self.taken = self.view.workload_ips[family]
 
     def _own_cells(
         self, x: int, direction: Literal["in", "out"], only: Literal["allowed", "denied"]
     ) -> Iterator[tuple[Interval, int, Interval]]:
         """`x`'s own endpoint's cells over the other side (minus x) with verdict `only`:
-        (addresses, protocol, ports); none if x is not a workload's address. Swept over
-        the other side only, from the endpoint's boxes (its class list over the whole
-        family, which the checker keeps, is not needed: x's endpoint just changed)."""
-        owner = self.view.owner(self.family, x)
-        if owner is None:
+        (addresses, protocol, ports); none if x is not a workload's address."""
+        decider = self.shared.own(self.family, x, direction)
+        if decider is None:
             return
-        f = self.family
-        boxes = as_boxes(
-            endpoint_boxes(
-                owner.endpoint, direction, x, lambda name: self.view.chain_boxes(name, direction, f)
-            )
-        )
         targets = self.destinations if direction == "out" else self.sources
-        decided: dict[int, list[Decided]] = {}
-        wanted = only == "allowed"
-        for addresses, mask in segments(boxes, _without(targets, x)):
-            found = decided.get(mask)
-            if found is None:
-                found = decided[mask] = _decide_all(boxes, mask, owner.endpoint.default, self.space)
-            for proto, ports, verdict, _ in found:
-                if (verdict == "allow") == wanted:
-                    yield addresses, proto, ports
+        for cell in decider.cells(_without(targets, x), self.space, only=only):
+            yield cell.addresses, cell.proto, cell.ports
 
     def deny(self, x: int) -> _Case | None:
         """A case from or to `x` that is allowed."""
-        f, taken, at = self.family, self.taken, _AtAddress(self.view, self.family, x, self.space)
+        f, taken, space = self.family, self.taken, self.space
+        at = self.shared.at(f, x)
         first = next(iter(self.space.items()))
         first_case = (first[0], first[1][0][0])
         if contains(self.sources, x):
@@ -187,7 +172,7 @@ class _Changed:
                 if d is not None:
                     return f, x, d, *first_case
                 for b in points_within(self.destinations, taken):
-                    for p, ports, verdict, _ in at.decisions(b, "in"):
+                    for p, ports, verdict, _ in at.decisions(b, "in", space):
                         if b != x and verdict == "allow":
                             return f, x, b, p, ports[0]
             for addresses, proto, ports in self._own_cells(x, "out", "allowed"):
@@ -195,7 +180,7 @@ class _Changed:
                 if d is not None:
                     return f, x, d, proto, ports[0]
                 for b in points_within((addresses,), taken):
-                    for decided in at.decisions(b, "in"):
+                    for decided in at.decisions(b, "in", space):
                         port = _overlap(decided, proto, ports)
                         if port is not None:
                             return f, x, b, proto, port
@@ -205,7 +190,7 @@ class _Changed:
                 if s is not None:
                     return f, s, x, *first_case
                 for a in points_within(self.sources, taken):
-                    for p, ports, verdict, _ in at.decisions(a, "out"):
+                    for p, ports, verdict, _ in at.decisions(a, "out", space):
                         if a != x and verdict == "allow":
                             return f, a, x, p, ports[0]
             for addresses, proto, ports in self._own_cells(x, "in", "allowed"):
@@ -213,7 +198,7 @@ class _Changed:
                 if s is not None:
                     return f, s, x, proto, ports[0]
                 for a in points_within((addresses,), taken):
-                    for decided in at.decisions(a, "out"):
+                    for decided in at.decisions(a, "out", space):
                         port = _overlap(decided, proto, ports)
                         if port is not None:
                             return f, a, x, proto, port
@@ -221,48 +206,91 @@ class _Changed:
 
     def allow(self, x: int) -> _Case | None:
         """A case from or to `x` that one end denies."""
-        f, taken, at = self.family, self.taken, _AtAddress(self.view, self.family, x, self.space)
+        f, taken, space = self.family, self.taken, self.space
+        at = self.shared.at(f, x)
         if contains(self.sources, x):
             for addresses, proto, ports in self._own_cells(x, "out", "denied"):
                 return f, x, addresses[0], proto, ports[0]
             for b in points_within(self.destinations, taken):
-                for p, ports, verdict, _ in at.decisions(b, "in"):
+                for p, ports, verdict, _ in at.decisions(b, "in", space):
                     if b != x and verdict != "allow":
                         return f, x, b, p, ports[0]
         if contains(self.destinations, x):
             for addresses, proto, ports in self._own_cells(x, "in", "denied"):
                 return f, addresses[0], x, proto, ports[0]
             for a in points_within(self.sources, taken):
-                for p, ports, verdict, _ in at.decisions(a, "out"):
+                for p, ports, verdict, _ in at.decisions(a, "out", space):
                     if a != x and verdict != "allow":
                         return f, a, x, p, ports[0]
         return None
 
 
-def recheck(
-    checker: Checker, assertion: AssertionDef, addresses: dict[int, tuple[int, ...]]
-) -> AssertionResult:
-    """See the module docstring."""
-    view = checker.view
-    sources = view.peer_addresses(assertion.sources)
-    destinations = view.peer_addresses(assertion.destinations)
-    case: _Case | None = None
-    for i, family in enumerate(FAMILIES):
-        space = service_space(assertion.services, family)
-        if not space or not sources[i] or not destinations[i] or not addresses.get(family):
-            continue
-        search = _Changed(view, family, sources[i], destinations[i], space)
-        for x in addresses[family]:
-            case = search.allow(x) if assertion.expect == "allow" else search.deny(x)
+class Rechecker:
+    """Re-checks assertions after one change (see the module docstring): `check(a)` for
+    each. What it derives about the changed addresses is shared between the assertions:
+    each one's own endpoint decider, and every chain's boxes that hold it."""
+
+    def __init__(self, checker: Checker, addresses: dict[int, tuple[int, ...]]) -> None:
+        self.checker, self.view, self.addresses = checker, checker.view, addresses
+        self._own: dict[tuple[int, int, str], Decider | None] = {}
+        self._at: dict[tuple[int, int], _AtAddress] = {}
+        self._spaces: dict[tuple[object, ...], Space] = {}  # one object per distinct space
+
+    def own(self, family: int, x: int, direction: Literal["in", "out"]) -> Decider | None:
+        """`x`'s own endpoint's decider (None: x is no workload's), built from its boxes:
+        the view's cached one is not wanted, x's endpoint just changed."""
+        key = (family, x, direction)
+        if key not in self._own:
+            owner = self.view.owner(family, x)
+            self._own[key] = (
+                None
+                if owner is None
+                else Decider(
+                    as_boxes(
+                        endpoint_boxes(
+                            owner.endpoint,
+                            direction,
+                            x,
+                            lambda name: self.view.chain_boxes(name, direction, family),
+                        )
+                    ),
+                    owner.endpoint.default,
+                    family,
+                )
+            )
+        return self._own[key]
+
+    def at(self, family: int, x: int) -> _AtAddress:
+        found = self._at.get((family, x))
+        if found is None:
+            found = self._at[(family, x)] = _AtAddress(self.view, family, x)
+        return found
+
+    def check(self, assertion: AssertionDef) -> AssertionResult:
+        """Whether `assertion`, which held before the change, holds after it."""
+        view = self.view
+        sources = view.peer_addresses(assertion.sources)
+        destinations = view.peer_addresses(assertion.destinations)
+        case: _Case | None = None
+        for i, family in enumerate(FAMILIES):
+            wanted = service_space(assertion.services, family)
+            if not wanted or not sources[i] or not destinations[i]:
+                continue
+            if not self.addresses.get(family):
+                continue
+            space = self._spaces.setdefault(tuple(sorted(wanted.items())), wanted)
+            search = _Changed(self, family, sources[i], destinations[i], space)
+            for x in self.addresses[family]:
+                case = search.allow(x) if assertion.expect == "allow" else search.deny(x)
+                if case is not None:
+                    break
             if case is not None:
                 break
-        if case is not None:
-            break
-    return AssertionResult(
-        name=assertion.key,
-        holds=case is None,
-        expect=assertion.expect,
-        description=assertion.description,
-        counterexample=None if case is None else checker._counterexample(assertion, case),
-        evidence=(),
-    )
+        return AssertionResult(
+            name=assertion.key,
+            holds=case is None,
+            expect=assertion.expect,
+            description=assertion.description,
+            counterexample=None if case is None else self.checker._counterexample(assertion, case),
+            evidence=(),
+        )

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hyperwall.analysis.assertions import AssertionResult, Checker, touched_assertions
-from hyperwall.analysis.delta import changed_addresses, recheck
+from hyperwall.analysis.delta import Rechecker, changed_addresses
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.fleet_programs import FleetPrograms
 from hyperwall.policy.model import AssertionDef, Catalog
@@ -122,12 +122,13 @@ def _check(
 ) -> tuple[AssertionResult, ...]:
     def run(compiler: FleetCompiler | None) -> tuple[AssertionResult, ...]:
         checker = Checker(catalog, compiler)
+        quick = None if addresses is None else Rechecker(checker, addresses)
         out = []
         for key, a in catalog.config.assertions.items():
             if names is not None and key not in names:
                 continue
-            if addresses is not None and known.get(key) == a:
-                out.append(recheck(checker, a, addresses))
+            if quick is not None and known.get(key) == a:
+                out.append(quick.check(a))
             else:
                 out.append(checker.check_one(a))
         return tuple(out)
