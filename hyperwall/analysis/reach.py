@@ -32,7 +32,7 @@ from hyperwall.analysis.decisions import PACKET_SPACE, PROTO_NAMES, service_spac
 from hyperwall.analysis.masks import positions
 from hyperwall.analysis.reach_join import FamilyJoin, Found
 from hyperwall.analysis.view import FAMILIES, FleetView
-from hyperwall.compiler.intervals import Interval, merge, split_families
+from hyperwall.compiler.intervals import Interval, split_families
 from hyperwall.compiler.inventory import Families
 from hyperwall.policy.documents import check_name
 from hyperwall.policy.model import Catalog, Peer
@@ -117,23 +117,31 @@ def reach(
     cells: dict[tuple[str, str], tuple[Ports, tuple[str, ...]]] = {}
     for r, row in enumerate(rows):
         ports: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
-        for key, reached in found.ports[r].items():
+        for key, reached in sorted(found.ports[r].items()):  # each column's keys sorted
             for c in positions(reached):
                 ports[c].append(key)
         rules: dict[int, list[str]] = defaultdict(list)
-        for rule, reached in found.rules[r].items():
+        for rule, reached in sorted(found.rules[r].items()):
             for c in positions(reached):
                 rules[c].append(rule)
         for c in sorted(ports):
-            cells[(row.label, columns[c].label)] = (_merged(ports[c]), tuple(sorted(rules[c])))
+            cells[(row.label, columns[c].label)] = (_merged(ports[c]), tuple(rules[c]))
     return ReachMatrix(tuple(s.label for s in rows), tuple(s.label for s in columns), cells)
 
 
 def _merged(keys: Iterable[tuple[int, int, int]]) -> Ports:
-    found: dict[int, list[Interval]] = defaultdict(list)
+    """Sorted (protocol, low, high) keys as merged ranges per protocol, in one pass."""
+    found: dict[int, list[Interval]] = {}
     for proto, low, high in keys:
-        found[proto].append((low, high))
-    return {p: merge(ranges) for p, ranges in sorted(found.items())}
+        ranges = found.get(proto)
+        if ranges is None:
+            found[proto] = [(low, high)]
+        elif low <= ranges[-1][1] + 1:
+            if high > ranges[-1][1]:
+                ranges[-1] = (ranges[-1][0], high)
+        else:
+            ranges.append((low, high))
+    return {proto: tuple(ranges) for proto, ranges in found.items()}
 
 
 # -- what a change opens and closes ------------------------------------------------------
