@@ -25,7 +25,10 @@ and 30 "no SSH from the internet into a group". Measured, wall-clock (`perf_coun
    host) and a full re-check of all 100;
 3. the reachability matrix with `reach`: the first 100, 250, 500 groups, then every group
    (1,000 x 1,000), each size only if the time budget (`--reach-budget`) allows it at the
-   growth measured so far (a skipped size is reported as such).
+   growth measured so far (a skipped size is reported as such);
+4. lint (`analysis.lint`) of the whole fleet as `hyperwall lint` runs it (a fresh
+   compiler, the findings counted per kind); on a fleet larger than `--quick`'s, that one
+   too. Baseline in the same run: one full verification (above).
 
 Results are printed and written as the section `## Compliance (benchmarks/compliance)` of
 `docs/benchmarks.md` (other sections are kept).
@@ -50,6 +53,7 @@ from benchmarks.compile import label_changes, machine, raw_documents
 from benchmarks.results_file import publish
 from benchmarks.synthetic import FULL, QUICK, FleetShape, generate
 from hyperwall.analysis.assertions import check_assertions, touched_assertions
+from hyperwall.analysis.lint import lint
 from hyperwall.analysis.reach import group_sides, reach
 from hyperwall.analysis.view import FleetView
 from hyperwall.compiler.fleet import FleetCompiler
@@ -174,6 +178,8 @@ class Results:
     full_after_change: float = 0.0
     reach: list[tuple[int, float, int]] = field(default_factory=list)  # groups, seconds, cells
     reach_skipped: list[int] = field(default_factory=list)  # sizes the budget did not allow
+    lint: list[tuple[int, float, dict[str, int]]] = field(default_factory=list)  # workloads,
+    # seconds, findings per kind
     wall_seconds: float = 0.0
 
     def problems(self) -> list[str]:
@@ -259,9 +265,29 @@ def run_benchmark(
         log(f"reach matrix of {n} groups (guess {guess:.0f} s)")
         seconds, matrix = _timed(lambda: reach(view, groups[:n], groups[:n]))  # noqa: B023
         results.reach.append((n, seconds, len(matrix.cells)))
+    _measure_lint(results, catalog, log)
     results.wall_seconds = time.perf_counter() - began
     results.machine["load_end"] = machine()["load"]
     return results
+
+
+def _measure_lint(results: Results, catalog: Catalog, log: Log) -> None:
+    """Lint of the whole fleet from a fresh compiler, as `hyperwall lint` runs; then of the
+    `--quick` fleet when this one is larger."""
+    fleets: list[tuple[int, Callable[[], Catalog]]] = [(results.shape.workloads, lambda: catalog)]
+    if results.shape.workloads > QUICK.workloads:
+        quick = replace(QUICK, seed=results.shape.seed)
+        fleets.append(
+            (quick.workloads, lambda: build_catalog(raw_documents(generate(quick).documents)))
+        )
+    for workloads, make in fleets:
+        linted = make()
+        log(f"lint of the {workloads:,}-workload fleet")
+        seconds, found = _timed(lambda: lint(linted))  # noqa: B023
+        kinds: dict[str, int] = {}
+        for f in found:
+            kinds[f.kind] = kinds.get(f.kind, 0) + 1
+        results.lint.append((workloads, seconds, kinds))
 
 
 def _with(catalog: Catalog, new: Workload) -> Catalog:
@@ -375,6 +401,17 @@ def render_section(results: Results, command: str) -> str:
                 "",
             )
             for n in results.reach_skipped
+        ),
+        *(
+            (
+                f"| lint of the whole fleet of {workloads:,} workloads (`hyperwall lint`: a "
+                f"fresh compiler, every enforcement point over the whole packet space) | "
+                f"{_ms(seconds)}: "
+                f"{', '.join(f'{n:,} {kind}' for kind, n in sorted(kinds.items())) or 'no finding'}"
+                f" | one full verification above: {_ms(full)} |",
+                "",
+            )
+            for workloads, seconds, kinds in results.lint
         ),
     ]
     return "\n".join(

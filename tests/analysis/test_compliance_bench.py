@@ -29,10 +29,12 @@ def test_benchmark_runs_and_writes_its_section(tmp_path: Path) -> None:
     assert len(results.full) == 1 and results.held + results.failed > 0
     assert results.gate and len(results.gate) == len(results.touched) == len(results.incremental)
     assert results.reach and results.reach[-1][0] == TINY.groups
+    assert [workloads for workloads, _, _ in results.lint] == [TINY.workloads]
     section = render_section(results, "benchmarks/compliance --test")
     count = results.held + results.failed
     assert section.startswith(SECTION) and f"full verification, {count} assertions" in section
     assert "the gate after a label change" in section and "checked whole" in section
+    assert f"lint of the whole fleet of {TINY.workloads:,} workloads" in section
     out = tmp_path / "benchmarks.md"
     write_section(out, section)
     assert SECTION in out.read_text() and "reach matrix" in out.read_text()
