@@ -30,7 +30,7 @@ def report(
     fmt: Format = typer.Option(Format.html, "--format", help="html or pdf"),
     tenant: str | None = typer.Option(None, "--tenant", help="one tenant (default: the fleet)"),
     no_lint: bool = typer.Option(
-        False, "--no-lint", help="leave lint out (it takes minutes on a large fleet)"
+        False, "--no-lint", help="leave lint out (it reads every rule of the fleet)"
     ),
     server: str = ServerOpt,
     token_file: Path | None = TokenFileOpt,
