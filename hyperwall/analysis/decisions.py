@@ -21,7 +21,7 @@ from itertools import accumulate
 from operator import xor
 from typing import Literal
 
-from hyperwall.analysis.classes import cut_points, intersect, split, subtract
+from hyperwall.analysis.classes import cut_points, split, subtract
 from hyperwall.compiler.chains import CompiledChain
 from hyperwall.compiler.intervals import FULL_V4, FULL_V6, Interval, contains, merge
 from hyperwall.compiler.program import AddressSet, Endpoint, MatchRule
@@ -366,7 +366,6 @@ class Decider:
         self.boxes = boxes
         self.default = default
         self.family = family
-        self._named: tuple[Interval, ...] | None = None
         self._decided: dict[tuple[int, int], tuple[Decided, ...]] = {}
         self._spaces: dict[Hashable, int] = {}  # service space -> a small number
         # (box set, space, wanted verdict) -> the decisions with it, the rules of the rest
@@ -424,31 +423,18 @@ class Decider:
         space_key = self._spaces.setdefault(tuple(sorted(space.items())), len(self._spaces))
         return self._decide(masks[bisect_right(lows, address) - 1], space, space_key)
 
-    def allow_named(self) -> tuple[Interval, ...]:
-        """Every address some `allow` box names."""
-        if self._named is None:
-            self._named = merge(i for b in self.boxes if b.action == "allow" for i in b.other)
-        return self._named
-
     def cells(
         self,
         targets: tuple[Interval, ...],
         space: Space,
         only: Literal["allowed", "denied"] | None = None,
         others: set[str] | None = None,
-        allowed_only: bool = False,
     ) -> Iterator[Cell]:
         """The decision for every class of `targets` (other-end addresses) x `space`.
 
         `only`: yield only the allowed (or only the denied) cells, and add the rules that
-        decided the others to `others` (evidence). `allowed_only`: only the allowed cells,
-        and if the default denies, only the addresses that some `allow` box names are
-        looked at (no other address can be allowed; nothing is recorded for the rest).
+        decided the others to `others` (evidence).
         """
-        if allowed_only:
-            only = "allowed"
-            if self.default != "allow":
-                targets = intersect(targets, self.allow_named())
         wanted = only == "allowed"
         space_key = self._spaces.setdefault(tuple(sorted(space.items())), len(self._spaces))
         lows, highs, masks = self.swept
