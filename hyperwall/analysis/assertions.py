@@ -44,7 +44,7 @@ from typing import Literal
 from hyperwall.analysis.classes import distinct_pair, point_outside, points_within, subtract
 from hyperwall.analysis.decisions import Cell, Decider, Space, service_space
 from hyperwall.analysis.scope import touched_assertions
-from hyperwall.analysis.trace import TraceResult, trace
+from hyperwall.analysis.trace import End, TraceResult, trace_ends
 from hyperwall.analysis.view import FAMILIES, FleetView, address_text
 from hyperwall.compiler.fleet import FleetCompiler
 from hyperwall.compiler.intervals import Interval, contains
@@ -248,15 +248,24 @@ class Checker:
     def _counterexample(self, assertion: AssertionDef, case: _Case) -> Counterexample:
         family, src, dst, proto, port = case
         cell = Cell((dst, dst), proto, (port, port), "allow", "")
-        source, destination = address_text(family, src), address_text(family, dst)
-        result = trace(self.catalog, source, destination, cell.service(), self.view.compiler)
+        source, destination = self._end(family, src), self._end(family, dst)
+        result = trace_ends(self.catalog, source, destination, cell.service(), self.view.compiler)
         # The trace is the evaluator's own answer: it must confirm the search.
         if (result.verdict == "allow") != (assertion.expect == "deny"):
             raise AssertionError(
-                f"checker and trace disagree on {assertion.key}: {source} -> {destination} "
-                f"{cell.service()} traced {result.verdict}"
+                f"checker and trace disagree on {assertion.key}: {source.address} -> "
+                f"{destination.address} {cell.service()} traced {result.verdict}"
             )
-        return Counterexample(source, destination, cell.service(), result)
+        return Counterexample(source.address, destination.address, cell.service(), result)
+
+    def _end(self, family: int, value: int) -> End:
+        """An address as `trace` resolves it, from the view's address index (not a scan
+        of every workload)."""
+        owner = self.view.owner(family, value)
+        address = address_text(family, value)
+        if owner is None:
+            return End(address, None, None)
+        return End(address, self.catalog.workloads[owner.workload], owner.endpoint.interface)
 
 
 def check_assertions(

@@ -132,6 +132,20 @@ def trace(
         raise TraceInputError(
             f"{src!r} and {dst!r} are of different address families: give two IPv4 or two IPv6"
         )
+    return trace_ends(catalog, source, destination, service, compiler)
+
+
+def trace_ends(
+    catalog: Catalog,
+    source: End,
+    destination: End,
+    service: str,
+    compiler: FleetCompiler | None = None,
+) -> TraceResult:
+    """`trace` of two ends already resolved (of one address family), e.g. by an analysis
+    that knows the owners of addresses. Each end is evaluated over the program of its own
+    workload (`FleetCompiler.workload_program`): what its endpoints read of the host's."""
+    src_family = 6 if ":" in source.address else 4
     tenants = [e.workload.tenant for e in (source, destination) if e.workload]
     port = resolve_service(catalog, service, tenants, src_family)
     if port.proto == "icmp" and src_family == 6:
@@ -143,10 +157,10 @@ def trace(
         compiler = FleetCompiler(catalog.config, catalog.workloads.values())
     egress = ingress = None
     if source.workload is not None and source.endpoint_key is not None:
-        program = compiler.host_program(source.workload.host)
+        program = compiler.workload_program(source.workload.key)
         egress = evaluate(program, source.endpoint_key, "out", packet)
     if destination.workload is not None and destination.endpoint_key is not None:
-        program = compiler.host_program(destination.workload.host)
+        program = compiler.workload_program(destination.workload.key)
         ingress = evaluate(program, destination.endpoint_key, "in", packet)
     verdict: Verdict = "allow"
     for d in (egress, ingress):

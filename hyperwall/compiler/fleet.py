@@ -314,9 +314,18 @@ class FleetCompiler:
     # -- assembly -----------------------------------------------------------------------
 
     def host_program(self, host: str) -> HostProgram:
+        return self.program(host, sorted(self.by_host.get(host, ())))
+
+    def workload_program(self, wk: str) -> HostProgram:
+        """The part of its host's program that workload `wk`'s endpoints read (their
+        chains, blocks and sets): what evaluating a packet at them needs (`analysis.trace`)."""
+        return self.program(self.workloads[wk].host, [wk])
+
+    def program(self, host: str, workloads: Iterable[str]) -> HostProgram:
+        """The program of `workloads` (of `host`): their endpoints and what those read."""
         endpoints: dict[str, Endpoint] = {}
         chain_names: set[str] = set()
-        for wk in sorted(self.by_host.get(host, ())):
+        for wk in workloads:
             for ep in self.endpoints(wk):
                 endpoints[ep.key] = ep
                 for tier in (*ep.ingress, *ep.egress):

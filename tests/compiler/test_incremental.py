@@ -296,3 +296,23 @@ def test_delta_size_follows_the_change_not_the_fleet(label: str, value: str, mos
 
     workloads = {**catalog.workloads, changed.key: changed}
     assert after == {h: compile_host(catalog.config, workloads, h) for h in BIG_HOSTS}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleets())
+def test_a_workload_program_is_its_slice_of_the_host_program(fleet: list[Doc]) -> None:
+    """`workload_program` (what `trace` evaluates over) holds exactly the workload's
+    endpoints and, as in its host's program, every chain, block and set they read."""
+    catalog = load(fleet)
+    compiler = FleetCompiler(catalog.config, catalog.workloads.values())
+    for wk, w in catalog.workloads.items():
+        mine, host = compiler.workload_program(wk), compiler.host_program(w.host)
+        assert set(mine.endpoints) == {ep.key for ep in compiler.endpoints(wk)}
+        assert all(host.endpoints[key] == ep for key, ep in mine.endpoints.items())
+        read = {
+            name for ep in mine.endpoints.values() for t in (*ep.ingress, *ep.egress) for name in t
+        }
+        assert set(mine.chains) == read
+        assert all(host.chains[name] == chain for name, chain in mine.chains.items())
+        assert all(host.block_sets[name] == b for name, b in mine.block_sets.items())
+        assert all(host.address_sets[name] == s for name, s in mine.address_sets.items())
