@@ -25,7 +25,8 @@ and 30 "no SSH from the internet into a group". Measured, wall-clock (`perf_coun
    host) and a full re-check of all 100;
 3. the reachability matrix with `reach`: the first 100, 250, 500 groups, then every group
    (1,000 x 1,000), each size only if the time budget (`--reach-budget`) allows it at the
-   growth measured so far (a skipped size is reported as such);
+   growth measured so far (a skipped size is reported as such); wall-clock and this
+   process's CPU time (the machine is shared);
 4. lint (`analysis.lint`) of the whole fleet as `hyperwall lint` runs it (a fresh
    compiler, the findings counted per kind); on a fleet larger than `--quick`'s, that one
    too. Baseline in the same run: one full verification (above).
@@ -176,7 +177,8 @@ class Results:
     apply_compile: list[float] = field(default_factory=list)
     gc_seconds: float = 0.0  # a full garbage collection before the label changes (longest)
     full_after_change: float = 0.0
-    reach: list[tuple[int, float, int]] = field(default_factory=list)  # groups, seconds, cells
+    # groups, wall seconds, CPU seconds of this process, reaching cells
+    reach: list[tuple[int, float, float, int]] = field(default_factory=list)
     reach_skipped: list[int] = field(default_factory=list)  # sizes the budget did not allow
     lint: list[tuple[int, float, dict[str, int]]] = field(default_factory=list)  # workloads,
     # seconds, findings per kind
@@ -263,8 +265,9 @@ def run_benchmark(
             results.reach_skipped.append(n)
             continue
         log(f"reach matrix of {n} groups (guess {guess:.0f} s)")
+        cpu = time.process_time()
         seconds, matrix = _timed(lambda: reach(view, groups[:n], groups[:n]))  # noqa: B023
-        results.reach.append((n, seconds, len(matrix.cells)))
+        results.reach.append((n, seconds, time.process_time() - cpu, len(matrix.cells)))
     _measure_lint(results, catalog, log)
     results.wall_seconds = time.perf_counter() - began
     results.machine["load_end"] = machine()["load"]
@@ -388,11 +391,11 @@ def render_section(results: Results, command: str) -> str:
         ),
         *(
             (
-                f"| reach matrix, {n:,} x {n:,} groups | {_ms(seconds)} ({cells:,} reaching "
-                f"cells) | one full verification above: {_ms(full)} |",
+                f"| reach matrix, {n:,} x {n:,} groups | {_ms(seconds)} ({_ms(cpu)} CPU; "
+                f"{cells:,} reaching cells) | one full verification above: {_ms(full)} |",
                 "",
             )
-            for n, seconds, cells in results.reach
+            for n, seconds, cpu, cells in results.reach
         ),
         *(
             (
