@@ -86,6 +86,21 @@ def selections(boxes: Sequence[tuple[int, RuleBox]], owns: Sequence[int]) -> set
     return set(picks)
 
 
+def _picked(
+    boxes: list[tuple[int, RuleBox]], owns: Sequence[int]
+) -> tuple[list[tuple[int, RuleBox]], set[int]]:
+    """The boxes that some own address picks (most block elements of a profile belong to
+    the other endpoints of its policies' groups), and the picks renumbered over them."""
+    picks = selections(boxes, owns)
+    used = 0
+    for pick in picks:
+        used |= pick
+    kept = members(used)
+    position = {old: new for new, old in enumerate(kept)}
+    renumbered = {sum(1 << position[i] for i in members(pick)) for pick in picks}
+    return [boxes[i] for i in kept], renumbered
+
+
 class _Ports:
     """Per protocol, the distinct masks of matching boxes over the port classes of a
     sequence of boxes' port ranges; kept per sequence of ranges (many box sequences differ
@@ -164,17 +179,18 @@ def _sweep(toggles: dict[int, int], always: int, space: Sequence[Interval]) -> s
 def packet_cases(view: FleetView) -> set[Case]:
     """Every distinct case of the fleet (module docstring)."""
     points = profiles(view)
-    boxes_of: dict[Profile, list[tuple[int, RuleBox]]] = {}
+    picked: dict[Profile, tuple[list[tuple[int, RuleBox]], set[int]]] = {}
     sets: dict[int, dict[int, int]] = {4: {}, 6: {}}  # family -> id(other) -> set index
     others: dict[int, list[tuple[Interval, ...]]] = {4: [], 6: []}
-    for profile in points:
+    for profile, owns in points.items():
         family, direction, _, dispatch = profile
-        boxes = boxes_of[profile] = [
+        every = [
             (tier, rb)
             for tier, chains in enumerate(dispatch)
             for name in chains
             for rb in view.chain_boxes(name, direction, family)
         ]
+        boxes, _ = picked[profile] = _picked(every, owns)
         for _, rb in boxes:
             if id(rb.other) not in sets[family]:
                 sets[family][id(rb.other)] = len(others[family])
@@ -182,9 +198,8 @@ def packet_cases(view: FleetView) -> set[Case]:
     atoms = {f: Atoms(others[f], FULL[f][0]) for f in (4, 6) if others[f]}
     signatures: dict[Signature, int] = {}
     sequences: dict[tuple[int, tuple[int, ...]], set[Verdict]] = defaultdict(set)
-    for profile, owns in points.items():
+    for profile, (boxes, picks) in picked.items():
         family, _, default, _ = profile
-        boxes = boxes_of[profile]
         if not boxes:
             continue
         index = sets[family]
@@ -194,7 +209,6 @@ def packet_cases(view: FleetView) -> set[Case]:
             by_set[index[id(rb.other)]] |= 1 << i
             sig = (tier, rb.action, rb.rule, rb.ports)
             sig_ids.append(signatures.setdefault(sig, len(signatures)))
-        picks = selections(boxes, owns)
         seen: set[int] = set()
         for mask in atoms[family].masks(by_set.items()):
             for pick in picks:
