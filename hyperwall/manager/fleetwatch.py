@@ -12,6 +12,17 @@ pause (agents keep the last program meanwhile: they are never told anything half
 `Resync` (compacted history): the same. A stored revision that does not validate (another
 manager wrote it; this one never commits one) is logged and skipped: `error` says so, the
 programs stay at the last valid revision.
+
+Garbage collection. The fleet's compiled state is millions of long-lived objects, and every
+revision adds more (the compiler's new sets and chains, the hosts' new programs, what the
+assertion gate keeps). Left to the collector, each young collection that follows a revision
+walks what that revision built, and its full collections walk the whole fleet: pauses of
+30-100 ms inside the next apply's gate (measured, `benchmarks/audit`), up to ~0.5 s for a
+full one. So after every load and every revision the fleet thread freezes what survives
+(`gc.freeze`: out of the collector's reach; acyclic objects are still freed by their
+reference counts when dropped). What the frozen part holds in reference cycles would stay
+until it is unfrozen: every `REFREEZE` revisions one full collection over everything runs
+on the fleet thread (`_freeze`), which bounds that.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from hyperwall.store import Resync, Revision, Store
 log = logging.getLogger("hyperwall.manager.fleet")
 T = TypeVar("T")
 REMEMBER = 256  # revisions whose changed hosts are remembered (for apply's answer)
+REFREEZE = 256  # revisions between full garbage collections (see the module docstring)
 
 
 class FleetWatch:
@@ -50,6 +62,7 @@ class FleetWatch:
         self.moves = Moves()  # live migrations: their destinations' programs (`manager.moves`)
         self.holding = Holding()  # assertions known to hold, and at which revision (`gate`)
         self.pokes = 0  # raised by `poke`: a host's program changed without a revision
+        self._frozen = 0  # revisions frozen since the last full collection
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="hyperwall-fleet")
         self._cond = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -87,11 +100,18 @@ class FleetWatch:
             self.error = f"stored revision {revision} does not validate: {exc}"
             log.error("%s", self.error)
         hosts = self.programs.load(revision, catalog)
-        # The fleet's compiled state is millions of long-lived objects: move them out of
-        # the collector's reach, or every full collection walks them (pauses of ~0.5 s).
-        gc.collect()
-        gc.freeze()
+        self._freeze(full=True)
         return hosts
+
+    def _freeze(self, full: bool = False) -> None:
+        """Move what the fleet thread built out of the collector's reach (see the module
+        docstring); a full collection first when `full` or every `REFREEZE` revisions."""
+        self._frozen += 1
+        if full or self._frozen >= REFREEZE:
+            gc.unfreeze()
+            gc.collect()
+            self._frozen = 0
+        gc.freeze()
 
     def _advance(self, event: Revision) -> list[str] | None:
         try:
@@ -104,7 +124,9 @@ class FleetWatch:
         old, holding = self.programs.catalog, self.holding
         if old is not None and holding.revision == event.number - 1:
             self.holding = holding.carried(event.number, old, catalog)
-        return self.programs.advance(event.number, catalog)
+        hosts = self.programs.advance(event.number, catalog)
+        self._freeze()
+        return hosts
 
     async def _follow(self) -> None:
         while True:
