@@ -1,11 +1,12 @@
 """`hyperwall lint`: rules that never decide anything, rules that change nothing, `pass`
 rules that pass nothing, groups that select nothing.
 
-For every enforcement point (a workload's endpoint, one of its own addresses, a direction),
-the endpoint's rules (`analysis.decisions.endpoint_boxes`) are run on every equivalence
-class of the whole packet space (every other-end address, protocol and port), as
-`analysis.assertions` does for one assertion. For each class the rules that match are
-listed in evaluation order; the first one decides (a `pass` on the way "passes"). Then:
+For every enforcement point (a workload's endpoint, one of its own addresses, a direction)
+and every equivalence class of the whole packet space (every other-end address, protocol
+and port), the rules that match are listed in evaluation order; the first one decides (a
+`pass` on the way "passes"). What a class adds to the findings depends only on that list
+and the endpoint's default (its *case*), so each distinct case is tallied once
+(`analysis.lint_cases` finds them, exactly, without deciding every point and class). Then:
 
 - unmatched: a rule that matches no packet at any point where it is enforced (its peers
   select nothing, its own side never contains the workloads it is installed on, or it is
