@@ -11,7 +11,7 @@ CIDR, `any`) as cheap as a small one.
 
 `lint` reads an endpoint's rules through it: the classes of an endpoint (the addresses in
 the same of its boxes, `decisions.segments`) are unions of atoms, so the distinct box sets
-of an endpoint are the distinct masks `mask_of_atoms` computes, one dictionary step per
+of an endpoint are the distinct masks `Atoms.masks` computes, one dictionary step per
 (set, atom), instead of sweeping every endpoint's intervals again. Pure.
 """
 
