@@ -277,12 +277,6 @@ class FamilyJoin:
         receivers: int,
         external_receivers: int,
     ) -> None:
-        sets = {s for i in positions(group.mask) for s in holding.get(i, ())}
-        by_proto: dict[int, list[tuple[_Ingress, int]]] = defaultdict(list)
-        for s in sets:
-            inside = group.mask & s
-            for proto, pieces in index[s].items():
-                by_proto[proto].extend((h, inside) for h in pieces)
         egress: dict[int, list[Piece]] = defaultdict(list)
         ports: dict[PortKey, int] = defaultdict(int)
         rules: dict[str, int] = defaultdict(int)
@@ -292,10 +286,15 @@ class FamilyJoin:
             if outside_reached:
                 ports[(g.proto, g.low, g.high)] |= outside_reached
                 rules[g.rule] |= outside_reached
+        sets = {s for i in positions(group.mask) for s in holding.get(i, ())}
+        by_proto: dict[int, list[tuple[_Ingress, int]]] = defaultdict(list)
+        for s in sets:
+            inside = group.mask & s
+            for proto, pieces in index[s].items():
+                if proto in egress:
+                    by_proto[proto].extend((h, inside) for h in pieces)
         for proto, hs in by_proto.items():
-            gs = egress.get(proto)
-            if not gs:
-                continue
+            gs = egress[proto]
             hs.sort(key=lambda h: h[0].low)
             for g, h, inside in _overlapping(gs, hs):
                 reached = g.mask & h.receivers
