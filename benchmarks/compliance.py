@@ -29,7 +29,7 @@ and 30 "no SSH from the internet into a group". Measured, wall-clock (`perf_coun
    process's CPU time (the machine is shared);
 4. lint (`analysis.lint`) of the whole fleet as `hyperwall lint` runs it (a fresh
    compiler, the findings counted per kind); on a fleet larger than `--quick`'s, that one
-   too. Baseline in the same run: one full verification (above).
+   too; wall-clock and CPU time. Baseline in the same run: one full verification (above).
 
 Results are printed and written as the section `## Compliance (benchmarks/compliance)` of
 `docs/benchmarks.md` (other sections are kept).
@@ -180,8 +180,8 @@ class Results:
     # groups, wall seconds, CPU seconds of this process, reaching cells
     reach: list[tuple[int, float, float, int]] = field(default_factory=list)
     reach_skipped: list[int] = field(default_factory=list)  # sizes the budget did not allow
-    lint: list[tuple[int, float, dict[str, int]]] = field(default_factory=list)  # workloads,
-    # seconds, findings per kind
+    # workloads, wall seconds, CPU seconds of this process, findings per kind
+    lint: list[tuple[int, float, float, dict[str, int]]] = field(default_factory=list)
     wall_seconds: float = 0.0
 
     def problems(self) -> list[str]:
@@ -286,11 +286,13 @@ def _measure_lint(results: Results, catalog: Catalog, log: Log) -> None:
     for workloads, make in fleets:
         linted = make()
         log(f"lint of the {workloads:,}-workload fleet")
+        cpu = time.process_time()
         seconds, found = _timed(lambda: lint(linted))  # noqa: B023
+        cpu = time.process_time() - cpu
         kinds: dict[str, int] = {}
         for f in found:
             kinds[f.kind] = kinds.get(f.kind, 0) + 1
-        results.lint.append((workloads, seconds, kinds))
+        results.lint.append((workloads, seconds, cpu, kinds))
 
 
 def _with(catalog: Catalog, new: Workload) -> Catalog:
@@ -409,12 +411,12 @@ def render_section(results: Results, command: str) -> str:
             (
                 f"| lint of the whole fleet of {workloads:,} workloads (`hyperwall lint`: a "
                 f"fresh compiler, every enforcement point over the whole packet space) | "
-                f"{_ms(seconds)}: "
+                f"{_ms(seconds)} ({_ms(cpu)} CPU): "
                 f"{', '.join(f'{n:,} {kind}' for kind, n in sorted(kinds.items())) or 'no finding'}"
                 f" | one full verification above: {_ms(full)} |",
                 "",
             )
-            for workloads, seconds, kinds in results.lint
+            for workloads, seconds, cpu, kinds in results.lint
         ),
     ]
     return "\n".join(

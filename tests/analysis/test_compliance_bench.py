@@ -29,7 +29,7 @@ def test_benchmark_runs_and_writes_its_section(tmp_path: Path) -> None:
     assert len(results.full) == 1 and results.held + results.failed > 0
     assert results.gate and len(results.gate) == len(results.touched) == len(results.incremental)
     assert results.reach and results.reach[-1][0] == TINY.groups
-    assert [workloads for workloads, _, _ in results.lint] == [TINY.workloads]
+    assert [workloads for workloads, _, _, _ in results.lint] == [TINY.workloads]
     section = render_section(results, "benchmarks/compliance --test")
     count = results.held + results.failed
     assert section.startswith(SECTION) and f"full verification, {count} assertions" in section
