@@ -157,6 +157,13 @@ def endpoint_boxes(
     return selected
 
 
+def own_cuts(boxes: list[RuleBox]) -> tuple[int, ...]:
+    """Where the own sides of a chain's boxes begin and end (each `[lo, hi]` cuts before
+    `lo` and after `hi`), sorted: own addresses with the same `bisect_right(cuts, own)`
+    lie in the same own sides, so `own_boxes` selects the same boxes for them."""
+    return tuple(sorted({c for rb in boxes if rb.own for lo, hi in rb.own for c in (lo, hi + 1)}))
+
+
 def own_boxes(boxes: list[RuleBox], own: int) -> tuple[RuleBox, ...]:
     """The boxes of one chain that can match with own address `own`."""
     return tuple(rb for rb in boxes if rb.own is None or contains(rb.own, own))

@@ -18,7 +18,7 @@ it reads changes, and an endpoint whenever its workload or policies do). Pure: n
 from __future__ import annotations
 
 import ipaddress
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from operator import is_
@@ -32,6 +32,7 @@ from hyperwall.analysis.decisions import (
     as_boxes,
     chain_boxes,
     own_boxes,
+    own_cuts,
 )
 from hyperwall.analysis.scope import changed_keys
 from hyperwall.compiler.chains import CompiledChain
@@ -42,6 +43,8 @@ from hyperwall.compiler.program import Endpoint
 from hyperwall.policy.model import Catalog, Peer, Workload
 
 FAMILIES = (4, 6)
+# one chain's boxes selected for an own address, and their content key (`_selection`)
+Selection = tuple[tuple[RuleBox, ...], tuple[tuple[Any, ...], ...]]
 SHARED_LIMIT = 100_000  # shared deciders kept per compiler before starting afresh
 
 
@@ -106,7 +109,7 @@ class _Kept:
     # was computed from, the decider, and each chain's boxes selected for the own address
     deciders: dict[
         tuple[str, str, int],
-        tuple[Endpoint, tuple[list[RuleBox], ...], Decider, tuple[tuple[RuleBox, ...], ...]],
+        tuple[Endpoint, tuple[list[RuleBox], ...], Decider, tuple[Selection, ...]],
     ]
     chains: dict[tuple[str, str, int], tuple[CompiledChain, list[RuleBox]]]
     # deciders shared by endpoints that run the same boxes (keyed by tier, action, rule,
@@ -139,6 +142,7 @@ class FleetView:
         self._deciders: dict[tuple[str, str, int], Decider] = {}
         self._lists: dict[tuple[str, str, int], list[RuleBox]] = {}
         self._dispatched: dict[tuple[Any, ...], tuple[list[RuleBox], ...]] = {}
+        self._selected: dict[int, tuple[tuple[int, ...], dict[int, Selection]]] = {}
 
     def owner(self, family: int, value: int) -> Owner | None:
         found = self._kept.index.owners[family].get(value)
@@ -172,25 +176,23 @@ class FleetView:
             and all(map(is_, found[1], lists))
         ):
             return found[2]
-        # each chain's boxes for `own`, selected again only from a chain whose box list
-        # was replaced (by list identity: the previous lists stay alive in `found`)
+        # each chain's boxes for `own` and their content key, selected again only from a
+        # chain whose box list was replaced (by identity: the previous lists stay alive in
+        # `found`)
         before = {} if found is None else dict(zip(map(id, found[1]), found[3], strict=True))
-        parts = tuple(
-            own_boxes(boxes, own) if (part := before.get(id(boxes))) is None else part
-            for boxes in lists
-        )
+        parts = tuple(before.get(id(boxes)) or self._selection(boxes, own) for boxes in lists)
         dispatch = owner.endpoint.dispatch(direction)
-        tiers = (tier for tier, names in enumerate(dispatch) for _ in names)
-        selected = [(tier, rb) for tier, part in zip(tiers, parts, strict=True) for rb in part]
+        tiers = tuple(tier for tier, names in enumerate(dispatch) for _ in names)
         same = (
             family,
             owner.endpoint.default,
-            *((t, rb.action, rb.rule, id(rb.other), rb.ports) for t, rb in selected),
+            *((t, part[1]) for t, part in zip(tiers, parts, strict=True) if part[1]),
         )
         shared = kept.shared.get(same)
         if shared is None:  # (the decider's boxes hold the other-end tuples `same` names)
             if len(kept.shared) > SHARED_LIMIT:
                 kept.shared.clear()
+            selected = [(t, rb) for t, part in zip(tiers, parts, strict=True) for rb in part[0]]
             boxes = as_boxes(selected)
             decider = None
             if found is not None and found[2].default == owner.endpoint.default:
@@ -201,6 +203,24 @@ class FleetView:
             shared = kept.shared[same] = decider
         kept.deciders[key] = (owner.endpoint, lists, shared, parts)
         return shared
+
+    def _selection(self, boxes: list[RuleBox], own: int) -> Selection:
+        """One chain's boxes for own address `own` and their content key (action, rule,
+        identity of the interned other-end tuple, ports per box: what shares deciders).
+        Own addresses between the same cuts of the chain's own sides select the same
+        boxes (a chain whose own sides are groups: their members), so a selection is made
+        once per view and such class (`boxes` stays alive in the view: its id is its own)."""
+        found = self._selected.get(id(boxes))
+        if found is None:
+            found = self._selected[id(boxes)] = (own_cuts(boxes), {})
+        cuts, made = found
+        position = bisect_right(cuts, own)
+        selection = made.get(position)
+        if selection is None:
+            part = own_boxes(boxes, own)
+            key = tuple((rb.action, rb.rule, id(rb.other), rb.ports) for rb in part)
+            selection = made[position] = (part, key)
+        return selection
 
     def chain_boxes(self, name: str, direction: Literal["in", "out"], family: int) -> list[RuleBox]:
         """Chain `name`'s boxes as `decider` reads them (kept with the compiler): for an

@@ -5,12 +5,23 @@ afresh from the new boxes."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperwall.analysis.decisions import FULL, Box, Decider, flips, runs, segments
+from hyperwall.analysis.decisions import (
+    FULL,
+    Box,
+    Decider,
+    RuleBox,
+    flips,
+    own_boxes,
+    own_cuts,
+    runs,
+    segments,
+)
 from hyperwall.compiler.intervals import Interval, merge
 from hyperwall.policy.model import Action, Verdict
 
@@ -132,3 +143,18 @@ def test_flips_are_the_symmetric_differences_of_the_moved_boxes(
         flipped = {x for (low, high), bit in found if bit == 1 << i for x in range(low, high + 1)}
         inside = {x for low, high in a.other for x in range(low, high + 1)}
         assert flipped == inside ^ {x for low, high in b.other for x in range(low, high + 1)}
+
+
+@given(
+    st.lists(st.one_of(st.none(), intervals), max_size=6), st.integers(0, 70), st.integers(0, 70)
+)
+def test_own_addresses_between_the_same_own_cuts_select_the_same_boxes(
+    owns: list[tuple[Interval, ...] | None], a: int, b: int
+) -> None:
+    chain = [RuleBox("allow", f"r{i}", own, ((0, 9),), None) for i, own in enumerate(owns)]
+    cuts = own_cuts(chain)
+    if bisect_right(cuts, a) == bisect_right(cuts, b):
+        assert own_boxes(chain, a) == own_boxes(chain, b)
+    assert own_boxes(chain, a) == tuple(
+        rb for rb in chain if rb.own is None or any(lo <= a <= hi for lo, hi in rb.own)
+    )
