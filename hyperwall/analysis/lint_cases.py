@@ -222,8 +222,10 @@ def packet_cases(view: FleetView) -> set[Case]:
     cases: set[Case] = set()
     for (family, ids), defaults in sequences.items():
         acts = [act_of[i] for i in ids]
+        masks: set[int] = set()  # the protocols share most masks: each one once
         for classes in ports.masks(family, tuple(port_of[i] for i in ids)):
-            for mask in classes:
-                matching = tuple(acts[i] for i in members(mask))
-                cases.update((default, matching) for default in defaults)
+            masks |= classes
+        for mask in masks:
+            matching = tuple(acts[i] for i in members(mask))
+            cases.update((default, matching) for default in defaults)
     return cases
