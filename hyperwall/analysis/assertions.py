@@ -124,11 +124,16 @@ class _Search:
         # (decider, direction, only) -> the decider (so that its id stays its own while
         # the entry lives), its cells over the other side, the rules deciding the rest
         self._shared: dict[tuple[int, str, str], tuple[Decider, list[Cell], set[str]]] = {}
+        self._deciders: dict[tuple[int, str], Decider] = {}
 
     def _decider(self, own: int, direction: Literal["in", "out"]) -> Decider:
-        owner = self.view.owner(self.family, own)
-        assert owner is not None
-        return self.view.decider(owner, direction, self.family, own)
+        found = self._deciders.get((own, direction))
+        if found is None:  # (`deny`'s pair checks ask for the same sources again and again)
+            owner = self.view.owner(self.family, own)
+            assert owner is not None
+            found = self.view.decider(owner, direction, self.family, own)
+            self._deciders[(own, direction)] = found
+        return found
 
     def _cells(
         self, own: int, direction: Literal["in", "out"], only: Literal["allowed", "denied"]
