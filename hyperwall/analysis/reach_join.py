@@ -278,10 +278,12 @@ class FamilyJoin:
         external_receivers: int,
     ) -> None:
         egress: dict[int, list[Piece]] = defaultdict(list)
+        allowed: dict[int, int] = defaultdict(int)  # protocol -> receivers allowed on some port
         ports: dict[PortKey, int] = defaultdict(int)
         rules: dict[str, int] = defaultdict(int)
         for g in self._allowed(group.decider, "out", receivers):
             egress[g.proto].append(g)
+            allowed[g.proto] |= g.mask
             outside_reached = g.mask & external_receivers  # nothing filters them
             if outside_reached:
                 ports[(g.proto, g.low, g.high)] |= outside_reached
@@ -291,8 +293,9 @@ class FamilyJoin:
         for s in sets:
             inside = group.mask & s
             for proto, pieces in index[s].items():
-                if proto in egress:
-                    by_proto[proto].extend((h, inside) for h in pieces)
+                wanted = allowed.get(proto, 0)
+                if wanted:  # only the pieces run by receivers this group's egress allows
+                    by_proto[proto].extend((h, inside) for h in pieces if h.receivers & wanted)
         for proto, hs in by_proto.items():
             gs = egress[proto]
             hs.sort(key=lambda h: h[0].low)
