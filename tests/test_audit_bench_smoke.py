@@ -12,14 +12,16 @@ from benchmarks.results_file import write_section
 
 
 def test_tiny_run_checks_and_reports(tmp_path: Path) -> None:
-    result = asyncio.run(audit.run("tiny", changes=2, assertions=3, seed=1))
+    result = asyncio.run(audit.run("tiny", changes=2, assertions=3, seed=1, lint=True))
     assert result["assertions"] == 3 and result["full_checked"] == 3
-    assert len(result["baseline"]) == 2 and len(result["gated"]) + result["refused"] == 2
-    assert max(result["checked"]) >= 1  # the gate had assertions to re-check
-    assert result["records"] == 1 + 2 + 1 + len(result["gated"])  # fleet, changes, assertions, …
+    gated = result["gated"]
+    assert len(result["baseline"].applies) == 2 and len(gated.applies) + gated.refused == 2
+    assert max(gated.checked) >= 1  # the gate had assertions to re-check
+    assert len(gated.gate) == len(gated.applies)  # the gate's own time, per committed change
+    assert result["records"] == 1 + 2 + 1 + len(gated.applies)  # fleet, changes, assertions, …
     assert result["report_groups"] > 0
-    text = audit.section(result, (0.5, 0.5, 0.5), 1.0)
-    assert text.startswith("## Audit and the assertion gate") and "| gate adds" in text
+    text = audit.section(result, (0.5, 0.5, 0.5), 1.0, lint=True)
+    assert text.startswith("## Audit and the assertion gate") and "| of which the gate" in text
     out = tmp_path / "benchmarks.md"
     write_section(out, text)
     assert out.read_text().count("## Audit and the assertion gate") == 1
