@@ -12,26 +12,29 @@ that run its decider, in the same rows) and one ingress piece `h` (senders `S`, 
 Every allowed pair lies in exactly such a product (its two deciding pieces), so the union
 over the overlapping (g, h) with a non-empty product is exact.
 
-- senders are grouped by (egress decider, rows they are in): `Senders`; receivers by
+- senders are grouped by (egress decider, rows they are in): `_Senders`; receivers by
   ingress decider; ingress pieces that are alike (ports, rule, senders) are merged and
   indexed by their sender set, and a sender group looks up only the sender sets that hold
-  one of its members;
+  one of its members (and of those, the pieces run by receivers its egress allows);
 - what a sender group reaches is kept per port range and per rule as a mask of receivers,
-  turned into a mask of columns once per group (`Columns`), and OR-ed into its rows
+  turned into a mask of columns once per group (`Sides`), and OR-ed into its rows
   (`Found`: per row, per port range and per rule, the columns as a mask);
-- external (non-workload) addresses of a row or column are as before unfiltered at their
-  end: a workload's allowed egress cells that hold one reach that column; a workload's
-  allowed ingress cells that hold one bring in that row; external to external reaches on
-  every service.
+- external (non-workload) addresses of a row or column are unfiltered at their end. The
+  rows' and columns' external parts are cut into *atoms* at every boundary of every box in
+  play and of every row and column, so an atom lies wholly inside or outside each; its
+  low end is one more bit position. An egress piece's atom bits reach their columns (by
+  the egress rule); an ingress piece's atom bits bring in their rows (by the ingress
+  rule); external to external (two different non-workload addresses) reaches on every
+  service, by no rule.
 
-Pure.
+See `docs/design/analysis.md` ("Reach") for why this is exact. Pure.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from hyperwall.analysis.classes import cut_points, distinct_pair, outside, points_within, split
@@ -126,7 +129,6 @@ class _Senders:
     decider: Decider
     rows: tuple[int, ...]
     mask: int = 0
-    values: list[int] = field(default_factory=list)
 
 
 def _overlapping(
