@@ -102,15 +102,13 @@ def _picked(
 
 
 class _Ports:
-    """Per protocol, the distinct masks of matching boxes over the port classes of a
-    sequence of boxes' port ranges; kept per sequence of ranges (many box sequences differ
-    only in their rules); each box's ranges are merged per protocol once."""
+    """The distinct masks of matching boxes over the port classes (of every protocol) of a
+    sequence of boxes' port ranges; each box's ranges are merged per protocol once."""
 
     def __init__(self) -> None:
         self._ids: dict[tuple[PortRange, ...] | None, int] = {}
         # per id: None (any protocol and port) or, per protocol, the merged ranges
         self._ranges: list[dict[int, tuple[Interval, ...]] | None] = []
-        self._masks: dict[tuple[int, tuple[int, ...]], list[set[int]]] = {}
 
     def id_of(self, ports: tuple[PortRange, ...] | None) -> int:
         """A small number per distinct port ranges of a box."""
@@ -126,16 +124,10 @@ class _Ports:
             self._ranges.append(per)
         return found
 
-    def masks(self, family: int, ports: tuple[int, ...]) -> list[set[int]]:
-        """Per protocol of the family's packet space (in order), the distinct masks (bit
-        i: box i matches) of its port classes; `ports` are the boxes' `id_of`."""
-        key = (family, ports)
-        found = self._masks.get(key)
-        if found is None:
-            found = self._masks[key] = self._classes(family, ports)
-        return found
-
-    def _classes(self, family: int, ports: tuple[int, ...]) -> list[set[int]]:
+    def masks(self, family: int, ports: Sequence[int]) -> set[int]:
+        """The distinct masks (bit i: box i matches) of the port classes of every protocol
+        of the family's packet space; `ports` are the boxes' `id_of`. (Not kept: few box
+        sequences share their port ranges, and the masks of all would fill memory.)"""
         always = 0
         toggles: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         for i, port_id in enumerate(ports):
@@ -148,12 +140,12 @@ class _Ports:
                 for low, high in merged:
                     cuts[low] ^= 1 << i
                     cuts[high + 1] ^= 1 << i
-        out: list[set[int]] = []
+        out: set[int] = set()
         for proto, space in PACKET_SPACE[family].items():
-            found = {always}
             if proto in toggles:
-                found = _sweep(toggles[proto], always, space)
-            out.append(found)
+                out |= _sweep(toggles[proto], always, space)
+            else:
+                out.add(always)
         return out
 
 
@@ -222,10 +214,7 @@ def packet_cases(view: FleetView) -> set[Case]:
     cases: set[Case] = set()
     for (family, ids), defaults in sequences.items():
         acts = [act_of[i] for i in ids]
-        masks: set[int] = set()  # the protocols share most masks: each one once
-        for classes in ports.masks(family, tuple(port_of[i] for i in ids)):
-            masks |= classes
-        for mask in masks:
+        for mask in ports.masks(family, [port_of[i] for i in ids]):
             matching = tuple(acts[i] for i in members(mask))
             cases.update((default, matching) for default in defaults)
     return cases
