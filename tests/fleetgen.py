@@ -502,6 +502,19 @@ def policy_edits(draw: st.DrawFn, original: Sequence[Doc]) -> list[Doc]:
     return docs
 
 
+def edited_workloads(data: st.DataObject, workloads: dict[str, Workload]) -> dict[str, Workload]:
+    """`workloads` after one to three `workload_edits` drawn from `data` (a new dict)."""
+    out = dict(workloads)
+    declared = list(workloads)
+    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+        key, new = data.draw(workload_edits(out, declared), label="edit")
+        if new is None:
+            out.pop(key, None)
+        else:
+            out[key] = new
+    return out
+
+
 @st.composite
 def workload_edits(
     draw: st.DrawFn, workloads: dict[str, Workload], declared: Sequence[str]

@@ -162,66 +162,65 @@ class _Changed:
 
     def deny(self, x: int) -> _Case | None:
         """A case from or to `x` that is allowed."""
-        f, taken, space = self.family, self.taken, self.space
-        at = self.shared.at(f, x)
-        first = next(iter(self.space.items()))
-        first_case = (first[0], first[1][0][0])
-        if contains(self.sources, x):
-            if self.view.owner(f, x) is None:  # x is no workload's (any more)
-                d = point_outside(self.destinations, taken, avoid=x)
-                if d is not None:
-                    return f, x, d, *first_case
-                for b in points_within(self.destinations, taken):
-                    for p, ports, verdict, _ in at.decisions(b, "in", space):
-                        if b != x and verdict == "allow":
-                            return f, x, b, p, ports[0]
-            for addresses, proto, ports in self._own_cells(x, "out", "allowed"):
-                d = point_outside((addresses,), taken)
-                if d is not None:
-                    return f, x, d, proto, ports[0]
-                for b in points_within((addresses,), taken):
-                    for decided in at.decisions(b, "in", space):
-                        port = _overlap(decided, proto, ports)
-                        if port is not None:
-                            return f, x, b, proto, port
-        if contains(self.destinations, x):
-            if self.view.owner(f, x) is None:
-                s = point_outside(self.sources, taken, avoid=x)
-                if s is not None:
-                    return f, s, x, *first_case
-                for a in points_within(self.sources, taken):
-                    for p, ports, verdict, _ in at.decisions(a, "out", space):
-                        if a != x and verdict == "allow":
-                            return f, a, x, p, ports[0]
-            for addresses, proto, ports in self._own_cells(x, "in", "allowed"):
-                s = point_outside((addresses,), taken)
-                if s is not None:
-                    return f, s, x, proto, ports[0]
-                for a in points_within((addresses,), taken):
-                    for decided in at.decisions(a, "out", space):
-                        port = _overlap(decided, proto, ports)
-                        if port is not None:
-                            return f, a, x, proto, port
-        return None
+        return self._allowed(x, out=True) or self._allowed(x, out=False)
 
     def allow(self, x: int) -> _Case | None:
         """A case from or to `x` that one end denies."""
+        return self._denied(x, out=True) or self._denied(x, out=False)
+
+    def _sides(
+        self, out: bool
+    ) -> tuple[
+        tuple[Interval, ...], tuple[Interval, ...], Literal["in", "out"], Literal["in", "out"]
+    ]:
+        """x's side and the other side, x's direction and the other end's: `out` for the
+        cases from x (x the source), else the cases to x."""
+        if out:
+            return self.sources, self.destinations, "out", "in"
+        return self.destinations, self.sources, "in", "out"
+
+    def _case(self, x: int, other: int, out: bool, proto: int, port: int) -> _Case:
+        return (self.family, x, other, proto, port) if out else (self.family, other, x, proto, port)
+
+    def _allowed(self, x: int, out: bool) -> _Case | None:
+        """A case from x (`out`) or to x that both ends allow (or the one that filters)."""
+        mine, theirs, own_way, their_way = self._sides(out)
+        if not contains(mine, x):
+            return None
         f, taken, space = self.family, self.taken, self.space
         at = self.shared.at(f, x)
-        if contains(self.sources, x):
-            for addresses, proto, ports in self._own_cells(x, "out", "denied"):
-                return f, x, addresses[0], proto, ports[0]
-            for b in points_within(self.destinations, taken):
-                for p, ports, verdict, _ in at.decisions(b, "in", space):
-                    if b != x and verdict != "allow":
-                        return f, x, b, p, ports[0]
-        if contains(self.destinations, x):
-            for addresses, proto, ports in self._own_cells(x, "in", "denied"):
-                return f, addresses[0], x, proto, ports[0]
-            for a in points_within(self.sources, taken):
-                for p, ports, verdict, _ in at.decisions(a, "out", space):
-                    if a != x and verdict != "allow":
-                        return f, a, x, p, ports[0]
+        if self.view.owner(f, x) is None:  # x is no workload's (any more): unfiltered there
+            e = point_outside(theirs, taken, avoid=x)
+            if e is not None:
+                proto, ranges = next(iter(space.items()))
+                return self._case(x, e, out, proto, ranges[0][0])
+            for b in points_within(theirs, taken):
+                for p, ports, verdict, _ in at.decisions(b, their_way, space):
+                    if b != x and verdict == "allow":
+                        return self._case(x, b, out, p, ports[0])
+        for addresses, proto, ports in self._own_cells(x, own_way, "allowed"):
+            e = point_outside((addresses,), taken)
+            if e is not None:
+                return self._case(x, e, out, proto, ports[0])
+            for b in points_within((addresses,), taken):
+                for decided in at.decisions(b, their_way, space):
+                    port = _overlap(decided, proto, ports)
+                    if port is not None:
+                        return self._case(x, b, out, proto, port)
+        return None
+
+    def _denied(self, x: int, out: bool) -> _Case | None:
+        """A case from x (`out`) or to x that one end denies."""
+        mine, theirs, own_way, their_way = self._sides(out)
+        if not contains(mine, x):
+            return None
+        at = self.shared.at(self.family, x)
+        for addresses, proto, ports in self._own_cells(x, own_way, "denied"):
+            return self._case(x, addresses[0], out, proto, ports[0])
+        for b in points_within(theirs, self.taken):
+            for p, ports, verdict, _ in at.decisions(b, their_way, self.space):
+                if b != x and verdict != "allow":
+                    return self._case(x, b, out, p, ports[0])
         return None
 
 

@@ -14,7 +14,7 @@ from hyperwall.analysis.assertions import AssertionResult, check_assertions, tou
 from hyperwall.analysis.trace import trace
 from hyperwall.policy.model import Catalog
 from tests.analysis.assertion_gen import assertion_docs, brute_force
-from tests.fleetgen import Doc, doc, fleets, load, workload_edits
+from tests.fleetgen import Doc, doc, edited_workloads, fleets, load
 from tests.test_oracle import Oracle
 
 
@@ -69,15 +69,7 @@ def test_checker_agrees_with_brute_force(data: st.DataObject, fleet: list[Doc]) 
 def test_untouched_assertions_keep_their_result(data: st.DataObject, fleet: list[Doc]) -> None:
     docs = [*fleet, *data.draw(assertion_docs(fleet), label="assertions")]
     old = load(docs)
-    workloads = dict(old.workloads)
-    declared = [k for k in workloads]
-    for _ in range(data.draw(st.integers(1, 3), label="edits")):
-        key, new = data.draw(workload_edits(workloads, declared), label="edit")
-        if new is None:
-            workloads.pop(key, None)
-        else:
-            workloads[key] = new
-    new_catalog = Catalog(old.config, workloads)
+    new_catalog = Catalog(old.config, edited_workloads(data, dict(old.workloads)))
     touched = touched_assertions(old, new_catalog)
     before = {r.name: r.to_json() for r in check_assertions(old)}
     after = {r.name: r.to_json() for r in check_assertions(new_catalog)}

@@ -19,7 +19,7 @@ from hyperwall.policy.model import AssertionDef, Catalog, Peer
 from hyperwall.policy.ports import PortMatch, parse_port_spec
 from tests.analysis.assertion_gen import SERVICE_SPECS, assertion_docs
 from tests.analysis.test_assertions import SHOP, assertion, vm
-from tests.fleetgen import Doc, fleets, load, sample, workload_edits
+from tests.fleetgen import Doc, edited_workloads, fleets, load, sample
 
 
 @settings(
@@ -34,14 +34,7 @@ def test_recheck_of_what_held_agrees_with_a_full_check_after_workload_edits(
     """Both ways: the edits from the drawn fleet, and the same edits undone (an assertion
     that held after them is re-checked over the fleet before them)."""
     before = load([*fleet, *data.draw(assertion_docs(fleet), label="assertions")])
-    workloads = dict(before.workloads)
-    declared = list(workloads)
-    for _ in range(data.draw(st.integers(1, 3), label="edits")):
-        key, new_w = data.draw(workload_edits(workloads, declared), label="edit")
-        if new_w is None:
-            workloads.pop(key, None)
-        else:
-            workloads[key] = new_w
+    workloads = edited_workloads(data, dict(before.workloads))
     after = Catalog(before.config, workloads)
     # and assertions about the edited workloads' addresses, the ones edits most often break
     about = changed_addresses(before, after)
