@@ -9,10 +9,11 @@ those cases, so each distinct case (`Case`: the default and the matching rules a
 
 1. points are grouped by *profile* (family, direction, default, the chains the endpoint
    runs per tier): the points of a profile differ only in the own address, which picks the
-   boxes whose own side contains it (`selections`: a bit mask per distinct pick);
+   boxes whose own side contains it (`selections`: a bit mask per distinct pick); boxes
+   no point of the profile picks are dropped;
 2. the other-end classes of a profile are unions of the fleet's atoms (`analysis.atoms`,
-   built once per family over every box's other-end set), so its distinct box masks are
-   those of its atoms; a point's classes are those masks cut to its pick (`mask & pick`);
+   built once per family over every kept box's other-end set), so its distinct box masks
+   are those of its atoms; a point's classes are those masks cut to its pick;
 3. per distinct sequence of boxes (tier, action, rule, ports) the ports of each protocol
    are cut at the boxes' port boundaries, and each port class's matching boxes give a case.
 
