@@ -28,6 +28,7 @@ from hyperwall.manager.auth import AUDITOR, PROVIDER_ADMIN, TENANT_ADMIN, Princi
 from hyperwall.manager.catalogs import build_state
 from hyperwall.manager.deps import Mgr, Who
 from hyperwall.manager.documents import request_error
+from hyperwall.manager_api import ErrorBody
 from hyperwall.policy.errors import DocumentsInvalid
 from hyperwall.policy.model import Catalog
 
@@ -90,7 +91,13 @@ def _matrix(
     return reach(view, rows, columns, services)
 
 
-@router.get("/reach")
+@router.get(
+    "/reach",
+    responses={
+        404: {"model": ErrorBody, "description": "no such revision"},
+        410: {"model": ErrorBody, "description": "the revision was compacted"},
+    },
+)
 async def reach_matrix(
     who: Who,
     manager: Mgr,
