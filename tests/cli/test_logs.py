@@ -98,16 +98,18 @@ def test_logs_filters_and_views(live: Live) -> None:
     assert [json.loads(x)["workload"] for x in r.stdout.splitlines()] == ["acme/web-1"]
 
 
-def test_follow_prints_what_arrives(live: Live) -> None:
+def test_follow_prints_what_arrives(live: Live, tmp_path: Path) -> None:
     tokens = setup(live)
     ship(live, tokens["agent"], 0, [rec(1, "acme/db-1")])
     env = {**os.environ, "HYPERWALL_SERVER": live.url, "HYPERWALL_TOKEN": tokens["acme"]}
-    proc = subprocess.Popen(
-        [*hyperwall(), "logs", "--follow", "--json", "--interval", "0.2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    errors = tmp_path / "stderr"  # a file, not a pipe nobody reads: it never blocks the CLI
+    with errors.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [*hyperwall(), "logs", "--follow", "--json", "--interval", "0.2"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
     try:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
@@ -117,5 +119,10 @@ def test_follow_prints_what_arrives(live: Live) -> None:
         assert later["sport"] == 4003 and later["workload"] == "acme/db-1"
     finally:
         proc.send_signal(signal.SIGINT)
-        wait_for(lambda: proc.poll() is not None, "logs --follow to stop")
-    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+        try:
+            wait_for(lambda: proc.poll() is not None, "logs --follow to stop")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, errors.read_text()
