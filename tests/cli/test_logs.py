@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,17 @@ def test_logs_filters_and_views(live: Live) -> None:
     assert [json.loads(x)["workload"] for x in r.stdout.splitlines()] == ["acme/web-1"]
 
 
+# Ctrl-C is what stops `logs --follow`; a test runner started in the background (`cmd &` in
+# a shell without job control) has SIGINT ignored, and its children inherit that: restore
+# the default before the CLI starts, so Python installs its KeyboardInterrupt handler.
+DEFAULT_SIGINT = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
 def test_follow_prints_what_arrives(live: Live, tmp_path: Path) -> None:
     tokens = setup(live)
     ship(live, tokens["agent"], 0, [rec(1, "acme/db-1")])
@@ -105,7 +117,7 @@ def test_follow_prints_what_arrives(live: Live, tmp_path: Path) -> None:
     errors = tmp_path / "stderr"  # a file, not a pipe nobody reads: it never blocks the CLI
     with errors.open("wb") as stderr:
         proc = subprocess.Popen(
-            [*hyperwall(), "logs", "--follow", "--json", "--interval", "0.2"],
+            [*DEFAULT_SIGINT, *hyperwall(), "logs", "--follow", "--json", "--interval", "0.2"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=stderr,
