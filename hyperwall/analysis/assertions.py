@@ -41,8 +41,8 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from hyperwall.analysis.classes import distinct_pair, point_outside, points_within, subtract
-from hyperwall.analysis.decisions import Cell, Decider, Space, service_space
+from hyperwall.analysis.classes import distinct_pair, point_outside, points_within, without
+from hyperwall.analysis.decisions import Cell, Decider, Space, allowed_port, service_space
 from hyperwall.analysis.scope import touched_assertions
 from hyperwall.analysis.trace import End, TraceResult, trace_ends
 from hyperwall.analysis.view import FAMILIES, FleetView, address_text
@@ -144,7 +144,7 @@ class _Search:
         decider = self._decider(own, direction)
         targets = self.destinations if direction == "out" else self.sources
         if contains(targets, own):
-            others = subtract(targets, ((own, own),))
+            others = without(targets, own)
             return decider.cells(others, self.space, only=only, others=self.evidence)
         key = (id(decider), direction, only)
         found = self._shared.get(key)
@@ -205,9 +205,10 @@ class _Search:
         services) and added its rules."""
         if a == b:
             return None
-        for p, (low, high), verdict, _ in self._decider(a, "out").decided_at(b, self.space):
-            if p == proto and verdict == "allow" and low <= ports[1] and high >= ports[0]:
-                return max(low, ports[0])
+        for decided in self._decider(a, "out").decided_at(b, self.space):
+            port = allowed_port(decided, proto, ports)
+            if port is not None:
+                return port
         return None
 
 

@@ -351,7 +351,7 @@ def members(mask: int) -> list[int]:
 Decided = tuple[int, Interval, Verdict, str]  # protocol, port class, verdict, rule
 
 
-def _decide_all(boxes: list[Box], inside: int, default: Verdict, space: Space) -> list[Decided]:
+def decide_all(boxes: list[Box], inside: int, default: Verdict, space: Space) -> list[Decided]:
     sub = [boxes[i] for i in members(inside)]
     out = []
     for proto, ranges in space.items():
@@ -362,6 +362,15 @@ def _decide_all(boxes: list[Box], inside: int, default: Verdict, space: Space) -
             verdict, rule = decide(sub, proto, ports[0], default)
             out.append((proto, ports, verdict, rule))
     return out
+
+
+def allowed_port(decided: Decided, proto: int, ports: Interval) -> int | None:
+    """The lowest port of `ports` that `decided` (one port class's decision) allows for
+    `proto`; None if none."""
+    p, (low, high), verdict, _ = decided
+    if p == proto and verdict == "allow" and low <= ports[1] and high >= ports[0]:
+        return max(low, ports[0])
+    return None
 
 
 class Decider:
@@ -407,7 +416,7 @@ class Decider:
         key = (inside, space_key)
         found = self._decided.get(key)
         if found is None:
-            found = self._decided[key] = tuple(_decide_all(self.boxes, inside, self.default, space))
+            found = self._decided[key] = tuple(decide_all(self.boxes, inside, self.default, space))
         return found
 
     def _part(

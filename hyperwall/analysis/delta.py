@@ -38,26 +38,26 @@ revision, `manager.gate`); the property test `tests/analysis/test_delta.py` comp
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Iterator
 from typing import Literal
 
 from hyperwall.analysis.assertions import AssertionResult, Checker
-from hyperwall.analysis.classes import point_outside, points_within
+from hyperwall.analysis.classes import point_outside, points_within, without
 from hyperwall.analysis.decisions import (
     Decided,
     Decider,
     RuleBox,
     Space,
-    _decide_all,
+    allowed_port,
     as_boxes,
+    decide_all,
     endpoint_boxes,
     own_boxes,
     service_space,
 )
-from hyperwall.analysis.scope import _same_policy, changed_workloads
+from hyperwall.analysis.scope import changed_workloads, same_policy
 from hyperwall.analysis.view import FAMILIES, FleetView
-from hyperwall.compiler.intervals import V6_MAX, Interval, address_interval, contains
+from hyperwall.compiler.intervals import Interval, address_interval, contains
 from hyperwall.policy.model import AssertionDef, Catalog
 
 # A failing case: (family, source, destination, protocol, port), as the checker finds them.
@@ -66,7 +66,7 @@ _Case = tuple[int, int, int, int, int]
 
 def changed_addresses(old: Catalog, new: Catalog) -> dict[int, tuple[int, ...]] | None:
     """See the module docstring."""
-    if not _same_policy(old.config, new.config):
+    if not same_policy(old.config, new.config):
         return None
     found: dict[int, set[int]] = {f: set() for f in FAMILIES}
     for w in changed_workloads(old, new):
@@ -111,26 +111,8 @@ class _AtAddress:
         found = self._decided.get(key)
         if found is None:
             boxes = as_boxes(selected)
-            found = self._decided[key] = _decide_all(boxes, (1 << len(boxes)) - 1, default, space)
+            found = self._decided[key] = decide_all(boxes, (1 << len(boxes)) - 1, default, space)
         return found
-
-
-def _without(intervals: tuple[Interval, ...], x: int) -> tuple[Interval, ...]:
-    """`intervals` (sorted, merged) without the single address `x`."""
-    i = bisect_right(intervals, (x, V6_MAX + 1)) - 1
-    if i < 0 or intervals[i][1] < x:
-        return intervals
-    low, high = intervals[i]
-    pieces = tuple(p for p in ((low, x - 1), (x + 1, high)) if p[0] <= p[1])
-    return intervals[:i] + pieces + intervals[i + 1 :]
-
-
-def _overlap(decided: Decided, proto: int, ports: Interval) -> int | None:
-    """The lowest port of `ports` that `decided` allows for `proto`; None if none."""
-    p, (low, high), verdict, _ = decided
-    if p == proto and verdict == "allow" and low <= ports[1] and high >= ports[0]:
-        return max(low, ports[0])
-    return None
 
 
 class _Changed:
@@ -157,7 +139,7 @@ class _Changed:
         if decider is None:
             return
         targets = self.destinations if direction == "out" else self.sources
-        for cell in decider.cells(_without(targets, x), self.space, only=only):
+        for cell in decider.cells(without(targets, x), self.space, only=only):
             yield cell.addresses, cell.proto, cell.ports
 
     def deny(self, x: int) -> _Case | None:
@@ -204,7 +186,7 @@ class _Changed:
                 return self._case(x, e, out, proto, ports[0])
             for b in points_within((addresses,), taken):
                 for decided in at.decisions(b, their_way, space):
-                    port = _overlap(decided, proto, ports)
+                    port = allowed_port(decided, proto, ports)
                     if port is not None:
                         return self._case(x, b, out, proto, port)
         return None

@@ -79,7 +79,7 @@ def selects(config: PolicyConfig, peers: tuple[Peer, ...], w: Workload) -> bool:
     return False
 
 
-def _same_policy(old: PolicyConfig, new: PolicyConfig) -> bool:
+def same_policy(old: PolicyConfig, new: PolicyConfig) -> bool:
     return all(
         a is b or a == b
         for a, b in (
@@ -128,7 +128,7 @@ def touched_assertions(old: Catalog, new: Catalog) -> frozenset[str]:
     """Keys of the assertions of `new` whose result may differ from their result over
     `old` (see the module docstring)."""
     assertions = new.config.assertions
-    if not _same_policy(old.config, new.config):
+    if not same_policy(old.config, new.config):
         return frozenset(assertions)
     changed = changed_workloads(old, new)
     return frozenset(

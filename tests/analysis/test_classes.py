@@ -14,6 +14,7 @@ from hyperwall.analysis.classes import (
     points_within,
     split,
     subtract,
+    without,
 )
 from hyperwall.compiler.intervals import Interval, merge
 
@@ -48,6 +49,11 @@ def test_intersect_and_subtract(a: tuple[Interval, ...], b: tuple[Interval, ...]
     assert members(intersect(a, b)) == members(a) & members(b)
     assert members(subtract(a, b)) == members(a) - members(b)
     assert subtract(a, b) == merge(subtract(a, b))
+
+
+@given(interval_lists(), st.integers(0, TOP + 1))
+def test_without_one_value_is_subtract(a: tuple[Interval, ...], x: int) -> None:
+    assert without(a, x) == subtract(a, ((x, x),))
 
 
 @given(
