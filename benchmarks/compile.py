@@ -51,7 +51,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks.results_file import publish
+from benchmarks.results_file import RESULTS, progress, publish
 from benchmarks.synthetic import FULL, QUICK, FleetShape, generate
 from hyperwall.compiler import delta
 from hyperwall.compiler.fleet import FleetCompiler, compile_host
@@ -65,7 +65,6 @@ SECTION = "## Policy compiler (benchmarks/compile)"
 ONE_HOST_TARGET = 1.0  # seconds, from the issue
 INCREMENTAL_TARGET = 0.020
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
 
 T = TypeVar("T")
 Log = Callable[[str], None]
@@ -1044,16 +1043,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output",
         type=Path,
         default=None,
-        help=f"results file (default {DEFAULT_OUTPUT.relative_to(REPO)}; --quick: none)",
+        help=f"results file (default {RESULTS.relative_to(REPO)}; --quick: none)",
     )
     parser.add_argument("--no-write", action="store_true", help="only print the results")
     args = parser.parse_args(argv)
     shape = QUICK if args.quick else FULL
     if args.seed is not None:
         shape = shape.with_seed(args.seed)
-
-    def log(message: str) -> None:
-        print(f"[benchmark] {message}", file=sys.stderr, flush=True)
 
     results = run_benchmark(
         shape,
@@ -1062,15 +1058,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         edits=args.edits,
         checks=args.checks,
         profile_mode=args.profile,
-        log=log,
+        log=progress,
     )
-    output = args.output or (None if args.quick else DEFAULT_OUTPUT)
     publish(
         "compile",
         argv if argv is not None else sys.argv[1:],
         lambda command: render_section(results, command),
-        None if args.no_write else output,
-        log,
+        args.output,
+        args.quick,
+        args.no_write,
     )
     return 1 if results.problems() else 0
 

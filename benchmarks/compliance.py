@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from benchmarks.compile import label_changes, machine, raw_documents
-from benchmarks.results_file import publish
+from benchmarks.results_file import progress, publish
 from benchmarks.synthetic import FULL, QUICK, FleetShape, generate
 from hyperwall.analysis.assertions import check_assertions, touched_assertions
 from hyperwall.analysis.lint import lint
@@ -66,8 +66,6 @@ from hyperwall.policy.model import Catalog, RuleDef, Workload
 SECTION = "## Compliance (benchmarks/compliance)"
 FULL_TARGET = 10.0  # seconds for 100 assertions, from the issue
 INCREMENTAL_TARGET = 0.100  # p99 seconds added to an apply
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
 Log = Callable[[str], None]
 
 
@@ -476,19 +474,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seed is not None:
         shape = shape.with_seed(args.seed)
 
-    def log(message: str) -> None:
-        print(f"[benchmark] {message}", file=sys.stderr, flush=True)
-
     results = run_benchmark(
-        shape, max(1, args.repeat), args.changes, args.reach_groups, log, args.reach_budget
+        shape, max(1, args.repeat), args.changes, args.reach_groups, progress, args.reach_budget
     )
-    output = args.output or (None if args.quick else DEFAULT_OUTPUT)
     publish(
         "compliance",
         argv if argv is not None else sys.argv[1:],
         lambda command: render_section(results, command),
-        None if args.no_write else output,
-        log,
+        args.output,
+        args.quick,
+        args.no_write,
     )
     return 1 if results.problems() else 0
 

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def progress(message: str) -> None:
+    """A benchmark's progress line, on stderr (the section goes to stdout)."""
+    print(f"[benchmark] {message}", file=sys.stderr, flush=True)
 
 
 def write_section(path: Path, section: str) -> None:
@@ -31,12 +39,15 @@ def publish(
     argv: Sequence[str],
     render: Callable[[str], str],
     output: Path | None,
-    log: Callable[[str], None],
+    quick: bool,
+    no_write: bool,
 ) -> None:
     """Print the section `render` makes for the command line `benchmarks/NAME ARGV`, and
-    write it into `output` (when not None)."""
+    write it into `output`: by default `RESULTS`, but nowhere for a `--quick` run (a smoke
+    run's numbers are not results) or with `--no-write`."""
     section = render(f"benchmarks/{name}" + "".join(f" {a}" for a in argv))
     print(section)
-    if output is not None:
-        write_section(output, section)
-        log(f"wrote {output}")
+    target = None if no_write else output or (None if quick else RESULTS)
+    if target is not None:
+        write_section(target, section)
+        progress(f"wrote {target}")
