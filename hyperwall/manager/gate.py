@@ -74,15 +74,17 @@ class Holding:
         From any other revision nothing is known."""
         if self.revision != revision - 1 or not self.assertions:
             return Holding(revision)
-        touched = touched_assertions(old, new)
-        return Holding(
-            revision,
-            {
-                key: a
-                for key, a in self.assertions.items()
-                if key not in touched and new.config.assertions.get(key) == a
-            },
-        )
+        return Holding(revision, _untouched(self.assertions, touched_assertions(old, new), new))
+
+
+def _untouched(known: Known, touched: Collection[str], new: Catalog) -> Known:
+    """What stays known over `new`: the known assertions a change did not touch, as `new`
+    still defines them."""
+    return {
+        key: a
+        for key, a in known.items()
+        if key not in touched and new.config.assertions.get(key) == a
+    }
 
 
 def check_change(
@@ -100,11 +102,7 @@ def check_change(
     if not new.config.assertions:
         return GateResult()
     names = None if old is None else touched_assertions(old, new)
-    kept = {
-        key: a
-        for key, a in (known or {}).items()
-        if names is not None and key not in names and new.config.assertions.get(key) == a
-    }
+    kept = {} if names is None or not known else _untouched(known, names, new)
     if names is not None and not names:
         return GateResult(seconds=time.perf_counter() - began, holding=kept)
     addresses = None if old is None or not known else changed_addresses(old, new)
